@@ -1,0 +1,1 @@
+//! `barrier`: not built yet; see the issue that fills this crate.

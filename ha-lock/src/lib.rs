@@ -1,0 +1,1 @@
+//! `ha-lock`: not built yet; see the issue that fills this crate.

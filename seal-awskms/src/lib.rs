@@ -1,0 +1,1 @@
+//! `seal-awskms`: not built yet; see the issue that fills this crate.

@@ -1,0 +1,1 @@
+//! `storage-consul`: not built yet; see the issue that fills this crate.

@@ -1,0 +1,1 @@
+//! `storage-redb`: not built yet; see the issue that fills this crate.

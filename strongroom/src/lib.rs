@@ -1,0 +1,1 @@
+//! `strongroom`: not built yet; see the issue that fills this crate.
