@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test Strongroom has, on a fresh machine: installs and starts
+# what the tests need (Consul, moto_server, OpenBao's bao, hvac; cached in
+# ~/.cache/strongroom), then checks formatting, lints, licences and
+# advisories, the Rust test suites, and the end-to-end tests with real clients.
+#
+#   scripts/test.sh
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+eval "$(scripts/setup-tools.sh)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STRONGROOM_CACHE/target}"
+export CARGO_TERM_COLOR=never
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+step "cargo deny (advisories, licences, sources; offline RustSec snapshot)"
+cargo fetch --quiet
+# deny.toml names the default cache; point it at this run's cache.
+deny_config="$(mktemp)"
+sed "s|^db-path = .*|db-path = \"$STRONGROOM_CACHE/advisory-db\"|" deny.toml > "$deny_config"
+cargo deny --offline --manifest-path Cargo.toml check --config "$deny_config" \
+  advisories licenses sources bans
+rm -f "$deny_config"
+
+step "cargo test (workspace, all features)"
+cargo test --workspace --all-features --no-fail-fast
+
+if [ -d tests/e2e ]; then
+  step "end-to-end tests with real clients (hvac, OpenBao CLI)"
+  cargo build --quiet -p examples --bin strongroom
+  export STRONGROOM_BIN="$CARGO_TARGET_DIR/debug/strongroom"
+  "$STRONGROOM_PYTHON" -m pytest -q tests/e2e
+fi
