@@ -1,0 +1,254 @@
+//! Crash test: acknowledged writes survive `SIGKILL`.
+//!
+//! The test re-executes its own binary as a child (selected by an
+//! environment variable). The child opens the database and writes from
+//! several concurrent tasks — puts, two-key transactions, and deletes —
+//! printing each key to stdout only after the call returned `Ok`. The
+//! parent reads those acknowledgements, kills the child with `SIGKILL` in
+//! the middle of the stream, reopens the database, and checks that it
+//! opens cleanly (and passes redb's integrity check) and that every
+//! acknowledged write is there with its exact value. Several rounds run on
+//! the same file, each checking all rounds so far.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use seal_core::{Storage, TxnOp};
+use storage_redb::RedbStorage;
+
+const TEST_NAME: &str = "acknowledged_writes_survive_sigkill";
+const CHILD_DB_ENV: &str = "STRONGROOM_REDB_CRASH_CHILD_DB";
+const CHILD_ROUND_ENV: &str = "STRONGROOM_REDB_CRASH_CHILD_ROUND";
+const WRITERS: usize = 8;
+/// The child stops by itself after this long, so an orphan never writes
+/// forever; the parent kills it long before.
+const CHILD_LIFETIME: Duration = Duration::from_secs(60);
+
+/// The value written for `key`: derived from it, of varying length
+/// (1..=3000 bytes), so the parent can check exact bytes.
+fn value_for(key: &str) -> Vec<u8> {
+    let len = 1 + key.bytes().map(usize::from).sum::<usize>() * 37 % 3000;
+    key.bytes().cycle().take(len).collect()
+}
+
+#[test]
+fn acknowledged_writes_survive_sigkill() {
+    if let Ok(db) = std::env::var(CHILD_DB_ENV) {
+        let round: usize = std::env::var(CHILD_ROUND_ENV).unwrap().parse().unwrap();
+        child_main(Path::new(&db), round);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("crash.redb");
+    // What every acknowledged key must look like after the crash.
+    let mut acknowledged: BTreeMap<String, Expect> = BTreeMap::new();
+    for (round, kill_after) in [150usize, 600, 1500, 40].into_iter().enumerate() {
+        let acks = run_child_and_kill(&db, round, kill_after);
+        assert!(
+            acks.len() >= kill_after,
+            "round {round}: child acknowledged only {} writes",
+            acks.len()
+        );
+        for (key, state) in acks {
+            acknowledged.insert(key, state);
+        }
+        verify(&db, &acknowledged, round);
+    }
+}
+
+/// Starts the child, reads acknowledgements until `kill_after` arrived,
+/// sends `SIGKILL`, and returns every acknowledgement that reached the pipe.
+fn run_child_and_kill(db: &Path, round: usize, kill_after: usize) -> Vec<(String, Expect)> {
+    let exe = std::env::current_exe().unwrap();
+    let child = Command::new(exe)
+        .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DB_ENV, db)
+        .env(CHILD_ROUND_ENV, round.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap());
+    let mut acks = Vec::new();
+    let mut killed = false;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if lines.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        // A line cut short by the kill was never fully acknowledged.
+        let Some(line) = line.strip_suffix('\n') else {
+            continue;
+        };
+        if let Some(key) = line.strip_prefix("PUT ") {
+            acks.push((key.to_owned(), Expect::Value(value_for(key))));
+        } else if let Some(key) = line.strip_prefix("PUT-THEN-DEL ") {
+            acks.push((key.to_owned(), Expect::ValueOrGone(value_for(key))));
+        } else if let Some(key) = line.strip_prefix("DEL ") {
+            acks.push((key.to_owned(), Expect::Gone));
+        } else if let Some(message) = line.strip_prefix("FAIL ") {
+            panic!("round {round}: child failed: {message}");
+        }
+        if !killed && acks.len() >= kill_after {
+            child.0.kill().unwrap(); // SIGKILL: no destructors, no flush.
+            killed = true;
+        }
+    }
+    let status = child.0.wait().unwrap();
+    assert!(
+        killed,
+        "round {round}: child exited ({status}) before being killed"
+    );
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "round {round}: child was not killed by SIGKILL: {status}"
+    );
+    acks
+}
+
+fn verify(db: &Path, acknowledged: &BTreeMap<String, Expect>, round: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let storage = RedbStorage::open(db)
+            .unwrap_or_else(|e| panic!("round {round}: reopen after SIGKILL failed: {e}"));
+        let mut present = 0;
+        for (key, want) in acknowledged {
+            let got = storage.get(key).await.unwrap();
+            match want {
+                Expect::Value(value) => {
+                    present += 1;
+                    assert!(
+                        got.as_ref() == Some(value),
+                        "round {round}: acknowledged put of {key} lost or altered \
+                         (got {:?} bytes, want {} bytes)",
+                        got.as_ref().map(Vec::len),
+                        value.len()
+                    );
+                }
+                Expect::ValueOrGone(value) => assert!(
+                    got.is_none() || got.as_ref() == Some(value),
+                    "round {round}: acknowledged put of {key} altered"
+                ),
+                Expect::Gone => {
+                    assert_eq!(
+                        got, None,
+                        "round {round}: acknowledged delete of {key} undone"
+                    );
+                }
+            }
+        }
+        assert!(present > 0);
+        // The store still takes writes after recovery.
+        storage.put("after/crash", b"ok").await.unwrap();
+    });
+    // And redb itself finds the recovered file sound.
+    let mut raw = redb::Database::open(db).unwrap();
+    assert!(
+        raw.check_integrity().unwrap(),
+        "round {round}: integrity check repaired damage"
+    );
+}
+
+/// The state an acknowledged key must be in after the crash.
+#[derive(Debug)]
+enum Expect {
+    /// An acknowledged put, with nothing after it.
+    Value(Vec<u8>),
+    /// An acknowledged put whose delete was sent but not acknowledged when
+    /// the child died: the delete may or may not have committed, but the
+    /// value must not be anything else.
+    ValueOrGone(Vec<u8>),
+    /// An acknowledged delete.
+    Gone,
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The child: write forever (until killed), acknowledging on stdout.
+fn child_main(db: &Path, round: usize) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let storage = Arc::new(RedbStorage::open(db).unwrap());
+        let deadline = Instant::now() + CHILD_LIFETIME;
+        let mut tasks = Vec::new();
+        for writer in 0..WRITERS {
+            let storage = Arc::clone(&storage);
+            tasks.push(tokio::spawn(async move {
+                let mut i = 0usize;
+                while Instant::now() < deadline {
+                    let key = format!("crash/r{round}/w{writer}/{i:07}");
+                    if let Err(e) = write_one(&*storage, &key, i).await {
+                        ack(&format!("FAIL {key}: {e}"));
+                        return;
+                    }
+                    i += 1;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+}
+
+/// One unit of work; prints an acknowledgement after each call returns Ok.
+async fn write_one(
+    storage: &dyn Storage,
+    key: &str,
+    i: usize,
+) -> Result<(), seal_core::StorageError> {
+    match i % 5 {
+        // A two-key transaction: both keys are acknowledged together.
+        0 => {
+            let pair = format!("{key}-pair");
+            storage
+                .transaction(vec![
+                    TxnOp::put(key, value_for(key)),
+                    TxnOp::put(pair.clone(), value_for(&pair)),
+                ])
+                .await?;
+            ack(&format!("PUT {key}\nPUT {pair}"));
+        }
+        // A put, then a delete of the same key.
+        3 => {
+            storage.put(key, &value_for(key)).await?;
+            ack(&format!("PUT-THEN-DEL {key}"));
+            storage.delete(key).await?;
+            ack(&format!("DEL {key}"));
+        }
+        _ => {
+            storage.put(key, &value_for(key)).await?;
+            ack(&format!("PUT {key}"));
+        }
+    }
+    Ok(())
+}
+
+fn ack(lines: &str) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{lines}").unwrap();
+    out.flush().unwrap();
+}
