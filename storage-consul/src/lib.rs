@@ -1,1 +1,70 @@
-//! `storage-consul`: not built yet; see the issue that fills this crate.
+//! Consul KV storage for Strongroom.
+//!
+//! [`ConsulStorage`] implements [`seal_core::Storage`] over a Consul agent's
+//! HTTP API, for deployments that keep their data in a Consul cluster (the
+//! embedded `storage-redb` is the choice for one machine). Build it from a
+//! [`ConsulConfig`], usually read from Vault's `storage "consul"` stanza with
+//! [`ConsulConfig::from_map`].
+//!
+//! What it does differently from Vault's Consul backend, on purpose:
+//!
+//! * **`max_parallel` is enforced** (a semaphore around every request;
+//!   [`ConsulStorage::request_stats`] shows the peak). Vault parses it into
+//!   a shadowed variable and always uses 128.
+//! * **Limits are checked before sending**, with errors naming the key, the
+//!   size and the limit. Every write goes through `/v1/txn`, where values are
+//!   base64-encoded, so the largest storable value is what fits a 512 KiB
+//!   transaction body (about 378 KiB with Consul's defaults), not the
+//!   512 KiB of a plain KV PUT. Transactions over [`MAX_TRANSACTION_OPS`] (63)
+//!   operations or 512 KiB of body are refused, never split: the
+//!   [`seal_core::Storage::transaction`] contract promises atomicity.
+//! * **Faults are told apart**: connection refused, TLS failure, timeout,
+//!   `No cluster leader`, rate limiting and ACL refusal are distinct
+//!   [`ConsulError`] variants. Transient ones are retried with bounded
+//!   exponential backoff, then surface as [`seal_core::StorageError::Unavailable`];
+//!   a write is reported done only when Consul answered 200.
+//! * **Writes can be fenced** on the HA lock ([`WriteFence`]): a
+//!   `check-session` operation first in every transaction.
+//!
+//! The `testing` feature adds [`testing`]: a real `consul agent -dev` (plain,
+//! ACL or HTTPS mode) and 3-server clusters on loopback ports.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use seal_core::Storage;
+//! use storage_consul::{ConsulConfig, ConsulStorage, MAX_TRANSACTION_OPS};
+//!
+//! # fn main() -> Result<(), storage_consul::ConsulError> {
+//! let stanza: BTreeMap<String, String> = [
+//!     ("address", "127.0.0.1:8500"),
+//!     ("path", "strongroom/"),
+//!     ("max_parallel", "32"),
+//!     ("consistency_mode", "strong"),
+//! ]
+//! .into_iter()
+//! .map(|(k, v)| (k.to_owned(), v.to_owned()))
+//! .collect();
+//! let config = ConsulConfig::from_map_with_env(&stanza, |_| None)?;
+//! let storage = ConsulStorage::new(config)?; // sends nothing yet
+//! assert_eq!(storage.path(), "strongroom/");
+//! assert_eq!(storage.limits().max_transaction_ops, Some(MAX_TRANSACTION_OPS));
+//! assert!(storage.limits().max_value_size < Some(512 * 1024));
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod config;
+mod error;
+mod storage;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use client::RequestStats;
+pub use config::{
+    CONSUL_DEFAULT_MAX_SIZE, ConsistencyMode, ConsulConfig, ConsulToken, Scheme, TlsMinVersion,
+    parse_duration,
+};
+pub use error::ConsulError;
+pub use storage::{ConsulStorage, MAX_TRANSACTION_OPS, WriteFence};

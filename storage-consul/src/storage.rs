@@ -1,0 +1,682 @@
+//! [`ConsulStorage`]: the [`Storage`] trait over Consul's KV and `/v1/txn`.
+
+use std::fmt;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use reqwest::{Method, StatusCode};
+use seal_core::{
+    MAX_KEY_LEN, Storage, StorageError, StorageLimits, TxnOp, list_children, validate_key,
+    validate_prefix,
+};
+
+use crate::client::{Client, Reply, Request, RequestStats};
+use crate::config::{ConsistencyMode, ConsulConfig};
+use crate::error::ConsulError;
+
+/// Most operations one [`Storage::transaction`] may hold.
+///
+/// Consul's documentation gives 64 operations per `/v1/txn` (servers from
+/// 1.14 on accept 128, older ones 64). One slot is kept for the
+/// `check-session` fencing operation an active HA node puts first, so 63
+/// works on every Consul version, fenced or not (Vault uses 63 too).
+pub const MAX_TRANSACTION_OPS: usize = 63;
+
+/// Characters left as they are in a key placed in a URL path: RFC 3986
+/// unreserved characters and the `/` separator. Everything else (space,
+/// `%`, `?`, `#`, non-ASCII …) is percent-encoded, and Consul decodes it.
+const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
+/// Makes every write conditional on an HA lock: each `/v1/txn` starts with
+/// a `check-session` operation on `lock_key`, so Consul refuses the whole
+/// write once `session` no longer holds the lock (fencing against a paused
+/// or partitioned former leader).
+#[derive(Clone, PartialEq, Eq)]
+pub struct WriteFence {
+    /// The lock key, relative to the storage `path` (e.g. `core/lock`).
+    pub lock_key: String,
+    /// The Consul session ID that holds the lock.
+    pub session: String,
+}
+
+impl fmt::Debug for WriteFence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteFence")
+            .field("lock_key", &self.lock_key)
+            .field("session", &self.session)
+            .finish()
+    }
+}
+
+/// The fence prepared for sending: full key and the op's JSON.
+#[derive(Debug)]
+struct Fence {
+    full_key: String,
+    session: String,
+    json: Vec<u8>,
+}
+
+/// A [`Storage`] keeping every entry as a Consul KV pair under a prefix.
+///
+/// * Reads are KV `GET`s (`?consistent` in strong mode); lists use
+///   `?keys&separator=/`.
+/// * Every write (put, delete, transaction) is one `PUT /v1/txn`, so a
+///   [`WriteFence`] can make all of them conditional on holding the HA lock,
+///   and a write is reported done only after Consul answered 200 (raft
+///   commit).
+/// * Limits are checked before anything is sent (see [`ConsulStorage::limits`]).
+/// * At most `max_parallel` requests are in flight; transient failures are
+///   retried with bounded exponential backoff.
+///
+/// Cloning is cheap and shares the connection pool and the parallelism bound.
+#[derive(Clone)]
+pub struct ConsulStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: Client,
+    path: String,
+    consistency: ConsistencyMode,
+    max_parallel: usize,
+    limits: Limits,
+    fence: RwLock<Option<Arc<Fence>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_value_size: usize,
+    max_body: usize,
+}
+
+impl fmt::Debug for ConsulStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConsulStorage")
+            .field("address", &self.inner.client.base())
+            .field("path", &self.inner.path)
+            .field("max_parallel", &self.inner.max_parallel)
+            .field("consistency", &self.inner.consistency)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsulStorage {
+    /// Builds the backend. No request is sent: a Consul that is down now
+    /// only makes the first calls fail with [`StorageError::Unavailable`].
+    ///
+    /// # Errors
+    /// [`ConsulError::Config`] for an invalid configuration,
+    /// [`ConsulError::TlsFile`] when a TLS file cannot be read or parsed,
+    /// [`ConsulError::Client`] when the HTTP client cannot be built.
+    pub fn new(config: ConsulConfig) -> Result<Self, ConsulError> {
+        config.validate()?;
+        for (key, reason) in &config.ignored {
+            tracing::warn!(setting = %key, reason, "consul storage setting accepted but not used");
+        }
+        if config.tls_skip_verify {
+            tracing::warn!(
+                "consul storage: tls_skip_verify is set; anyone between this node and Consul can read and forge storage traffic"
+            );
+        }
+        let client = Client::new(&config)?;
+        let limits = compute_limits(&config);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                client,
+                path: config.path,
+                consistency: config.consistency_mode,
+                max_parallel: config.max_parallel,
+                limits,
+                fence: RwLock::new(None),
+            }),
+        })
+    }
+
+    /// The key prefix every entry lives under (ends in `/`).
+    pub fn path(&self) -> &str {
+        &self.inner.path
+    }
+
+    /// `scheme://host:port` of the Consul agent.
+    pub fn address(&self) -> &str {
+        self.inner.client.base()
+    }
+
+    /// Request counters: in flight now, the peak (bounded by
+    /// `max_parallel`), totals and retries.
+    pub fn request_stats(&self) -> RequestStats {
+        self.inner.client.stats()
+    }
+
+    /// Restarts peak tracking from the current in-flight count.
+    pub fn reset_peak_in_flight(&self) {
+        self.inner.client.reset_peak();
+    }
+
+    /// Makes every later write conditional on `fence` (or unconditional
+    /// again with `None`). A write whose fence check fails is refused with
+    /// [`ConsulError::Fenced`] inside [`StorageError::Backend`], and nothing
+    /// of it is written.
+    ///
+    /// # Errors
+    /// [`StorageError::InvalidKey`] for a malformed lock key.
+    pub fn set_write_fence(&self, fence: Option<WriteFence>) -> Result<(), StorageError> {
+        let prepared = match fence {
+            None => None,
+            Some(f) => {
+                validate_key(&f.lock_key)?;
+                let full_key = format!("{}{}", self.inner.path, f.lock_key);
+                let mut json = Vec::with_capacity(full_key.len() + f.session.len() + 64);
+                json.extend_from_slice(br#"{"KV":{"Verb":"check-session","Key":"#);
+                push_json_string(&mut json, &full_key);
+                json.extend_from_slice(br#","Session":"#);
+                push_json_string(&mut json, &f.session);
+                json.extend_from_slice(b"}}");
+                Some(Arc::new(Fence {
+                    full_key,
+                    session: f.session,
+                    json,
+                }))
+            }
+        };
+        *self
+            .inner
+            .fence
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = prepared;
+        Ok(())
+    }
+
+    fn full_key(&self, key: &str) -> String {
+        format!("{}{}", self.inner.path, key)
+    }
+
+    fn kv_url(&self, full_key: &str, query: &str) -> String {
+        let mut url = String::with_capacity(full_key.len() + query.len() + 16);
+        url.push_str("/v1/kv/");
+        url.extend(utf8_percent_encode(full_key, KEY_ENCODE));
+        url.push_str(query);
+        if self.inner.consistency == ConsistencyMode::Strong {
+            url.push_str("&consistent");
+        }
+        url
+    }
+
+    /// Builds the `/v1/txn` body for already validated `ops`, fence first.
+    fn txn_body(&self, ops: &[TxnOp], fence: Option<&Fence>) -> Vec<u8> {
+        let path = &self.inner.path;
+        let capacity = 2
+            + fence.map_or(0, |f| f.json.len() + 1)
+            + ops
+                .iter()
+                .map(|op| match op {
+                    TxnOp::Put { key, value } => {
+                        48 + 2 * (path.len() + key.len()) + base64_len(value.len())
+                    }
+                    TxnOp::Delete { key } => 40 + 2 * (path.len() + key.len()),
+                })
+                .sum::<usize>();
+        let mut body = Vec::with_capacity(capacity);
+        body.push(b'[');
+        let mut first = true;
+        if let Some(f) = fence {
+            body.extend_from_slice(&f.json);
+            first = false;
+        }
+        for op in ops {
+            if !first {
+                body.push(b',');
+            }
+            first = false;
+            match op {
+                TxnOp::Put { key, value } => {
+                    body.extend_from_slice(br#"{"KV":{"Verb":"set","Key":"#);
+                    push_json_string_parts(&mut body, path, key);
+                    body.extend_from_slice(br#","Value":""#);
+                    let start = body.len();
+                    body.resize(start + base64_len(value.len()), 0);
+                    // The buffer was sized for exactly this encoding.
+                    let written = BASE64
+                        .encode_slice(value, &mut body[start..])
+                        .unwrap_or(0);
+                    body.truncate(start + written);
+                    body.extend_from_slice(b"\"}}");
+                }
+                TxnOp::Delete { key } => {
+                    body.extend_from_slice(br#"{"KV":{"Verb":"delete","Key":"#);
+                    push_json_string_parts(&mut body, path, key);
+                    body.extend_from_slice(b"}}");
+                }
+            }
+        }
+        body.push(b']');
+        body
+    }
+
+    /// Validates `ops` against the key rules and every limit, then sends
+    /// them as one `/v1/txn`. `op` and `key` name the caller for errors.
+    async fn write(&self, op: &'static str, key: &str, ops: &[TxnOp]) -> Result<(), StorageError> {
+        let limits = self.inner.limits;
+        for o in ops {
+            validate_key(o.key())?;
+        }
+        for o in ops {
+            if let TxnOp::Put { key, value } = o {
+                if value.len() > limits.max_value_size {
+                    return Err(StorageError::ValueTooLarge {
+                        op,
+                        key: key.clone(),
+                        size: value.len(),
+                        limit: limits.max_value_size,
+                    });
+                }
+            }
+        }
+        if ops.len() > MAX_TRANSACTION_OPS {
+            return Err(StorageError::TransactionTooLarge {
+                ops: ops.len(),
+                reason: format!(
+                    "Consul transactions hold at most {MAX_TRANSACTION_OPS} operations here (64 per /v1/txn, one kept for the HA fencing check); splitting would break atomicity"
+                ),
+            });
+        }
+        let fence = self
+            .inner
+            .fence
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let body = self.txn_body(ops, fence.as_deref());
+        if body.len() > limits.max_body {
+            return Err(StorageError::TransactionTooLarge {
+                ops: ops.len(),
+                reason: format!(
+                    "its /v1/txn request body would be {} bytes (values grow by a third in base64), over Consul's txn_max_req_len of {} bytes; splitting would break atomicity",
+                    body.len(),
+                    limits.max_body
+                ),
+            });
+        }
+        let request = Request {
+            method: Method::PUT,
+            path_and_query: "/v1/txn",
+            body: Some(Bytes::from(body)),
+        };
+        let reply = self
+            .inner
+            .client
+            .send(op, key, &request)
+            .await
+            .map_err(|e| e.into_storage(op, key))?;
+        match reply.status {
+            StatusCode::OK => Ok(()),
+            StatusCode::CONFLICT => Err(rolled_back(&reply, fence.as_deref()).into_storage(op, key)),
+            other => Err(ConsulError::Status {
+                status: other.as_u16(),
+                body: String::from_utf8_lossy(&reply.body).into_owned(),
+            }
+            .into_storage(op, key)),
+        }
+    }
+}
+
+/// Reads Consul's 409 answer: `{"Errors":[{"OpIndex":n,"What":"…"}]}`.
+fn rolled_back(reply: &Reply, fence: Option<&Fence>) -> ConsulError {
+    #[derive(serde::Deserialize)]
+    struct TxnError {
+        #[serde(rename = "OpIndex")]
+        op_index: usize,
+        #[serde(rename = "What")]
+        what: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct TxnReply {
+        #[serde(rename = "Errors", default)]
+        errors: Option<Vec<TxnError>>,
+    }
+    let parsed: TxnReply = match serde_json::from_slice(&reply.body) {
+        Ok(p) => p,
+        Err(e) => {
+            return ConsulError::Decode {
+                what: "txn (409)",
+                message: e.to_string(),
+            };
+        }
+    };
+    let errors = parsed.errors.unwrap_or_default();
+    if let Some(f) = fence {
+        if errors.iter().any(|e| e.op_index == 0) {
+            return ConsulError::Fenced {
+                lock_key: f.full_key.clone(),
+                session: f.session.clone(),
+            };
+        }
+    }
+    ConsulError::RolledBack {
+        errors: errors
+            .into_iter()
+            .map(|e| format!("op {}: {}", e.op_index, crate::error::truncate_body(&e.what)))
+            .collect(),
+    }
+}
+
+/// Length of the standard (padded) base64 encoding of `n` bytes.
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+fn push_json_string(out: &mut Vec<u8>, s: &str) {
+    push_json_string_parts(out, s, "");
+}
+
+/// Writes `a` followed by `b` as one JSON string literal.
+fn push_json_string_parts(out: &mut Vec<u8>, a: &str, b: &str) {
+    out.push(b'"');
+    for part in [a, b] {
+        for ch in part.chars() {
+            match ch {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                c if (c as u32) < 0x20 => {
+                    out.extend_from_slice(format!("\\u{:04x}", c as u32).as_bytes());
+                }
+                c => {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+/// The largest value one put may carry so that its `/v1/txn` body — the
+/// base64 value, the longest possible key (every character escaped) and a
+/// fencing `check-session` op on the longest possible lock key — stays
+/// within the servers' `txn_max_req_len`, and the value within
+/// `kv_max_value_size`.
+///
+/// With Consul's defaults (512 KiB for both) this is about 378 KiB: a
+/// 512 KiB value would need a 683 KiB txn body, which Consul refuses with
+/// 413 (consul#19021). Stating the real limit lets callers fail early and
+/// clearly instead of meeting a 413 from the server.
+fn compute_limits(config: &ConsulConfig) -> Limits {
+    let max_body = config.txn_max_req_len.max(config.kv_max_value_size);
+    let worst_key = 2 * (config.path.len() + MAX_KEY_LEN);
+    let set_op = br#"[{"KV":{"Verb":"set","Key":"","Value":""}}]"#.len() + worst_key;
+    // A session ID is a 36-character UUID; allow any 64 to be safe.
+    let fence_op = br#"{"KV":{"Verb":"check-session","Key":"","Session":""}},"#.len() + worst_key + 64;
+    let room = max_body.saturating_sub(set_op + fence_op);
+    let fits_in_txn = room / 4 * 3;
+    Limits {
+        max_value_size: fits_in_txn.min(config.kv_max_value_size),
+        max_body,
+    }
+}
+
+#[async_trait]
+impl Storage for ConsulStorage {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        validate_key(key)?;
+        let url = self.kv_url(&self.full_key(key), "?raw");
+        let request = Request {
+            method: Method::GET,
+            path_and_query: &url,
+            body: None,
+        };
+        let reply = self
+            .inner
+            .client
+            .send("get", key, &request)
+            .await
+            .map_err(|e| e.into_storage("get", key))?;
+        match reply.status {
+            StatusCode::OK => Ok(Some(reply.body.to_vec())),
+            StatusCode::NOT_FOUND => Ok(None),
+            other => Err(ConsulError::Status {
+                status: other.as_u16(),
+                body: String::from_utf8_lossy(&reply.body).into_owned(),
+            }
+            .into_storage("get", key)),
+        }
+    }
+
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
+        // The trait hands a borrowed value; the txn body is built from it
+        // without keeping a second owned copy around.
+        validate_key(key)?;
+        let limit = self.inner.limits.max_value_size;
+        if value.len() > limit {
+            return Err(StorageError::ValueTooLarge {
+                op: "put",
+                key: key.to_owned(),
+                size: value.len(),
+                limit,
+            });
+        }
+        self.write("put", key, &[TxnOp::put(key, value)]).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.write("delete", key, &[TxnOp::delete(key)]).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, StorageError> {
+        validate_prefix(prefix)?;
+        let full_prefix = self.full_key(prefix);
+        let url = self.kv_url(&full_prefix, "?keys&separator=/");
+        let request = Request {
+            method: Method::GET,
+            path_and_query: &url,
+            body: None,
+        };
+        let reply = self
+            .inner
+            .client
+            .send("list", prefix, &request)
+            .await
+            .map_err(|e| e.into_storage("list", prefix))?;
+        match reply.status {
+            StatusCode::OK => {
+                let keys: Vec<String> = serde_json::from_slice(&reply.body).map_err(|e| {
+                    ConsulError::Decode {
+                        what: "list",
+                        message: e.to_string(),
+                    }
+                    .into_storage("list", prefix)
+                })?;
+                // Consul answers with full keys cut after the first `/`
+                // past the prefix; list_children strips the prefix, drops
+                // the prefix key itself and sorts.
+                Ok(list_children(
+                    &full_prefix,
+                    keys.iter().map(String::as_str),
+                ))
+            }
+            StatusCode::NOT_FOUND => Ok(Vec::new()),
+            other => Err(ConsulError::Status {
+                status: other.as_u16(),
+                body: String::from_utf8_lossy(&reply.body).into_owned(),
+            }
+            .into_storage("list", prefix)),
+        }
+    }
+
+    async fn transaction(&self, ops: Vec<TxnOp>) -> Result<(), StorageError> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        let first = ops.first().map(|o| o.key().to_owned()).unwrap_or_default();
+        self.write("transaction", &first, &ops).await
+    }
+
+    /// `max_value_size`: the largest value whose `/v1/txn` body fits Consul's
+    /// `txn_max_req_len` (about 378 KiB with Consul's defaults; see the
+    /// crate docs). `max_transaction_ops`: [`MAX_TRANSACTION_OPS`] (63).
+    fn limits(&self) -> StorageLimits {
+        StorageLimits {
+            max_value_size: Some(self.inner.limits.max_value_size),
+            max_transaction_ops: Some(MAX_TRANSACTION_OPS),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn storage(path: &str) -> ConsulStorage {
+        let mut config = ConsulConfig::default();
+        config.path = path.to_owned();
+        ConsulStorage::new(config).unwrap()
+    }
+
+    #[test]
+    fn default_limits() {
+        let s = storage("vault/");
+        let limits = s.limits();
+        assert_eq!(limits.max_transaction_ops, Some(63));
+        let max = limits.max_value_size.unwrap();
+        assert!((380_000..393_216).contains(&max), "{max}");
+        // The worst-case single put still fits Consul's 512 KiB txn body.
+        let key = "\"".repeat(MAX_KEY_LEN);
+        let fence = Fence {
+            full_key: format!("vault/{key}"),
+            session: "0".repeat(64),
+            json: Vec::new(),
+        };
+        let mut fenced = Vec::new();
+        fenced.extend_from_slice(br#"{"KV":{"Verb":"check-session","Key":"#);
+        push_json_string(&mut fenced, &fence.full_key);
+        fenced.extend_from_slice(br#","Session":"#);
+        push_json_string(&mut fenced, &fence.session);
+        fenced.extend_from_slice(b"}}");
+        let fence = Fence { json: fenced, ..fence };
+        let body = s.txn_body(&[TxnOp::put(key, vec![0u8; max])], Some(&fence));
+        assert!(body.len() <= 512 * 1024, "{}", body.len());
+    }
+
+    #[test]
+    fn raised_server_limits_raise_ours() {
+        let mut config = ConsulConfig::default();
+        config.kv_max_value_size = 4 * 1024 * 1024;
+        let s = ConsulStorage::new(config).unwrap();
+        let max = s.limits().max_value_size.unwrap();
+        assert!(max > 3 * 1024 * 1024 && max < 4 * 1024 * 1024, "{max}");
+    }
+
+    #[test]
+    fn txn_body_is_consul_json() {
+        let s = storage("sr/");
+        let body = s.txn_body(
+            &[
+                TxnOp::put("a \"q\"/ü", b"hi".to_vec()),
+                TxnOp::delete("d"),
+                TxnOp::put("e", Vec::new()),
+            ],
+            None,
+        );
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!([
+                {"KV": {"Verb": "set", "Key": "sr/a \"q\"/ü", "Value": "aGk="}},
+                {"KV": {"Verb": "delete", "Key": "sr/d"}},
+                {"KV": {"Verb": "set", "Key": "sr/e", "Value": ""}},
+            ])
+        );
+    }
+
+    #[test]
+    fn fence_goes_first() {
+        let s = storage("sr/");
+        s.set_write_fence(Some(WriteFence {
+            lock_key: "core/lock".into(),
+            session: "abc".into(),
+        }))
+        .unwrap();
+        let fence = s.inner.fence.read().unwrap().clone().unwrap();
+        let body = s.txn_body(&[TxnOp::delete("x")], Some(&fence));
+        let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::json!([
+                {"KV": {"Verb": "check-session", "Key": "sr/core/lock", "Session": "abc"}},
+                {"KV": {"Verb": "delete", "Key": "sr/x"}},
+            ])
+        );
+        assert!(s.set_write_fence(Some(WriteFence {
+            lock_key: "/bad".into(),
+            session: "abc".into(),
+        }))
+        .is_err());
+    }
+
+    #[test]
+    fn keys_are_percent_encoded() {
+        let s = storage("vault/");
+        assert_eq!(
+            s.kv_url("vault/with space/pct%20/ü?#", "?raw"),
+            "/v1/kv/vault/with%20space/pct%2520/%C3%BC%3F%23?raw"
+        );
+        let mut config = ConsulConfig::default();
+        config.consistency_mode = ConsistencyMode::Strong;
+        let strong = ConsulStorage::new(config).unwrap();
+        assert_eq!(strong.kv_url("vault/a", "?raw"), "/v1/kv/vault/a?raw&consistent");
+    }
+
+    #[test]
+    fn fenced_conflict_is_recognised() {
+        let fence = Fence {
+            full_key: "vault/core/lock".into(),
+            session: "s1".into(),
+            json: Vec::new(),
+        };
+        let reply = Reply {
+            status: StatusCode::CONFLICT,
+            body: Bytes::from_static(
+                br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"failed session check for key \"vault/core/lock\", current session \"\" != \"s1\""}]}"#,
+            ),
+        };
+        assert!(matches!(rolled_back(&reply, Some(&fence)), ConsulError::Fenced { .. }));
+        let err = rolled_back(&reply, None);
+        assert!(matches!(&err, ConsulError::RolledBack { errors } if errors.len() == 1), "{err}");
+        let garbage = Reply {
+            status: StatusCode::CONFLICT,
+            body: Bytes::from_static(b"<html>"),
+        };
+        assert!(matches!(rolled_back(&garbage, None), ConsulError::Decode { .. }));
+    }
+
+    proptest! {
+        #[test]
+        fn txn_body_always_parses(
+            key in "[^\\x00-\\x1f]{1,40}",
+            value in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let s = storage("p/");
+            let body = s.txn_body(&[TxnOp::put(key.clone(), value.clone())], None);
+            let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            prop_assert_eq!(parsed[0]["KV"]["Key"].as_str().unwrap(), format!("p/{key}"));
+            let decoded = BASE64.decode(parsed[0]["KV"]["Value"].as_str().unwrap()).unwrap();
+            prop_assert_eq!(decoded, value);
+        }
+
+        #[test]
+        fn conflict_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let reply = Reply { status: StatusCode::CONFLICT, body: Bytes::from(body) };
+            let _ = rolled_back(&reply, None);
+        }
+    }
+}
