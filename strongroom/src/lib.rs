@@ -1,1 +1,70 @@
-//! `strongroom`: not built yet; see the issue that fills this crate.
+//! The embeddable Strongroom core.
+//!
+//! [`Core`] composes the pieces of the workspace into what Vault's core does
+//! for secret storage: an injected [`Storage`](seal_core::Storage) holds
+//! everything, a [`barrier::Barrier`] encrypts it, and a seal protects the
+//! barrier's root key — Shamir unseal keys held by operators, or an auto
+//! seal (AWS KMS) that unseals on its own. The core owns the state machine
+//!
+//! ```text
+//! uninitialized --init--> sealed --unseal (key shares | auto seal)--> unsealed
+//!                            ^------------------- seal ------------------'
+//! ```
+//!
+//! and the operations around it: [`Core::init`], [`Core::unseal`],
+//! [`Core::seal`], [`Core::rotate`], [`Core::rekey_init`] and friends,
+//! status for probes ([`Core::seal_status`], [`Core::health`]), and
+//! [`Core::handle`] for logical requests (KV engines, tokens, mounts — see
+//! [`logical`]), which needs an unsealed core.
+//!
+//! Use [`Core::builder`] with [`CoreBuilder::shamir`] when operators hold
+//! the keys, or [`CoreBuilder::auto_seal`] with a KMS seal; call
+//! [`Core::spawn_auto_unseal`] on auto-seal nodes so a node that started
+//! while the KMS was unreachable unseals itself when it returns.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use seal_core::MemoryStorage;
+//! use strongroom::{Core, InitParams};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), strongroom::CoreError> {
+//! let core = Core::builder()
+//!     .storage(Arc::new(MemoryStorage::new()))
+//!     .shamir()
+//!     .build()
+//!     .await?;
+//! let init = core
+//!     .init(InitParams { secret_shares: 3, secret_threshold: 2, ..Default::default() })
+//!     .await?;
+//! assert!(core.seal_status().await?.sealed);
+//! core.unseal(&init.keys[0]).await?;
+//! let status = core.unseal(&init.keys_base64[2]).await?;
+//! assert!(!status.sealed);
+//! core.seal(&init.root_token).await?;
+//! assert!(core.is_sealed());
+//! # Ok(())
+//! # }
+//! ```
+
+mod auth;
+mod config;
+mod core;
+mod error;
+mod init;
+pub mod logical;
+mod rekey;
+mod rotate;
+mod types;
+mod unseal;
+
+pub use crate::core::{Core, CoreBuilder};
+pub use error::CoreError;
+pub use logical::{LogicalError, LogicalRequest, LogicalResponse, Operation, TokenEntry};
+pub use rotate::RotationConfigUpdate;
+pub use types::{
+    CoreMetrics, CoreOptions, HealthStatus, InitParams, InitResult, KeyStatus, LeaderStatus,
+    RekeyParams, RekeyStatus, RekeyUpdateResult, RekeyVerifyResult, RekeyVerifyStatus,
+    RotationConfig, SealStatus, VERSION,
+};
+pub use seal_core::SealType;

@@ -1,0 +1,88 @@
+//! The plain (unencrypted) core entries: seal and recovery configuration, in
+//! Vault's JSON layout, and the paths the core keeps its wrapped keys at.
+
+use seal_core::Storage;
+use serde::{Deserialize, Serialize};
+
+use crate::CoreError;
+
+/// Barrier seal configuration (plain JSON; Vault's `SealConfig`).
+pub(crate) const SEAL_CONFIG_PATH: &str = "core/seal-config";
+/// Recovery key configuration for auto seals (plain JSON).
+pub(crate) const RECOVERY_CONFIG_PATH: &str = "core/recovery-config";
+/// The root key wrapped by the seal (plain seal blob).
+pub(crate) const STORED_KEYS_PATH: &str = "core/hsm/barrier-unseal-keys";
+/// The recovery key wrapped by the seal (plain seal blob).
+pub(crate) const RECOVERY_KEY_PATH: &str = "core/recovery-key";
+/// Cluster name and id, inside the barrier.
+pub(crate) const CLUSTER_INFO_PATH: &str = "core/cluster/local/info";
+
+/// Vault's `SealConfig`, as stored at [`SEAL_CONFIG_PATH`] and
+/// [`RECOVERY_CONFIG_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct SealConfig {
+    #[serde(rename = "type")]
+    pub(crate) seal_type: String,
+    pub(crate) secret_shares: usize,
+    pub(crate) secret_threshold: usize,
+    #[serde(default)]
+    pub(crate) pgp_keys: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) nonce: String,
+    #[serde(default)]
+    pub(crate) backup: bool,
+    #[serde(default)]
+    pub(crate) stored_shares: usize,
+}
+
+impl SealConfig {
+    pub(crate) fn new(seal_type: &str, shares: usize, threshold: usize) -> Self {
+        Self {
+            seal_type: seal_type.to_owned(),
+            secret_shares: shares,
+            secret_threshold: threshold,
+            pgp_keys: None,
+            nonce: String::new(),
+            backup: false,
+            stored_shares: 1,
+        }
+    }
+
+    /// Reads the config at `path` from physical storage.
+    pub(crate) async fn load(
+        storage: &dyn Storage,
+        path: &'static str,
+    ) -> Result<Option<Self>, CoreError> {
+        let Some(raw) = storage.get(path).await? else {
+            return Ok(None);
+        };
+        let config: Self = serde_json::from_slice(&raw).map_err(|e| CoreError::Corrupt {
+            path,
+            reason: format!("not a seal configuration JSON document: {e}"),
+        })?;
+        if config.secret_threshold == 0
+            || config.secret_threshold > config.secret_shares
+            || config.secret_shares > seal_shamir::MAX_SHARES
+        {
+            return Err(CoreError::Corrupt {
+                path,
+                reason: format!(
+                    "impossible share counts (shares {}, threshold {})",
+                    config.secret_shares, config.secret_threshold
+                ),
+            });
+        }
+        Ok(Some(config))
+    }
+
+    pub(crate) fn to_json(&self) -> Result<Vec<u8>, CoreError> {
+        serde_json::to_vec(self).map_err(|e| CoreError::Config(format!("serializing seal config: {e}")))
+    }
+}
+
+/// The cluster's name and id, kept inside the barrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ClusterInfo {
+    pub(crate) name: String,
+    pub(crate) id: String,
+}

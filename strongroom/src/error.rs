@@ -1,0 +1,129 @@
+//! [`CoreError`], the one error type of the core.
+
+use barrier::BarrierError;
+use seal_core::{SealError, StorageError};
+use seal_shamir::ShamirError;
+
+use crate::logical::LogicalError;
+
+/// Why a [`Core`](crate::Core) operation failed.
+///
+/// Each variant maps to the HTTP status Vault answers with
+/// ([`CoreError::status`]); messages follow Vault's wording where clients or
+/// operators know it, then say what to check. None carries key material or
+/// tokens.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The barrier is sealed: nothing behind it can be read or written.
+    #[error("Vault is sealed")]
+    Sealed,
+    /// The operation needs an initialized store; run `operator init` first.
+    #[error("Vault is not initialized")]
+    NotInitialized,
+    /// `init` was called on an initialized store.
+    #[error("Vault is already initialized")]
+    AlreadyInitialized,
+    /// `unseal_reset` (or another sealed-only step) on an unsealed node.
+    #[error("vault is unsealed")]
+    AlreadyUnsealed,
+    /// The request's parameters are wrong; the message says which and why.
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// An unseal, recovery or rekey key was malformed or did not open the
+    /// stored keys. Progress was reset when the threshold had been reached.
+    #[error("{0}")]
+    InvalidKey(String),
+    /// The token is missing, unknown, expired, or not allowed here.
+    #[error("permission denied")]
+    PermissionDenied,
+    /// The seal (Shamir KEK or a KMS) failed.
+    #[error("{op}: {source}")]
+    Seal {
+        /// What the core was doing, e.g. "fetching stored unseal keys failed".
+        op: &'static str,
+        /// The seal's classified error.
+        #[source]
+        source: SealError,
+    },
+    /// The logical layer (mounts, tokens, KV) failed.
+    #[error(transparent)]
+    Logical(#[from] LogicalError),
+    /// Physical storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The barrier failed.
+    #[error(transparent)]
+    Barrier(#[from] BarrierError),
+    /// A stored core entry (seal config, stored keys) could not be read
+    /// back: storage holds something this version did not write.
+    #[error("corrupt {path}: {reason}; the entry was not written by this version or was altered")]
+    Corrupt {
+        /// The storage path of the entry.
+        path: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The operating system's random source failed.
+    #[error("the operating system's random number generator failed: {0}")]
+    Random(String),
+    /// The core was configured in a way it cannot run.
+    #[error("invalid core configuration: {0}")]
+    Config(String),
+}
+
+impl CoreError {
+    /// The HTTP status Vault answers this error with: 400 for caller
+    /// mistakes, 403 for token problems, 503 while sealed, 500 otherwise.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Sealed => 503,
+            Self::NotInitialized
+            | Self::AlreadyInitialized
+            | Self::AlreadyUnsealed
+            | Self::InvalidRequest(_)
+            | Self::InvalidKey(_) => 400,
+            Self::PermissionDenied => 403,
+            Self::Logical(e) => e.status(),
+            Self::Barrier(BarrierError::Sealed) => 503,
+            Self::Seal { source, .. } if source.is_transient() => 503,
+            Self::Seal { .. }
+            | Self::Storage(_)
+            | Self::Barrier(_)
+            | Self::Corrupt { .. }
+            | Self::Random(_)
+            | Self::Config(_) => 500,
+        }
+    }
+
+    /// The strings for Vault's `{"errors":[...]}` body. Internal failures
+    /// are summarised; the full error belongs in the server log.
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            Self::Logical(e) => e.errors(),
+            other => vec![other.to_string()],
+        }
+    }
+
+    pub(crate) fn seal(op: &'static str, source: SealError) -> Self {
+        Self::Seal { op, source }
+    }
+}
+
+impl From<ShamirError> for CoreError {
+    fn from(err: ShamirError) -> Self {
+        match err {
+            ShamirError::Random(msg) => Self::Random(msg),
+            other => Self::InvalidKey(other.to_string()),
+        }
+    }
+}
+
+impl From<seal_core::SecretError> for CoreError {
+    fn from(err: seal_core::SecretError) -> Self {
+        match err {
+            seal_core::SecretError::Random(msg) => Self::Random(msg),
+            other => Self::InvalidKey(format!("invalid key: {other}")),
+        }
+    }
+}

@@ -1,0 +1,566 @@
+//! Unsealing (by key shares and by the auto seal), sealing, and the
+//! background tasks that run around them.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use barrier::BarrierError;
+use seal_core::{Kek, RecoveryKey, RootKey, SealError};
+use seal_shamir::{ShamirError, Submit};
+use subtle::ConstantTimeEq;
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use crate::config::{CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, STORED_KEYS_PATH};
+use crate::core::{Core, Inner, SealKind, Unsealed};
+use crate::logical::Logical;
+use crate::types::SealStatus;
+use crate::CoreError;
+
+/// Why an auto-unseal attempt failed, classified for operators and metrics.
+#[derive(Debug)]
+pub(crate) enum AutoUnsealFailure {
+    /// `core/seal-config` does not exist: nothing to unseal yet.
+    NotInitialized,
+    /// The seal backend could not be reached (network, timeout, throttling).
+    Unreachable(SealError),
+    /// The seal backend refused: credentials, key policy, disabled or
+    /// missing key.
+    AccessDenied(SealError),
+    /// The seal answered but could not open the stored root key: it is not
+    /// the key this storage was initialized with.
+    WrongKey(SealError),
+    /// The stored root key blob is missing, malformed, or decrypts to
+    /// something that is not a root key for this keyring.
+    Corrupt(String),
+    /// Storage or another internal failure.
+    Other(CoreError),
+}
+
+impl AutoUnsealFailure {
+    /// A short machine label for metrics and structured logs.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::NotInitialized => "not_initialized",
+            Self::Unreachable(_) => "seal_unreachable",
+            Self::AccessDenied(_) => "seal_access_denied",
+            Self::WrongKey(_) => "wrong_key",
+            Self::Corrupt(_) => "corrupt_stored_keys",
+            Self::Other(_) => "internal",
+        }
+    }
+
+    fn from_seal(err: SealError) -> Self {
+        match err {
+            SealError::Unreachable(_) | SealError::Throttled(_) => Self::Unreachable(err),
+            SealError::AccessDenied(_) | SealError::KeyDisabled(_) | SealError::KeyNotFound(_) => {
+                Self::AccessDenied(err)
+            }
+            SealError::Decrypt => Self::WrongKey(err),
+            SealError::Malformed(_) | SealError::WrongSealType { .. } => {
+                Self::Corrupt(format!("the seal refused {STORED_KEYS_PATH}: {err}"))
+            }
+            other => Self::Unreachable(other),
+        }
+    }
+}
+
+impl std::fmt::Display for AutoUnsealFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotInitialized => f.write_str(
+                "stored unseal keys are supported, but none were found: the storage holds no \
+                 core/seal-config; run `operator init`, or check that this node points at the \
+                 right storage (path, Consul prefix)",
+            ),
+            Self::Unreachable(e) => write!(
+                f,
+                "fetching stored unseal keys failed: the seal backend is unreachable ({e}); \
+                 check network access to the KMS endpoint; the node stays sealed and retries"
+            ),
+            Self::AccessDenied(e) => write!(
+                f,
+                "fetching stored unseal keys failed: the seal backend refused ({e}); check the \
+                 node's credentials and the key policy (kms:Decrypt, kms:Encrypt, \
+                 kms:DescribeKey) and that the key is enabled"
+            ),
+            Self::WrongKey(e) => write!(
+                f,
+                "fetching stored unseal keys failed: failed to decrypt keys from storage ({e}); \
+                 the configured seal key is not the one this storage was initialized with"
+            ),
+            Self::Corrupt(reason) => write!(
+                f,
+                "fetching stored unseal keys failed: {reason}; restore \
+                 core/hsm/barrier-unseal-keys from a backup of the storage"
+            ),
+            Self::Other(e) => write!(f, "auto-unseal failed: {e}"),
+        }
+    }
+}
+
+/// Decodes the stored-keys payload: JSON `["<base64 root key>"]`, as Vault
+/// writes it.
+pub(crate) fn decode_stored_keys(plain: &[u8]) -> Result<RootKey, String> {
+    let keys: Vec<Zeroizing<String>> = serde_json::from_slice::<Vec<String>>(plain)
+        .map_err(|_| "the decrypted stored keys are not a JSON list of keys".to_owned())?
+        .into_iter()
+        .map(Zeroizing::new)
+        .collect();
+    let [only] = keys.as_slice() else {
+        return Err(format!("expected exactly one stored key, found {}", keys.len()));
+    };
+    let bytes = Zeroizing::new(
+        B64.decode(only.as_bytes())
+            .map_err(|_| "the stored key is not base64".to_owned())?,
+    );
+    RootKey::from_bytes(&bytes).map_err(|e| format!("the stored key is not a root key: {e}"))
+}
+
+/// Encodes the stored-keys payload (see [`decode_stored_keys`]).
+pub(crate) fn encode_stored_keys(root: &RootKey) -> Zeroizing<Vec<u8>> {
+    let b64 = Zeroizing::new(B64.encode(root.expose_secret()));
+    // `["` + b64 + `"]`, allocated at final size.
+    let mut out = Zeroizing::new(Vec::with_capacity(b64.len() + 4));
+    out.extend_from_slice(b"[\"");
+    out.extend_from_slice(b64.as_bytes());
+    out.extend_from_slice(b"\"]");
+    out
+}
+
+fn invalid_unseal_key(detail: &str) -> CoreError {
+    CoreError::InvalidKey(format!(
+        "unable to retrieve stored keys: invalid key: {detail}; unseal progress was reset: enter \
+         the threshold number of keys of the current key set again"
+    ))
+}
+
+impl Core {
+    /// Enters one unseal key share (hex or base64 text), as `sys/unseal`.
+    ///
+    /// Shares accumulate (a duplicate is ignored) until the threshold; the
+    /// share that reaches it combines them and unseals. On an auto-seal node
+    /// sealed by hand, recovery key shares are entered instead, and the root
+    /// key is then fetched through the seal. Already unsealed: nothing
+    /// happens and the status is returned.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidKey`] (400) for a malformed share or a set of
+    /// shares that does not open the stored keys (progress is then reset);
+    /// [`CoreError::NotInitialized`]; [`CoreError::Seal`] when the auto seal
+    /// fails to fetch the root key; storage errors.
+    pub async fn unseal(&self, key: &str) -> Result<SealStatus, CoreError> {
+        let share = seal_shamir::parse_share(key)?;
+        if !self.is_sealed() {
+            return self.seal_status().await;
+        }
+        if !self.is_initialized().await? {
+            return Err(CoreError::NotInitialized);
+        }
+        let config = self
+            .unseal_config()
+            .await?
+            .ok_or(CoreError::Corrupt {
+                path: if self.inner.seal.is_auto() {
+                    crate::config::RECOVERY_CONFIG_PATH
+                } else {
+                    crate::config::SEAL_CONFIG_PATH
+                },
+                reason: "missing although the storage is initialized".into(),
+            })?;
+        let secret = match self.inner.progress.submit(share, config.secret_threshold) {
+            Ok(Submit::Pending(_)) => return self.seal_status().await,
+            Ok(Submit::Complete(secret)) => secret,
+            Err(err @ ShamirError::Random(_)) => return Err(err.into()),
+            Err(err) => {
+                self.inner.counters.unseal_failures.fetch_add(1, Ordering::Relaxed);
+                return Err(invalid_unseal_key(&format!(
+                    "failed to compute combined key: {err}"
+                )));
+            }
+        };
+        let result = self.unseal_with_secret(&secret).await;
+        if result.is_err() {
+            self.inner.counters.unseal_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        result?;
+        self.seal_status().await
+    }
+
+    /// Finishes an unseal once the threshold of shares combined to `secret`.
+    async fn unseal_with_secret(&self, secret: &[u8]) -> Result<(), CoreError> {
+        let _op = self.inner.op_lock.lock().await;
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        let root = match &self.inner.seal {
+            SealKind::Shamir(shamir) => {
+                let kek = Kek::from_bytes(secret).map_err(|_| {
+                    invalid_unseal_key(&format!(
+                        "the combined key is {} bytes, but the key-encryption key is 32 bytes",
+                        secret.len()
+                    ))
+                })?;
+                shamir.set_kek(kek);
+                match self.fetch_stored_root_key().await {
+                    Ok(root) => root,
+                    Err(err) => {
+                        shamir.clear_kek();
+                        return Err(match err {
+                            AutoUnsealFailure::WrongKey(_) => invalid_unseal_key(
+                                "failed to decrypt keys from storage: the keys entered do not \
+                                 belong to this storage's current key set",
+                            ),
+                            AutoUnsealFailure::Other(e) => e,
+                            other => CoreError::InvalidKey(other.to_string()),
+                        });
+                    }
+                }
+            }
+            SealKind::Auto(_) => {
+                self.verify_recovery_key(secret).await?;
+                self.fetch_stored_root_key()
+                    .await
+                    .map_err(|failure| match failure {
+                        AutoUnsealFailure::Other(e) => e,
+                        other => CoreError::InvalidRequest(other.to_string()),
+                    })?
+            }
+        };
+        self.unseal_barrier(&root).await
+    }
+
+    /// Checks recovery key shares combined to `secret` against the stored
+    /// recovery key (decrypted through the seal), in constant time.
+    pub(crate) async fn verify_recovery_key(&self, secret: &[u8]) -> Result<(), CoreError> {
+        let stored = self.load_recovery_key().await?;
+        let candidate = RecoveryKey::from_bytes(secret).map_err(|_| {
+            CoreError::InvalidKey(
+                "invalid recovery key: the combined recovery key has the wrong length; progress \
+                 was reset, enter the recovery keys again"
+                    .into(),
+            )
+        })?;
+        if bool::from(candidate.ct_eq(&stored)) {
+            Ok(())
+        } else {
+            Err(CoreError::InvalidKey(
+                "invalid recovery key: the recovery keys entered do not belong to this storage's \
+                 current recovery key set; progress was reset, enter them again"
+                    .into(),
+            ))
+        }
+    }
+
+    /// Decrypts `core/recovery-key` through the seal.
+    pub(crate) async fn load_recovery_key(&self) -> Result<RecoveryKey, CoreError> {
+        let blob = self
+            .inner
+            .physical
+            .get(RECOVERY_KEY_PATH)
+            .await?
+            .ok_or(CoreError::Corrupt {
+                path: RECOVERY_KEY_PATH,
+                reason: "missing although the storage is initialized with an auto seal".into(),
+            })?;
+        let plain = self
+            .inner
+            .seal
+            .seal()
+            .decrypt(&blob, RECOVERY_KEY_PATH.as_bytes())
+            .await
+            .map_err(|e| CoreError::seal("decrypting the stored recovery key failed", e))?;
+        RecoveryKey::from_bytes(&plain).map_err(|e| CoreError::Corrupt {
+            path: RECOVERY_KEY_PATH,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Reads `core/hsm/barrier-unseal-keys` and opens it with the seal.
+    async fn fetch_stored_root_key(&self) -> Result<RootKey, AutoUnsealFailure> {
+        let blob = match self.inner.physical.get(STORED_KEYS_PATH).await {
+            Ok(Some(blob)) => blob,
+            Ok(None) => {
+                return Err(AutoUnsealFailure::Corrupt(format!(
+                    "{STORED_KEYS_PATH} is missing although core/seal-config exists"
+                )));
+            }
+            Err(e) => return Err(AutoUnsealFailure::Other(e.into())),
+        };
+        let plain = self
+            .inner
+            .seal
+            .seal()
+            .decrypt(&blob, STORED_KEYS_PATH.as_bytes())
+            .await
+            .map_err(AutoUnsealFailure::from_seal)?;
+        decode_stored_keys(&plain).map_err(AutoUnsealFailure::Corrupt)
+    }
+
+    /// Opens the barrier with `root` and brings up what lives behind it.
+    /// Called with `op_lock` held.
+    pub(crate) async fn unseal_barrier(&self, root: &RootKey) -> Result<(), CoreError> {
+        match self.inner.barrier.unseal(root).await {
+            Ok(()) => {}
+            Err(BarrierError::InvalidRootKey) => {
+                if let SealKind::Shamir(shamir) = &self.inner.seal {
+                    shamir.clear_kek();
+                }
+                return Err(CoreError::InvalidKey(
+                    "unable to retrieve stored keys: invalid key: the stored root key does not \
+                     open core/keyring; the stored keys and the keyring do not belong together \
+                     (restored from different backups?)"
+                        .into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        match self.post_unseal().await {
+            Ok(()) => {
+                self.inner.counters.unseals.fetch_add(1, Ordering::Relaxed);
+                self.inner.manually_sealed.store(false, Ordering::SeqCst);
+                tracing::info!(seal_type = %self.inner.seal.seal_type(), "vault is unsealed");
+                Ok(())
+            }
+            Err(e) => {
+                // Do not stay half-unsealed: no logical layer, no service.
+                self.seal_barrier_locked();
+                Err(e)
+            }
+        }
+    }
+
+    /// Loads what lives behind the barrier: cluster identity and the logical
+    /// layer; starts the unsealed-period background tasks.
+    async fn post_unseal(&self) -> Result<(), CoreError> {
+        let storage: Arc<dyn seal_core::Storage> = self.inner.barrier.clone();
+        let cluster = match self.inner.barrier.get(CLUSTER_INFO_PATH).await? {
+            Some(raw) => serde_json::from_slice(&raw).map_err(|e| CoreError::Corrupt {
+                path: CLUSTER_INFO_PATH,
+                reason: e.to_string(),
+            })?,
+            None => {
+                let info = self.new_cluster_info()?;
+                let raw = serde_json::to_vec(&info)
+                    .map_err(|e| CoreError::Config(format!("serializing cluster info: {e}")))?;
+                self.inner.barrier.put(CLUSTER_INFO_PATH, &raw).await?;
+                info
+            }
+        };
+        let logical = Arc::new(Logical::new(storage).await?);
+        let background = CancellationToken::new();
+        spawn_rotation_check(Arc::downgrade(&self.inner), background.clone());
+        *self
+            .inner
+            .unsealed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Unsealed {
+            logical,
+            cluster,
+            background,
+        });
+        Ok(())
+    }
+
+    fn new_cluster_info(&self) -> Result<ClusterInfo, CoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let name = match &self.inner.options.cluster_name {
+            Some(name) => name.clone(),
+            None => {
+                let suffix = seal_core::random_bytes(4)?;
+                format!("strongroom-cluster-{}", hex::encode(&*suffix))
+            }
+        };
+        Ok(ClusterInfo { name, id })
+    }
+
+    /// Drops every key and the unsealed state. Called with `op_lock` held.
+    pub(crate) fn seal_barrier_locked(&self) {
+        let previous = self
+            .inner
+            .unsealed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(state) = previous {
+            state.background.cancel();
+        }
+        self.inner.barrier.seal();
+        if let SealKind::Shamir(shamir) = &self.inner.seal {
+            shamir.clear_kek();
+        }
+        self.inner.progress.reset();
+    }
+
+    /// Clears the unseal in progress (`sys/unseal` with `reset: true`).
+    ///
+    /// # Errors
+    /// [`CoreError::AlreadyUnsealed`] (400 "vault is unsealed") when not
+    /// sealed, as Vault; storage errors while reading the status.
+    pub async fn unseal_reset(&self) -> Result<SealStatus, CoreError> {
+        if !self.is_sealed() {
+            return Err(CoreError::AlreadyUnsealed);
+        }
+        self.inner.progress.reset();
+        self.seal_status().await
+    }
+
+    /// Seals the node (`sys/seal`): every key is dropped from memory and
+    /// zeroized, the logical layer is torn down. Sealing a sealed node does
+    /// nothing (as Vault). On an auto-seal node the operator's decision
+    /// sticks: the node does not unseal itself again until it restarts or
+    /// someone unseals it with recovery keys.
+    ///
+    /// # Errors
+    /// [`CoreError::PermissionDenied`] for a missing or invalid token, or a
+    /// token without the root policy.
+    pub async fn seal(&self, token: &str) -> Result<(), CoreError> {
+        if self.is_sealed() {
+            return Ok(());
+        }
+        self.require_root_token(token).await?;
+        let _op = self.inner.op_lock.lock().await;
+        self.seal_barrier_locked();
+        self.inner.rekey.lock().await.clear();
+        if self.inner.seal.is_auto() {
+            self.inner.manually_sealed.store(true, Ordering::SeqCst);
+        }
+        tracing::info!("vault is sealed by an operator request");
+        Ok(())
+    }
+
+    /// One auto-unseal attempt: fetch the root key through the seal and open
+    /// the barrier. Succeeds at once when already unsealed.
+    pub(crate) async fn try_auto_unseal(&self) -> Result<(), AutoUnsealFailure> {
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        match self.is_initialized().await {
+            Ok(true) => {}
+            Ok(false) => return Err(AutoUnsealFailure::NotInitialized),
+            Err(e) => return Err(AutoUnsealFailure::Other(e)),
+        }
+        tracing::info!("stored unseal keys supported, attempting fetch");
+        let root = self.fetch_stored_root_key().await?;
+        let _op = self.inner.op_lock.lock().await;
+        if !self.is_sealed() {
+            return Ok(());
+        }
+        match self.unseal_barrier(&root).await {
+            Ok(()) => {
+                *self
+                    .inner
+                    .last_auto_unseal_error
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                Ok(())
+            }
+            Err(CoreError::InvalidKey(msg)) => Err(AutoUnsealFailure::Corrupt(msg)),
+            Err(e) => Err(AutoUnsealFailure::Other(e)),
+        }
+    }
+
+    pub(crate) fn record_auto_unseal_failure(&self, failure: &AutoUnsealFailure) {
+        let message = failure.to_string();
+        if matches!(failure, AutoUnsealFailure::NotInitialized) {
+            tracing::info!(reason = failure.kind(), "auto-unseal waiting: {message}");
+        } else {
+            self.inner
+                .counters
+                .auto_unseal_failures
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(reason = failure.kind(), "failed to unseal core: {message}");
+        }
+        *self
+            .inner
+            .last_auto_unseal_error
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(message);
+    }
+
+    /// Starts the auto-unseal loop: while the node is sealed, try to fetch
+    /// the root key through the seal; after each failure log it (what
+    /// failed and what to check), count it, and wait with exponential
+    /// backoff and jitter (from `auto_unseal_initial_backoff` up to
+    /// `auto_unseal_max_backoff`). The task ends once the node is unsealed,
+    /// when it is a Shamir node, after an operator sealed it by hand, or
+    /// when every handle to the core is dropped.
+    ///
+    /// Beyond Vault: a node that started while the KMS was down unseals
+    /// itself when the KMS returns, without a restart. Like Vault, a node
+    /// sealed on purpose stays sealed.
+    pub fn spawn_auto_unseal(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(auto_unseal_loop(weak))
+    }
+}
+
+async fn auto_unseal_loop(weak: Weak<Inner>) {
+    let mut backoff = None;
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let core = Core { inner };
+        if !core.inner.seal.is_auto()
+            || !core.is_sealed()
+            || core.inner.manually_sealed.load(Ordering::SeqCst)
+        {
+            return;
+        }
+        match core.try_auto_unseal().await {
+            Ok(()) => return,
+            Err(failure) => core.record_auto_unseal_failure(&failure),
+        }
+        let opts = &core.inner.options;
+        let wait = backoff.map_or(opts.auto_unseal_initial_backoff, |b: Duration| {
+            (b * 2).min(opts.auto_unseal_max_backoff)
+        });
+        backoff = Some(wait);
+        let jittered = jitter(wait);
+        drop(core);
+        tokio::time::sleep(jittered).await;
+    }
+}
+
+/// "Equal jitter": a uniform wait in `[d/2, d]`, so nodes restarted together
+/// do not hammer the KMS in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let mut buf = [0u8; 8];
+    if getrandom::fill(&mut buf).is_err() {
+        return d;
+    }
+    let frac = f64::from(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])) / f64::from(u32::MAX);
+    d.mul_f64(0.5 + 0.5 * frac)
+}
+
+/// While unsealed, asks the barrier every `auto_rotate_check_interval`
+/// whether its key must rotate (encryption count, interval).
+fn spawn_rotation_check(weak: Weak<Inner>, stop: CancellationToken) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        loop {
+            let every = match weak.upgrade() {
+                Some(inner) => inner.options.auto_rotate_check_interval,
+                None => return,
+            };
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+            let Some(inner) = weak.upgrade() else { return };
+            match inner.barrier.check_auto_rotate().await {
+                Ok(Some(term)) => {
+                    inner.counters.auto_rotations.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(term, "barrier key rotated automatically");
+                }
+                Ok(None) => {}
+                Err(BarrierError::Sealed) => return,
+                Err(e) => tracing::warn!(error = %e, "automatic key rotation check failed"),
+            }
+        }
+    });
+}
