@@ -63,9 +63,15 @@ pub fn raw_request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
+    // Consul may answer early (413 on Content-Length alone) and close while
+    // the body is still being sent: read its answer anyway.
+    let sent = stream.write_all(body);
     let mut answer = Vec::new();
-    stream.read_to_end(&mut answer)?;
+    let read = stream.read_to_end(&mut answer);
+    if answer.is_empty() {
+        sent?;
+        read?;
+    }
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed HTTP answer");
     let split = answer
         .windows(4)

@@ -1,0 +1,240 @@
+//! Network helpers for the fault tests: loopback proxies in front of the
+//! real Consul agent that observe or disturb traffic. Consul itself is never
+//! replaced: every request that is answered with data is answered by it.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use seal_core::StorageError;
+use storage_consul::ConsulError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The [`ConsulError`] inside a storage error, if any.
+pub fn consul_source(err: &StorageError) -> Option<&ConsulError> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(c) = e.downcast_ref::<ConsulError>() {
+            return Some(c);
+        }
+        source = e.source();
+    }
+    None
+}
+
+/// Counts requests in flight through it: a connection is busy from the
+/// first request byte until the first response byte. Responses are held
+/// back by `delay` so concurrent requests overlap measurably.
+#[derive(Debug)]
+pub struct CountingProxy {
+    pub address: String,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl CountingProxy {
+    pub async fn start(upstream: String, delay: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (f, p, c) = (in_flight.clone(), peak.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let upstream = upstream.clone();
+                let (f, p) = (f.clone(), p.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    relay_counting(client, server, f, p, delay).await;
+                });
+            }
+        });
+        Self {
+            address,
+            in_flight,
+            peak,
+            connections,
+        }
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+async fn relay_counting(
+    client: TcpStream,
+    server: TcpStream,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    delay: Duration,
+) {
+    let busy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let (b1, f1, p1) = (busy.clone(), in_flight.clone(), peak.clone());
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if !b1.swap(true, Ordering::SeqCst) {
+                let now = f1.fetch_add(1, Ordering::SeqCst) + 1;
+                p1.fetch_max(now, Ordering::SeqCst);
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = sw.shutdown().await;
+    };
+    let down = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            if busy.load(Ordering::SeqCst) {
+                tokio::time::sleep(delay).await;
+                if busy.swap(false, Ordering::SeqCst) {
+                    in_flight.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = cw.shutdown().await;
+    };
+    tokio::join!(up, down);
+}
+
+/// What a [`FaultFront`] does with a connection.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Read the request, answer with this status and body, close.
+    Respond(u16, &'static str),
+    /// Accept and never answer (the client must time out).
+    BlackHole,
+    /// Read the request and close without an answer.
+    Hangup,
+    /// Forward the request to Consul, wait for its answer, then close
+    /// without passing the answer on: the write happened, but the client
+    /// never hears so.
+    DropAnswer,
+    /// Relay to Consul untouched.
+    Pass,
+}
+
+/// An HTTP front on loopback: the first connections get the scripted
+/// faults, later ones are relayed to the real agent.
+#[derive(Debug)]
+pub struct FaultFront {
+    pub address: String,
+    seen: Arc<AtomicUsize>,
+}
+
+impl FaultFront {
+    /// `script[i]` applies to the i-th connection; after the script runs
+    /// out, `then` applies.
+    pub async fn start(upstream: String, script: Vec<Fault>, then: Fault) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let i = counter.fetch_add(1, Ordering::SeqCst);
+                let fault = script.get(i).cloned().unwrap_or_else(|| then.clone());
+                let upstream = upstream.clone();
+                tokio::spawn(async move { serve_fault(client, upstream, fault).await });
+            }
+        });
+        Self { address, seen }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.seen.load(Ordering::SeqCst)
+    }
+}
+
+/// Reads one HTTP request (head plus Content-Length body).
+async fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        data.extend_from_slice(&buf[..n]);
+        if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if data.len() >= end + 4 + len {
+                return Some(data);
+            }
+        }
+    }
+}
+
+async fn serve_fault(mut client: TcpStream, upstream: String, fault: Fault) {
+    match fault {
+        Fault::Respond(status, body) => {
+            if read_request(&mut client).await.is_none() {
+                return;
+            }
+            let answer = format!(
+                "HTTP/1.1 {status} Injected\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(answer.as_bytes()).await;
+            let _ = client.shutdown().await;
+        }
+        Fault::BlackHole => {
+            let _ = read_request(&mut client).await;
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        }
+        Fault::Hangup => {
+            let _ = read_request(&mut client).await;
+        }
+        Fault::DropAnswer => {
+            let Some(request) = read_request(&mut client).await else {
+                return;
+            };
+            let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let _ = server.write_all(&request).await;
+            let mut buf = vec![0u8; 4096];
+            let _ = server.read(&mut buf).await;
+            // Consul answered (and applied the write); the client hears
+            // nothing.
+        }
+        Fault::Pass => {
+            let Ok(mut server) = TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+    }
+}
