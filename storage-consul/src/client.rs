@@ -253,7 +253,10 @@ fn backoff(attempt: u32) -> Duration {
 pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> ConsulError {
     let text = truncate_body(&String::from_utf8_lossy(body));
     match status.as_u16() {
-        403 => ConsulError::PermissionDenied { body: text },
+        403 => ConsulError::PermissionDenied {
+            status: 403,
+            body: text,
+        },
         413 => ConsulError::TooLarge { body: text },
         429 | 503 => ConsulError::RateLimited {
             status: status.as_u16(),
@@ -279,27 +282,10 @@ fn classify_transport(err: &reqwest::Error, address: &str, timeout: Duration) ->
             after: timeout,
         };
     }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
-            return ConsulError::Tls {
-                address,
-                message: tls.to_string(),
-            };
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::ConnectionRefused {
-                return ConsulError::ConnectionRefused { address };
-            }
-            // io::Error::source skips the wrapped error itself.
-            if let Some(tls) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                return ConsulError::Tls {
-                    address,
-                    message: tls.to_string(),
-                };
-            }
-        }
-        source = e.source();
+    match find_cause(err) {
+        Some(Cause::Tls(message)) => return ConsulError::Tls { address, message },
+        Some(Cause::Refused) => return ConsulError::ConnectionRefused { address },
+        None => {}
     }
     let message = error_chain(err);
     if err.is_connect() || err.is_request() || err.is_body() {
@@ -310,6 +296,39 @@ fn classify_transport(err: &reqwest::Error, address: &str, timeout: Duration) ->
     } else {
         ConsulError::Http { address, message }
     }
+}
+
+enum Cause {
+    Tls(String),
+    Refused,
+}
+
+/// Looks through the whole error chain for a TLS error or a refused
+/// connection. `io::Error::source` skips the error an `io::Error` wraps
+/// (and hyper wraps rustls errors in two of them), so wrapped errors are
+/// searched through `get_ref` as well.
+fn find_cause(err: &(dyn std::error::Error + 'static)) -> Option<Cause> {
+    let mut current = Some(err);
+    let mut depth = 0;
+    while let Some(e) = current {
+        depth += 1;
+        if depth > 32 {
+            return None;
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(Cause::Tls(tls.to_string()));
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return Some(Cause::Refused);
+            }
+            if let Some(cause) = io.get_ref().and_then(|inner| find_cause(inner)) {
+                return Some(cause);
+            }
+        }
+        current = e.source();
+    }
+    None
 }
 
 fn error_chain(err: &reqwest::Error) -> String {

@@ -90,9 +90,11 @@ pub enum ConsulError {
     },
     /// Consul's ACL system refused the request (HTTP 403).
     #[error(
-        "Consul ACL refused the request (HTTP 403: {body}); check that `token` (or CONSUL_HTTP_TOKEN) is set and has key_prefix write on the storage path"
+        "Consul ACL refused the request (HTTP {status}: {body}); check that `token` (or CONSUL_HTTP_TOKEN) is set and has key_prefix write on the storage path"
     )]
     PermissionDenied {
+        /// 403, or 409 when a transaction operation was refused.
+        status: u16,
         /// Consul's text (`Permission denied`, `ACL not found`).
         body: String,
     },
@@ -239,6 +241,7 @@ mod tests {
     #[test]
     fn acl_refusal_becomes_permission_denied() {
         let err = ConsulError::PermissionDenied {
+            status: 403,
             body: "ACL not found".into(),
         }
         .into_storage("get", "k");

@@ -353,6 +353,17 @@ fn rolled_back(reply: &Reply, fence: Option<&Fence>) -> ConsulError {
         }
     };
     let errors = parsed.errors.unwrap_or_default();
+    // A token that exists but lacks `key:write` is refused per operation
+    // inside a 409, not with a 403.
+    if let Some(denied) = errors
+        .iter()
+        .find(|e| e.what.contains("Permission denied") || e.what.contains("ACL not found"))
+    {
+        return ConsulError::PermissionDenied {
+            status: 409,
+            body: crate::error::truncate_body(&denied.what),
+        };
+    }
     if let Some(f) = fence {
         if errors.iter().any(|e| e.op_index == 0) {
             return ConsulError::Fenced {
@@ -652,6 +663,13 @@ mod tests {
         assert!(matches!(rolled_back(&reply, Some(&fence)), ConsulError::Fenced { .. }));
         let err = rolled_back(&reply, None);
         assert!(matches!(&err, ConsulError::RolledBack { errors } if errors.len() == 1), "{err}");
+        let denied = Reply {
+            status: StatusCode::CONFLICT,
+            body: Bytes::from_static(
+                br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"Permission denied: token with AccessorID 'x' lacks permission 'key:write' on \"k\""}]}"#,
+            ),
+        };
+        assert!(matches!(rolled_back(&denied, Some(&fence)), ConsulError::PermissionDenied { .. }));
         let garbage = Reply {
             status: StatusCode::CONFLICT,
             body: Bytes::from_static(b"<html>"),
