@@ -53,6 +53,7 @@ pub struct Barrier {
     backend: AeadBackend,
     state: RwLock<Option<Arc<Keyring>>>,
     admin: tokio::sync::Mutex<()>,
+    guard_reserved: bool,
 }
 
 impl fmt::Debug for Barrier {
@@ -79,7 +80,20 @@ impl Barrier {
             backend,
             state: RwLock::new(None),
             admin: tokio::sync::Mutex::new(()),
+            guard_reserved: true,
         }
+    }
+
+    /// Lets the encrypted view read and write `core/keyring` and
+    /// `core/master` like any other key. **Test-only**: a write there
+    /// replaces the keyring and makes the store impossible to unseal. It
+    /// exists because seal-core's storage conformance suite uses
+    /// `core/keyring` as an ordinary key; `list` still hides the barrier's
+    /// entries.
+    #[must_use]
+    pub fn insecure_allow_reserved_writes(mut self) -> Self {
+        self.guard_reserved = false;
+        self
     }
 
     /// The AEAD backend in use.
@@ -358,7 +372,12 @@ impl Barrier {
                 None
             };
             if let Some(reason) = reason {
-                tracing::info!(term = active.term, encryptions = ops, reason, "rotating the barrier key");
+                tracing::info!(
+                    term = active.term,
+                    encryptions = ops,
+                    reason,
+                    "rotating the barrier key"
+                );
                 return self.rotate_locked().await.map(Some);
             }
         }
@@ -378,7 +397,7 @@ impl Barrier {
     /// (including an invalid key).
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BarrierError> {
         let keyring = self.keyring()?;
-        check_reserved("get", key)?;
+        self.check_reserved("get", key)?;
         let Some(ciphertext) = self.storage.get(key).await? else {
             return Ok(None);
         };
@@ -395,7 +414,7 @@ impl Barrier {
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
         let keyring = self.keyring()?;
         validate_key(key)?;
-        check_reserved("put", key)?;
+        self.check_reserved("put", key)?;
         self.check_size("put", key, value.len())?;
         let ciphertext = encrypt_with(&keyring, key, value)?;
         self.storage.put(key, &ciphertext).await?;
@@ -409,7 +428,7 @@ impl Barrier {
     /// [`BarrierError::Storage`].
     pub async fn delete(&self, key: &str) -> Result<(), BarrierError> {
         self.keyring()?;
-        check_reserved("delete", key)?;
+        self.check_reserved("delete", key)?;
         self.storage.delete(key).await?;
         Ok(())
     }
@@ -437,7 +456,8 @@ impl Barrier {
                     let others = match folder_has_others {
                         Some(others) => others,
                         None => {
-                            let others = self.folder_has_others(&format!("{prefix}{child}")).await?;
+                            let others =
+                                self.folder_has_others(&format!("{prefix}{child}")).await?;
                             folder_has_others = Some(others);
                             others
                         }
@@ -471,7 +491,7 @@ impl Barrier {
         let keyring = self.keyring()?;
         for op in &ops {
             validate_key(op.key())?;
-            check_reserved("transaction", op.key())?;
+            self.check_reserved("transaction", op.key())?;
             if let TxnOp::Put { key, value } = op {
                 self.check_size("transaction", key, value.len())?;
             }
@@ -511,11 +531,25 @@ impl Barrier {
     /// [`BarrierError::UnknownVersion`]; [`BarrierError::UnknownTerm`]
     /// naming the term; [`BarrierError::Decrypt`] for every authentication
     /// failure (tampered bytes, another path, another key).
-    pub fn decrypt(&self, path: &str, ciphertext: &[u8]) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
+    pub fn decrypt(
+        &self,
+        path: &str,
+        ciphertext: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
         decrypt_with(&*self.keyring()?, path, ciphertext)
     }
 
     // ---- internals -------------------------------------------------------
+
+    fn check_reserved(&self, op: &'static str, key: &str) -> Result<(), BarrierError> {
+        if self.guard_reserved && RESERVED_PATHS.contains(&key) {
+            return Err(BarrierError::ReservedPath {
+                op,
+                path: key.to_owned(),
+            });
+        }
+        Ok(())
+    }
 
     fn current(&self) -> Option<Arc<Keyring>> {
         self.state
@@ -544,16 +578,16 @@ impl Barrier {
     }
 
     fn check_size(&self, op: &'static str, key: &str, size: usize) -> Result<(), BarrierError> {
-        if let Some(limit) = self.limits_for_plaintext().max_value_size {
-            if size > limit {
-                return Err(StorageError::ValueTooLarge {
-                    op,
-                    key: key.to_owned(),
-                    size,
-                    limit,
-                }
-                .into());
+        if let Some(limit) = self.limits_for_plaintext().max_value_size
+            && size > limit
+        {
+            return Err(StorageError::ValueTooLarge {
+                op,
+                key: key.to_owned(),
+                size,
+                limit,
             }
+            .into());
         }
         Ok(())
     }
@@ -638,14 +672,13 @@ impl Barrier {
         root_cipher: Arc<KeyCipher>,
         previous: Option<&Keyring>,
     ) -> Result<Keyring, BarrierError> {
-        let stored_root = RootKey::from_bytes(&encoded.root_key.0).map_err(|_| {
-            BarrierError::CorruptKeyring {
+        let stored_root =
+            RootKey::from_bytes(&encoded.root_key.0).map_err(|_| BarrierError::CorruptKeyring {
                 reason: format!(
                     "its root key is {} bytes, not 16 or 32",
                     encoded.root_key.0.len()
                 ),
-            }
-        })?;
+            })?;
         let root = match (expected_root, previous) {
             (Some(expected), _) => {
                 if *expected != stored_root {
@@ -685,7 +718,8 @@ impl Barrier {
                             ),
                         });
                     }
-                    held.encryptions.fetch_max(key.encryptions, Ordering::Relaxed);
+                    held.encryptions
+                        .fetch_max(key.encryptions, Ordering::Relaxed);
                     held.clone()
                 }
                 None => Arc::new(TermKey::new(
@@ -739,7 +773,9 @@ impl Barrier {
 #[async_trait]
 impl Storage for Barrier {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Barrier::get(self, key).await.map_err(|e| to_storage("get", key, e))
+        Barrier::get(self, key)
+            .await
+            .map_err(|e| to_storage("get", key, e))
     }
 
     async fn put(&self, key: &str, value: &[u8]) -> Result<(), StorageError> {
@@ -761,7 +797,10 @@ impl Storage for Barrier {
     }
 
     async fn transaction(&self, ops: Vec<TxnOp>) -> Result<(), StorageError> {
-        let first = ops.first().map(|op| op.key().to_owned()).unwrap_or_default();
+        let first = ops
+            .first()
+            .map(|op| op.key().to_owned())
+            .unwrap_or_default();
         Barrier::transaction(self, ops)
             .await
             .map_err(|e| to_storage("transaction", &first, e))
@@ -779,19 +818,11 @@ fn to_storage(op: &'static str, key: &str, err: BarrierError) -> StorageError {
     }
 }
 
-fn check_reserved(op: &'static str, key: &str) -> Result<(), BarrierError> {
-    if RESERVED_PATHS.contains(&key) {
-        return Err(BarrierError::ReservedPath {
-            op,
-            path: key.to_owned(),
-        });
-    }
-    Ok(())
-}
-
 fn encrypt_with(keyring: &Keyring, path: &str, plaintext: &[u8]) -> Result<Vec<u8>, BarrierError> {
     let active = &keyring.active;
-    let out = active.cipher.seal(active.term, path.as_bytes(), plaintext)?;
+    let out = active
+        .cipher
+        .seal(active.term, path.as_bytes(), plaintext)?;
     active.encryptions.fetch_add(1, Ordering::Relaxed);
     Ok(out)
 }

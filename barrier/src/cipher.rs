@@ -141,12 +141,11 @@ impl KeyCipher {
                 } else {
                     &AES_256_GCM
                 };
-                let unbound = UnboundKey::new(alg, key).map_err(|_| {
-                    BarrierError::InvalidKeyLength {
+                let unbound =
+                    UnboundKey::new(alg, key).map_err(|_| BarrierError::InvalidKeyLength {
                         what,
                         len: key.len(),
-                    }
-                })?;
+                    })?;
                 Inner::AwsLc(LessSafeKey::new(unbound))
             }
             #[cfg(feature = "rustcrypto")]
@@ -274,15 +273,26 @@ fn rc_seal<C>(
     buf: &mut [u8],
 ) -> Result<aes_gcm::Tag, aes_gcm::Error>
 where
-    C: aes_gcm::AeadInPlace<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes_gcm::aead::consts::U16>,
+    C: aes_gcm::AeadInPlace<
+            NonceSize = aes_gcm::aead::consts::U12,
+            TagSize = aes_gcm::aead::consts::U16,
+        >,
 {
     cipher.encrypt_in_place_detached(nonce.into(), aad, buf)
 }
 
 #[cfg(feature = "rustcrypto")]
-fn rc_open<C>(cipher: &C, entry: &Parsed<'_>, aad: &[u8], buf: &mut [u8]) -> Result<(), BarrierError>
+fn rc_open<C>(
+    cipher: &C,
+    entry: &Parsed<'_>,
+    aad: &[u8],
+    buf: &mut [u8],
+) -> Result<(), BarrierError>
 where
-    C: aes_gcm::AeadInPlace<NonceSize = aes_gcm::aead::consts::U12, TagSize = aes_gcm::aead::consts::U16>,
+    C: aes_gcm::AeadInPlace<
+            NonceSize = aes_gcm::aead::consts::U12,
+            TagSize = aes_gcm::aead::consts::U16,
+        >,
 {
     cipher
         .decrypt_in_place_detached(

@@ -21,8 +21,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
-use crate::cipher::{AeadBackend, KeyCipher};
 use crate::BarrierError;
+use crate::cipher::{AeadBackend, KeyCipher};
 
 /// Most encryptions one term key may do before automatic rotation:
 /// 2^32 × 0.9, 10 % under the NIST SP 800-38D limit for random 96-bit GCM
@@ -176,13 +176,14 @@ impl Keyring {
         terms: BTreeMap<u32, Arc<TermKey>>,
         rotation: RotationConfig,
     ) -> Result<Self, BarrierError> {
-        let active = terms
-            .values()
-            .next_back()
-            .cloned()
-            .ok_or_else(|| BarrierError::CorruptKeyring {
-                reason: "it holds no term keys".to_owned(),
-            })?;
+        let active =
+            terms
+                .values()
+                .next_back()
+                .cloned()
+                .ok_or_else(|| BarrierError::CorruptKeyring {
+                    reason: "it holds no term keys".to_owned(),
+                })?;
         Ok(Self {
             root,
             root_cipher,
@@ -221,7 +222,9 @@ impl Keyring {
 /// Serializes `value` to JSON in a `Zeroizing` buffer sized exactly: one
 /// pass counts the bytes, the second writes them, so no growing `Vec`
 /// leaves copies of key material behind.
-pub(crate) fn to_zeroizing_json<T: Serialize>(value: &T) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
+pub(crate) fn to_zeroizing_json<T: Serialize>(
+    value: &T,
+) -> Result<Zeroizing<Vec<u8>>, BarrierError> {
     let mut counter = CountingWriter(0);
     serde_json::to_writer(&mut counter, value)
         .map_err(|e| BarrierError::Serialize(e.to_string()))?;
@@ -341,7 +344,11 @@ pub(crate) struct EncodedKey {
     pub(crate) term: u32,
     #[serde(rename = "Value")]
     pub(crate) value: SecretBytes,
-    #[serde(rename = "InstallTime", default = "unix_epoch", with = "time::serde::rfc3339")]
+    #[serde(
+        rename = "InstallTime",
+        default = "unix_epoch",
+        with = "time::serde::rfc3339"
+    )]
     pub(crate) install_time: OffsetDateTime,
     #[serde(rename = "encryptions", alias = "Encryptions", default)]
     pub(crate) encryptions: u64,

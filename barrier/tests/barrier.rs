@@ -39,7 +39,6 @@ for_each_backend!(
     rotation_config_is_sanitized_and_persisted,
     encryptions_are_counted_and_persisted,
     check_auto_rotate_by_operations,
-    check_auto_rotate_disabled,
     reserved_paths_are_refused_and_hidden,
     core_folder_with_other_entries_stays_listed,
     transaction_encrypts_every_put,
@@ -63,7 +62,10 @@ mod cases {
     pub(crate) async fn round_trip(backend: AeadBackend) {
         let (_, b, _) = unsealed(backend).await;
         b.put("secret/a", b"value a").await.unwrap();
-        assert_eq!(b.get("secret/a").await.unwrap().as_deref(), Some(&b"value a"[..]));
+        assert_eq!(
+            b.get("secret/a").await.unwrap().as_deref(),
+            Some(&b"value a"[..])
+        );
         assert_eq!(b.get("secret/missing").await.unwrap(), None);
         let ct = b.encrypt("p", b"hello").unwrap();
         assert_eq!(&*b.decrypt("p", &ct).unwrap(), b"hello");
@@ -80,7 +82,10 @@ mod cases {
         assert_eq!(&ct[..4], &1u32.to_be_bytes(), "term 1, big-endian");
         assert_eq!(ct[4], 0x02, "version byte");
         assert_eq!(entry_term(&ct).unwrap(), 1);
-        assert!(!ct.windows(10).any(|w| w == b"0123456789"), "plaintext visible");
+        assert!(
+            !ct.windows(10).any(|w| w == b"0123456789"),
+            "plaintext visible"
+        );
         // The keyring itself: term 1, version 2, encrypted with the root key.
         let keyring = raw(&storage, KEYRING_PATH).await;
         assert_eq!(&keyring[..5], &[0, 0, 0, 1, VERSION]);
@@ -153,7 +158,10 @@ mod cases {
         for i in HEADER_LEN..ct.len() - TAG_LEN {
             let mut bad = ct.clone();
             bad[i] ^= 0x80;
-            assert_decrypt_error(b.decrypt("p", &bad), &format!("ciphertext byte {i} flipped"));
+            assert_decrypt_error(
+                b.decrypt("p", &bad),
+                &format!("ciphertext byte {i} flipped"),
+            );
         }
     }
 
@@ -204,7 +212,9 @@ mod cases {
 
     pub(crate) async fn every_truncation_of_a_real_entry_is_refused(backend: AeadBackend) {
         let (_, b, _) = unsealed(backend).await;
-        let ct = b.encrypt("p", b"a value long enough to cut in many places").unwrap();
+        let ct = b
+            .encrypt("p", b"a value long enough to cut in many places")
+            .unwrap();
         for len in 0..ct.len() {
             assert!(
                 b.decrypt("p", &ct[..len]).is_err(),
@@ -221,7 +231,10 @@ mod cases {
         let mut ct = b.encrypt("p", b"x").unwrap();
         ct[..4].copy_from_slice(&7u32.to_be_bytes());
         let err = b.decrypt("p", &ct).unwrap_err();
-        assert!(matches!(err, BarrierError::UnknownTerm { term: 7 }), "{err:?}");
+        assert!(
+            matches!(err, BarrierError::UnknownTerm { term: 7 }),
+            "{err:?}"
+        );
         assert!(err.to_string().contains("term 7"), "{err}");
     }
 
@@ -237,25 +250,41 @@ mod cases {
         assert!(other.is_sealed());
         assert_sealed(other.get("k").await, "get after a failed unseal");
         let short = RootKey::from_bytes(&[9u8; 16]).unwrap();
-        assert!(matches!(other.unseal(&short).await, Err(BarrierError::InvalidRootKey)));
+        assert!(matches!(
+            other.unseal(&short).await,
+            Err(BarrierError::InvalidRootKey)
+        ));
     }
 
     pub(crate) async fn not_initialized(backend: AeadBackend) {
         let b = Barrier::with_backend(Arc::new(MemoryStorage::new()), backend);
         assert!(!b.is_initialized().await.unwrap());
         let root = RootKey::generate().unwrap();
-        assert!(matches!(b.unseal(&root).await, Err(BarrierError::NotInitialized)));
+        assert!(matches!(
+            b.unseal(&root).await,
+            Err(BarrierError::NotInitialized)
+        ));
         assert!(b.is_sealed());
     }
 
     pub(crate) async fn initialize_twice_refused(backend: AeadBackend) {
         let (storage, b, root) = unsealed(backend).await;
         let before = raw(&storage, KEYRING_PATH).await;
-        assert!(matches!(b.initialize(&root).await, Err(BarrierError::AlreadyInitialized)));
+        assert!(matches!(
+            b.initialize(&root).await,
+            Err(BarrierError::AlreadyInitialized)
+        ));
         let other = Barrier::with_backend(storage.clone(), backend);
         let fresh = RootKey::generate().unwrap();
-        assert!(matches!(other.initialize(&fresh).await, Err(BarrierError::AlreadyInitialized)));
-        assert_eq!(raw(&storage, KEYRING_PATH).await, before, "keyring overwritten");
+        assert!(matches!(
+            other.initialize(&fresh).await,
+            Err(BarrierError::AlreadyInitialized)
+        ));
+        assert_eq!(
+            raw(&storage, KEYRING_PATH).await,
+            before,
+            "keyring overwritten"
+        );
     }
 
     pub(crate) async fn initialize_leaves_barrier_sealed(backend: AeadBackend) {
@@ -289,12 +318,21 @@ mod cases {
         assert_eq!(b.rotate().await.unwrap(), 3);
         assert_eq!(entry_term(&raw(&storage, "old").await).unwrap(), 1);
         assert_eq!(entry_term(&raw(&storage, "new").await).unwrap(), 2);
-        assert_eq!(b.get("old").await.unwrap().as_deref(), Some(&b"written under term 1"[..]));
-        assert_eq!(b.get("new").await.unwrap().as_deref(), Some(&b"written under term 2"[..]));
+        assert_eq!(
+            b.get("old").await.unwrap().as_deref(),
+            Some(&b"written under term 1"[..])
+        );
+        assert_eq!(
+            b.get("new").await.unwrap().as_deref(),
+            Some(&b"written under term 2"[..])
+        );
         let status = b.key_status().await.unwrap();
         assert_eq!(status.term, 3);
         assert!(status.install_time >= before.install_time);
-        assert!(status.encryptions <= 1, "new term starts near zero: {status:?}");
+        assert!(
+            status.encryptions <= 1,
+            "new term starts near zero: {status:?}"
+        );
         b.put("newest", b"3").await.unwrap();
         assert_eq!(entry_term(&raw(&storage, "newest").await).unwrap(), 3);
     }
@@ -317,8 +355,14 @@ mod cases {
         assert!(restarted.is_sealed());
         assert!(restarted.is_initialized().await.unwrap());
         restarted.unseal(&root).await.unwrap();
-        assert_eq!(restarted.get("a").await.unwrap().as_deref(), Some(&b"1"[..]));
-        assert_eq!(restarted.get("b").await.unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(
+            restarted.get("a").await.unwrap().as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(
+            restarted.get("b").await.unwrap().as_deref(),
+            Some(&b"2"[..])
+        );
         let again = restarted.key_status().await.unwrap();
         assert_eq!(again.term, 2);
         assert_eq!(again.install_time, status.install_time);
@@ -334,13 +378,19 @@ mod cases {
         assert_sealed(b.put("k", b"v").await, "put");
         assert_sealed(b.delete("k").await, "delete");
         assert_sealed(b.list("").await, "list");
-        assert_sealed(b.transaction(vec![TxnOp::put("k", b"v".to_vec())]).await, "transaction");
+        assert_sealed(
+            b.transaction(vec![TxnOp::put("k", b"v".to_vec())]).await,
+            "transaction",
+        );
         assert_sealed(b.encrypt("k", b"v"), "encrypt");
         assert_sealed(b.decrypt("k", &[0u8; 64]), "decrypt");
         assert_sealed(b.rotate().await, "rotate");
         assert_sealed(b.key_status().await, "key_status");
         assert_sealed(b.rotation_config().await, "rotation_config");
-        assert_sealed(b.set_rotation_config(RotationConfig::default()).await, "set_rotation_config");
+        assert_sealed(
+            b.set_rotation_config(RotationConfig::default()).await,
+            "set_rotation_config",
+        );
         assert_sealed(b.reload_keyring().await, "reload_keyring");
         assert_sealed(b.rekey_root(&root).await, "rekey_root");
         assert_sealed(b.check_auto_rotate().await, "check_auto_rotate");
@@ -352,8 +402,16 @@ mod cases {
         let keyring = raw(&storage, KEYRING_PATH).await;
         b.seal();
         assert_every_operation_sealed(&b).await;
-        assert_eq!(raw(&storage, "k").await.len(), OVERHEAD + 1, "sealing keeps data");
-        assert_eq!(raw(&storage, KEYRING_PATH).await, keyring, "sealed ops wrote nothing");
+        assert_eq!(
+            raw(&storage, "k").await.len(),
+            OVERHEAD + 1,
+            "sealing keeps data"
+        );
+        assert_eq!(
+            raw(&storage, KEYRING_PATH).await,
+            keyring,
+            "sealed ops wrote nothing"
+        );
         let message = BarrierError::Sealed.to_string();
         assert!(message.contains("Vault is sealed"), "{message}");
     }
@@ -375,14 +433,20 @@ mod cases {
             ("put", view.put("k", b"v").await),
             ("delete", view.delete("k").await),
             ("list", view.list("").await.map(|_| ())),
-            ("transaction", view.transaction(vec![TxnOp::delete("k")]).await),
+            (
+                "transaction",
+                view.transaction(vec![TxnOp::delete("k")]).await,
+            ),
         ];
         for (op, result) in results {
             match result {
                 Err(err @ StorageError::Backend { .. }) => {
                     let source = std::error::Error::source(&err).expect("source");
                     assert!(
-                        matches!(source.downcast_ref::<BarrierError>(), Some(BarrierError::Sealed)),
+                        matches!(
+                            source.downcast_ref::<BarrierError>(),
+                            Some(BarrierError::Sealed)
+                        ),
                         "{op}: source is {source:?}"
                     );
                     assert!(err.to_string().contains("Vault is sealed"), "{op}: {err}");
@@ -407,8 +471,14 @@ mod cases {
         let (_, b, root) = unsealed(backend).await;
         b.unseal(&root).await.unwrap();
         let wrong = RootKey::generate().unwrap();
-        assert!(matches!(b.unseal(&wrong).await, Err(BarrierError::InvalidRootKey)));
-        assert!(!b.is_sealed(), "a wrong key does not seal an unsealed barrier");
+        assert!(matches!(
+            b.unseal(&wrong).await,
+            Err(BarrierError::InvalidRootKey)
+        ));
+        assert!(
+            !b.is_sealed(),
+            "a wrong key does not seal an unsealed barrier"
+        );
     }
 
     pub(crate) async fn reload_follows_rotation_by_another_node(backend: AeadBackend) {
@@ -427,13 +497,19 @@ mod cases {
             other => panic!("before reload: expected UnknownTerm 2, got {other:?}"),
         }
         standby.reload_keyring().await.unwrap();
-        assert_eq!(standby.get("after").await.unwrap().as_deref(), Some(&b"rotation"[..]));
+        assert_eq!(
+            standby.get("after").await.unwrap().as_deref(),
+            Some(&b"rotation"[..])
+        );
         assert_eq!(standby.key_status().await.unwrap().term, 2);
         assert_eq!(standby.rotation_config().await.unwrap(), cfg);
         // Both now write term 2, and read each other.
         standby.put("from-standby", b"x").await.unwrap();
         assert_eq!(entry_term(&raw(&storage, "from-standby").await).unwrap(), 2);
-        assert_eq!(active.get("from-standby").await.unwrap().as_deref(), Some(&b"x"[..]));
+        assert_eq!(
+            active.get("from-standby").await.unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
     }
 
     pub(crate) async fn reload_follows_rekey_by_another_node(backend: AeadBackend) {
@@ -445,7 +521,10 @@ mod cases {
         // The standby now holds the new root: unseal with it is a no-op,
         // the old one is refused.
         standby.unseal(&new_root).await.unwrap();
-        assert!(matches!(standby.unseal(&root).await, Err(BarrierError::InvalidRootKey)));
+        assert!(matches!(
+            standby.unseal(&root).await,
+            Err(BarrierError::InvalidRootKey)
+        ));
         // And it can persist keyring changes under the new root.
         standby.rotate().await.unwrap();
         let fresh = reopen(&storage, backend, &new_root).await;
@@ -459,7 +538,10 @@ mod cases {
         b.reload_keyring().await.unwrap();
         let after = b.key_status().await.unwrap();
         assert_eq!(before.term, after.term);
-        assert!(after.encryptions >= before.encryptions, "reload lost counts");
+        assert!(
+            after.encryptions >= before.encryptions,
+            "reload lost counts"
+        );
     }
 
     pub(crate) async fn rekey_root(backend: AeadBackend) {
@@ -467,12 +549,21 @@ mod cases {
         b.put("data", b"survives rekey").await.unwrap();
         let new_root = RootKey::generate().unwrap();
         b.rekey_root(&new_root).await.unwrap();
-        assert_eq!(b.get("data").await.unwrap().as_deref(), Some(&b"survives rekey"[..]));
+        assert_eq!(
+            b.get("data").await.unwrap().as_deref(),
+            Some(&b"survives rekey"[..])
+        );
 
         let with_old = Barrier::with_backend(storage.clone(), backend);
-        assert!(matches!(with_old.unseal(&old_root).await, Err(BarrierError::InvalidRootKey)));
+        assert!(matches!(
+            with_old.unseal(&old_root).await,
+            Err(BarrierError::InvalidRootKey)
+        ));
         let with_new = reopen(&storage, backend, &copy(&new_root)).await;
-        assert_eq!(with_new.get("data").await.unwrap().as_deref(), Some(&b"survives rekey"[..]));
+        assert_eq!(
+            with_new.get("data").await.unwrap().as_deref(),
+            Some(&b"survives rekey"[..])
+        );
     }
 
     pub(crate) async fn rekey_root_with_the_same_key_rewrites_the_keyring(backend: AeadBackend) {
@@ -486,7 +577,10 @@ mod cases {
 
     pub(crate) async fn rotation_config_is_sanitized_and_persisted(backend: AeadBackend) {
         let (storage, b, root) = unsealed(backend).await;
-        assert_eq!(b.rotation_config().await.unwrap(), RotationConfig::default());
+        assert_eq!(
+            b.rotation_config().await.unwrap(),
+            RotationConfig::default()
+        );
         let asked = RotationConfig {
             enabled: true,
             max_operations: 10,
@@ -543,22 +637,6 @@ mod cases {
         assert_eq!(again.key_status().await.unwrap().term, 2);
     }
 
-    pub(crate) async fn check_auto_rotate_disabled(backend: AeadBackend) {
-        let (_, b, _) = unsealed(backend).await;
-        b.set_rotation_config(RotationConfig {
-            enabled: false,
-            max_operations: 1_000_000,
-            interval: Some(Duration::from_secs(86_400)),
-        })
-        .await
-        .unwrap();
-        for _ in 0..=1_000_000 {
-            b.encrypt("", b"").unwrap();
-        }
-        assert_eq!(b.check_auto_rotate().await.unwrap(), None);
-        assert_eq!(b.key_status().await.unwrap().term, 1);
-    }
-
     pub(crate) async fn reserved_paths_are_refused_and_hidden(backend: AeadBackend) {
         let (storage, b, root) = unsealed(backend).await;
         for path in [KEYRING_PATH, ROOT_KEY_PATH] {
@@ -577,7 +655,10 @@ mod cases {
         assert!(b.list("").await.unwrap().is_empty());
         assert!(b.list("core/").await.unwrap().is_empty());
         assert!(b.list("co").await.unwrap().is_empty());
-        assert_eq!(Storage::list(storage.as_ref(), "core/").await.unwrap(), ["keyring", "master"]);
+        assert_eq!(
+            Storage::list(storage.as_ref(), "core/").await.unwrap(),
+            ["keyring", "master"]
+        );
         reopen(&storage, backend, &root).await;
     }
 

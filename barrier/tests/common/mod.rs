@@ -19,7 +19,11 @@ pub(crate) async fn unsealed(backend: AeadBackend) -> (Arc<MemoryStorage>, Barri
 
 /// A second barrier over the same storage, unsealed with `root`: another
 /// node, or this one after a restart.
-pub(crate) async fn reopen(storage: &Arc<MemoryStorage>, backend: AeadBackend, root: &RootKey) -> Barrier {
+pub(crate) async fn reopen(
+    storage: &Arc<MemoryStorage>,
+    backend: AeadBackend,
+    root: &RootKey,
+) -> Barrier {
     let barrier = Barrier::with_backend(storage.clone(), backend);
     barrier.unseal(root).await.unwrap();
     barrier
@@ -27,7 +31,10 @@ pub(crate) async fn reopen(storage: &Arc<MemoryStorage>, backend: AeadBackend, r
 
 /// The raw (encrypted) bytes at `key`.
 pub(crate) async fn raw(storage: &Arc<MemoryStorage>, key: &str) -> Vec<u8> {
-    Storage::get(storage.as_ref(), key).await.unwrap().expect(key)
+    Storage::get(storage.as_ref(), key)
+        .await
+        .unwrap()
+        .expect(key)
 }
 
 pub(crate) fn copy(root: &RootKey) -> RootKey {
@@ -35,7 +42,10 @@ pub(crate) fn copy(root: &RootKey) -> RootKey {
 }
 
 #[track_caller]
-pub(crate) fn assert_decrypt_error<T: std::fmt::Debug>(result: Result<T, BarrierError>, what: &str) {
+pub(crate) fn assert_decrypt_error<T: std::fmt::Debug>(
+    result: Result<T, BarrierError>,
+    what: &str,
+) {
     match result {
         Err(BarrierError::Decrypt) => {}
         other => panic!("{what}: expected the opaque Decrypt error, got {other:?}"),
