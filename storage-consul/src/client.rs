@@ -93,13 +93,12 @@ impl Client {
             });
         if let Some(path) = &config.tls_ca_file {
             let pem = read_file("tls_ca_file", path)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ConsulError::TlsFile {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ConsulError::TlsFile {
                     setting: "tls_ca_file",
                     path: path.clone(),
                     message: e.to_string(),
-                }
-            })?;
+                })?;
             if certs.is_empty() {
                 return Err(ConsulError::TlsFile {
                     setting: "tls_ca_file",
@@ -120,12 +119,11 @@ impl Client {
             let key = zeroize::Zeroizing::new(read_file("tls_key_file", key_path)?);
             pem.extend_from_slice(&key);
             let pem = zeroize::Zeroizing::new(pem);
-            let identity =
-                reqwest::Identity::from_pem(&pem).map_err(|e| ConsulError::TlsFile {
-                    setting: "tls_cert_file",
-                    path: cert_path.clone(),
-                    message: format!("with tls_key_file {}: {e}", key_path.display()),
-                })?;
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| ConsulError::TlsFile {
+                setting: "tls_cert_file",
+                path: cert_path.clone(),
+                message: format!("with tls_key_file {}: {e}", key_path.display()),
+            })?;
             builder = builder.identity(identity);
         }
         if config.tls_skip_verify {
@@ -171,7 +169,12 @@ impl Client {
     /// Every request Consul receives here is idempotent (KV reads, and
     /// `/v1/txn` bodies of `set`/`delete`/`check-session`), so a retry after
     /// a timeout cannot do harm the first attempt could not.
-    pub(crate) async fn send(&self, op: &'static str, key: &str, req: &Request<'_>) -> Result<Reply, ConsulError> {
+    pub(crate) async fn send(
+        &self,
+        op: &'static str,
+        key: &str,
+        req: &Request<'_>,
+    ) -> Result<Reply, ConsulError> {
         let mut attempt = 0u32;
         loop {
             match self.send_once(req).await {
@@ -196,10 +199,14 @@ impl Client {
 
     async fn send_once(&self, req: &Request<'_>) -> Result<Reply, ConsulError> {
         // The semaphore is never closed, so acquire only fails if it were.
-        let _permit = self.permits.acquire().await.map_err(|_| ConsulError::Http {
-            address: self.base.clone(),
-            message: "client is shutting down".to_owned(),
-        })?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| ConsulError::Http {
+                address: self.base.clone(),
+                message: "client is shutting down".to_owned(),
+            })?;
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -218,7 +225,9 @@ impl Client {
         let status = response.status();
         let body = response.bytes().await.map_err(|e| self.classify(&e))?;
         match status {
-            StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(Reply { status, body }),
+            StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => {
+                Ok(Reply { status, body })
+            }
             other => Err(status_error(other, &body)),
         }
     }
@@ -266,11 +275,28 @@ pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> ConsulError {
         500 if text.contains("No cluster leader") || text.contains("leadership lost") => {
             ConsulError::NoLeader
         }
+        500 if is_rpc_failure(&text) => ConsulError::ServerRpc { body: text },
         code => ConsulError::Status {
             status: code,
             body: text,
         },
     }
+}
+
+/// 500 bodies that mean the agent could not talk to the servers, as opposed
+/// to a request the servers refused.
+fn is_rpc_failure(text: &str) -> bool {
+    const TRANSPORT: [&str; 7] = [
+        "stream closed",
+        "EOF",
+        "connection refused",
+        "connection reset",
+        "i/o deadline reached",
+        "i/o timeout",
+        "failed to get conn",
+    ];
+    text.contains("No known Consul servers")
+        || (text.starts_with("rpc error") && TRANSPORT.iter().any(|t| text.contains(t)))
 }
 
 /// Maps a transport failure (no HTTP status) to an error.
@@ -346,27 +372,46 @@ fn error_chain(err: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)]
 mod tests {
     use super::*;
 
     #[test]
     fn statuses_map_to_distinct_errors() {
-        let cases: [(u16, &str, fn(&ConsulError) -> bool); 6] = [
-            (403, "ACL not found", |e| matches!(e, ConsulError::PermissionDenied { .. })),
-            (413, "Value exceeds 524288 byte limit", |e| matches!(e, ConsulError::TooLarge { .. })),
-            (429, "rate limit exceeded", |e| matches!(e, ConsulError::RateLimited { status: 429, .. })),
+        let cases: [(u16, &str, fn(&ConsulError) -> bool); 8] = [
+            (500, "rpc error making call: stream closed", |e| {
+                matches!(e, ConsulError::ServerRpc { .. })
+            }),
+            (500, "No known Consul servers", |e| {
+                matches!(e, ConsulError::ServerRpc { .. })
+            }),
+            (403, "ACL not found", |e| {
+                matches!(e, ConsulError::PermissionDenied { .. })
+            }),
+            (413, "Value exceeds 524288 byte limit", |e| {
+                matches!(e, ConsulError::TooLarge { .. })
+            }),
+            (429, "rate limit exceeded", |e| {
+                matches!(e, ConsulError::RateLimited { status: 429, .. })
+            }),
             (503, "rate limit exceeded, try again later", |e| {
                 matches!(e, ConsulError::RateLimited { status: 503, .. })
             }),
-            (500, "No cluster leader", |e| matches!(e, ConsulError::NoLeader)),
-            (500, "invalid session", |e| matches!(e, ConsulError::Status { status: 500, .. })),
+            (500, "No cluster leader", |e| {
+                matches!(e, ConsulError::NoLeader)
+            }),
+            (500, "invalid session", |e| {
+                matches!(e, ConsulError::Status { status: 500, .. })
+            }),
         ];
         for (code, body, check) in cases {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
             let err = status_error(status, body.as_bytes());
             assert!(check(&err), "{code} {body}: {err:?}");
         }
-        assert!(status_error(StatusCode::INTERNAL_SERVER_ERROR, b"No cluster leader").is_transient());
+        assert!(
+            status_error(StatusCode::INTERNAL_SERVER_ERROR, b"No cluster leader").is_transient()
+        );
         assert!(!status_error(StatusCode::FORBIDDEN, b"Permission denied").is_transient());
     }
 

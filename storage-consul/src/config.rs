@@ -170,8 +170,7 @@ impl Default for ConsulConfig {
     }
 }
 
-const SERVICE_REGISTRATION: &str =
-    "service registration is not done by the storage backend; use the server's service_registration";
+const SERVICE_REGISTRATION: &str = "service registration is not done by the storage backend; use the server's service_registration";
 
 impl ConsulConfig {
     /// A configuration for the agent at `address` (`host:port` or
@@ -268,12 +267,18 @@ impl ConsulConfig {
                                 "TLS 1.0 and 1.1 are not supported (broken protocols); use \"tls12\" or \"tls13\"",
                             ));
                         }
-                        _ => return Err(ConsulError::config(key, "must be \"tls12\" or \"tls13\"")),
+                        _ => {
+                            return Err(ConsulError::config(key, "must be \"tls12\" or \"tls13\""));
+                        }
                     };
                 }
                 "request_timeout" => {
-                    c.request_timeout =
-                        parse_duration_in(key, v, Duration::from_millis(1), Duration::from_secs(600))?;
+                    c.request_timeout = parse_duration_in(
+                        key,
+                        v,
+                        Duration::from_millis(1),
+                        Duration::from_secs(600),
+                    )?;
                 }
                 "max_retries" => c.max_retries = parse_number(key, v, 0, 20)?,
                 "kv_max_value_size" => {
@@ -287,10 +292,17 @@ impl ConsulConfig {
                 "cluster_addr" => c.cluster_addr = Some(v.to_owned()),
                 "disable_clustering" => {
                     parse_bool(key, v)?;
-                    c.ignored.push((key.clone(), "request forwarding is configured on the server"));
+                    c.ignored.push((
+                        key.clone(),
+                        "request forwarding is configured on the server",
+                    ));
                 }
-                "disable_registration" | "service" | "service_tags" | "service_meta"
-                | "service_address" | "check_timeout" => {
+                "disable_registration"
+                | "service"
+                | "service_tags"
+                | "service_meta"
+                | "service_address"
+                | "check_timeout" => {
                     c.ignored.push((key.clone(), SERVICE_REGISTRATION));
                 }
                 _ => {
@@ -302,9 +314,7 @@ impl ConsulConfig {
             }
         }
         if let Some(scheme) = explicit_scheme {
-            let address_has_scheme = map
-                .get("address")
-                .is_some_and(|a| a.contains("://"));
+            let address_has_scheme = map.get("address").is_some_and(|a| a.contains("://"));
             if !address_has_scheme {
                 c.scheme = scheme;
             }
@@ -329,7 +339,10 @@ impl ConsulConfig {
             ));
         }
         if self.lock_delay > MINUTE {
-            return Err(ConsulError::config("lock_delay", "Consul allows at most 60s"));
+            return Err(ConsulError::config(
+                "lock_delay",
+                "Consul allows at most 60s",
+            ));
         }
         if self.request_timeout.is_zero() {
             return Err(ConsulError::config("request_timeout", "must be positive"));
@@ -364,7 +377,8 @@ impl ConsulConfig {
         let valid = !rest.is_empty()
             && !rest.contains(['/', '?', '#', '@', ' '])
             && rest.rsplit_once(':').is_none_or(|(host, port)| {
-                !host.is_empty() && (port.parse::<u16>().is_ok() || host.ends_with(']') && port.is_empty())
+                !host.is_empty()
+                    && (port.parse::<u16>().is_ok() || host.ends_with(']') && port.is_empty())
             });
         if !valid {
             return Err(ConsulError::config(
@@ -463,7 +477,12 @@ where
     Ok(n)
 }
 
-fn parse_duration_in(key: &str, v: &str, min: Duration, max: Duration) -> Result<Duration, ConsulError> {
+fn parse_duration_in(
+    key: &str,
+    v: &str,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, ConsulError> {
     let d = parse_duration(v).ok_or_else(|| {
         ConsulError::config(
             key,
@@ -610,7 +629,10 @@ mod tests {
         assert_eq!(c.session_ttl, Duration::from_secs(10));
         assert_eq!(c.lock_wait_time, Duration::from_secs(90));
         assert_eq!(c.lock_delay, Duration::from_millis(2500));
-        assert_eq!(c.tls_ca_file.as_deref(), Some(std::path::Path::new("/etc/consul/ca.pem")));
+        assert_eq!(
+            c.tls_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/consul/ca.pem"))
+        );
         assert_eq!(c.tls_min_version, TlsMinVersion::Tls13);
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert_eq!(c.max_retries, 2);
@@ -636,7 +658,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.base_url(), "https://127.0.0.1:8501");
-        let c = ConsulConfig::from_map_with_env(&map(&[("address", "[::1]:8500")]), no_env).unwrap();
+        let c =
+            ConsulConfig::from_map_with_env(&map(&[("address", "[::1]:8500")]), no_env).unwrap();
         assert_eq!(c.base_url(), "http://[::1]:8500");
     }
 
@@ -693,8 +716,7 @@ mod tests {
         let err = ConsulConfig::from_map_with_env(&map(&[("tls_cert_file", "/c.pem")]), no_env)
             .unwrap_err();
         assert!(err.to_string().contains("tls_key_file"), "{err}");
-        let err =
-            ConsulConfig::from_map_with_env(&map(&[("adress", "x:1")]), no_env).unwrap_err();
+        let err = ConsulConfig::from_map_with_env(&map(&[("adress", "x:1")]), no_env).unwrap_err();
         assert!(err.to_string().contains("unknown setting"), "{err}");
         assert!(err.to_string().contains("address"), "{err}");
     }

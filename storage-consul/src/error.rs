@@ -80,8 +80,20 @@ pub enum ConsulError {
         "Consul reports no cluster leader (HTTP 500); check that a quorum of Consul servers is up (`consul operator raft list-peers`)"
     )]
     NoLeader,
+    /// The Consul agent could not complete its RPC to the servers or the
+    /// leader (HTTP 500 `rpc error making call: …`, `No known Consul
+    /// servers`): typically the leader just died and an election is under way.
+    #[error(
+        "the Consul agent could not reach the Consul servers (HTTP 500: {body}); a leader election may be under way, check the servers"
+    )]
+    ServerRpc {
+        /// Consul's text.
+        body: String,
+    },
     /// Consul is rate limiting this client (HTTP 429, or 503 "retry later").
-    #[error("Consul is rate limiting requests (HTTP {status}): {body}; reduce load or max_parallel")]
+    #[error(
+        "Consul is rate limiting requests (HTTP {status}): {body}; reduce load or max_parallel"
+    )]
     RateLimited {
         /// 429 or 503.
         status: u16,
@@ -162,6 +174,7 @@ impl ConsulError {
                 | Self::Connect { .. }
                 | Self::Timeout { .. }
                 | Self::NoLeader
+                | Self::ServerRpc { .. }
                 | Self::RateLimited { .. }
         )
     }
@@ -245,7 +258,10 @@ mod tests {
             body: "ACL not found".into(),
         }
         .into_storage("get", "k");
-        assert!(matches!(err, StorageError::PermissionDenied { .. }), "{err}");
+        assert!(
+            matches!(err, StorageError::PermissionDenied { .. }),
+            "{err}"
+        );
         assert!(err.to_string().contains("token"), "{err}");
     }
 
@@ -262,7 +278,10 @@ mod tests {
             address: "https://127.0.0.1:1".into(),
             message: "UnknownIssuer".into(),
         };
-        assert!(!tls.is_transient(), "a bad certificate does not heal by retrying");
+        assert!(
+            !tls.is_transient(),
+            "a bad certificate does not heal by retrying"
+        );
     }
 
     #[test]

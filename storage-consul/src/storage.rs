@@ -245,9 +245,7 @@ impl ConsulStorage {
                     let start = body.len();
                     body.resize(start + base64_len(value.len()), 0);
                     // The buffer was sized for exactly this encoding.
-                    let written = BASE64
-                        .encode_slice(value, &mut body[start..])
-                        .unwrap_or(0);
+                    let written = BASE64.encode_slice(value, &mut body[start..]).unwrap_or(0);
                     body.truncate(start + written);
                     body.extend_from_slice(b"\"}}");
                 }
@@ -270,15 +268,15 @@ impl ConsulStorage {
             validate_key(o.key())?;
         }
         for o in ops {
-            if let TxnOp::Put { key, value } = o {
-                if value.len() > limits.max_value_size {
-                    return Err(StorageError::ValueTooLarge {
-                        op,
-                        key: key.clone(),
-                        size: value.len(),
-                        limit: limits.max_value_size,
-                    });
-                }
+            if let TxnOp::Put { key, value } = o
+                && value.len() > limits.max_value_size
+            {
+                return Err(StorageError::ValueTooLarge {
+                    op,
+                    key: key.clone(),
+                    size: value.len(),
+                    limit: limits.max_value_size,
+                });
             }
         }
         if ops.len() > MAX_TRANSACTION_OPS {
@@ -319,7 +317,9 @@ impl ConsulStorage {
             .map_err(|e| e.into_storage(op, key))?;
         match reply.status {
             StatusCode::OK => Ok(()),
-            StatusCode::CONFLICT => Err(rolled_back(&reply, fence.as_deref()).into_storage(op, key)),
+            StatusCode::CONFLICT => {
+                Err(rolled_back(&reply, fence.as_deref()).into_storage(op, key))
+            }
             other => Err(ConsulError::Status {
                 status: other.as_u16(),
                 body: String::from_utf8_lossy(&reply.body).into_owned(),
@@ -364,18 +364,24 @@ fn rolled_back(reply: &Reply, fence: Option<&Fence>) -> ConsulError {
             body: crate::error::truncate_body(&denied.what),
         };
     }
-    if let Some(f) = fence {
-        if errors.iter().any(|e| e.op_index == 0) {
-            return ConsulError::Fenced {
-                lock_key: f.full_key.clone(),
-                session: f.session.clone(),
-            };
-        }
+    if let Some(f) = fence
+        && errors.iter().any(|e| e.op_index == 0)
+    {
+        return ConsulError::Fenced {
+            lock_key: f.full_key.clone(),
+            session: f.session.clone(),
+        };
     }
     ConsulError::RolledBack {
         errors: errors
             .into_iter()
-            .map(|e| format!("op {}: {}", e.op_index, crate::error::truncate_body(&e.what)))
+            .map(|e| {
+                format!(
+                    "op {}: {}",
+                    e.op_index,
+                    crate::error::truncate_body(&e.what)
+                )
+            })
             .collect(),
     }
 }
@@ -425,7 +431,8 @@ fn compute_limits(config: &ConsulConfig) -> Limits {
     let worst_key = 2 * (config.path.len() + MAX_KEY_LEN);
     let set_op = br#"[{"KV":{"Verb":"set","Key":"","Value":""}}]"#.len() + worst_key;
     // A session ID is a 36-character UUID; allow any 64 to be safe.
-    let fence_op = br#"{"KV":{"Verb":"check-session","Key":"","Session":""}},"#.len() + worst_key + 64;
+    let fence_op =
+        br#"{"KV":{"Verb":"check-session","Key":"","Session":""}},"#.len() + worst_key + 64;
     let room = max_body.saturating_sub(set_op + fence_op);
     let fits_in_txn = room / 4 * 3;
     Limits {
@@ -508,10 +515,7 @@ impl Storage for ConsulStorage {
                 // Consul answers with full keys cut after the first `/`
                 // past the prefix; list_children strips the prefix, drops
                 // the prefix key itself and sorts.
-                Ok(list_children(
-                    &full_prefix,
-                    keys.iter().map(String::as_str),
-                ))
+                Ok(list_children(&full_prefix, keys.iter().map(String::as_str)))
             }
             StatusCode::NOT_FOUND => Ok(Vec::new()),
             other => Err(ConsulError::Status {
@@ -542,7 +546,11 @@ impl Storage for ConsulStorage {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default
+)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -573,7 +581,10 @@ mod tests {
         fenced.extend_from_slice(br#","Session":"#);
         push_json_string(&mut fenced, &fence.session);
         fenced.extend_from_slice(b"}}");
-        let fence = Fence { json: fenced, ..fence };
+        let fence = Fence {
+            json: fenced,
+            ..fence
+        };
         let body = s.txn_body(&[TxnOp::put(key, vec![0u8; max])], Some(&fence));
         assert!(body.len() <= 512 * 1024, "{}", body.len());
     }
@@ -627,11 +638,13 @@ mod tests {
                 {"KV": {"Verb": "delete", "Key": "sr/x"}},
             ])
         );
-        assert!(s.set_write_fence(Some(WriteFence {
-            lock_key: "/bad".into(),
-            session: "abc".into(),
-        }))
-        .is_err());
+        assert!(
+            s.set_write_fence(Some(WriteFence {
+                lock_key: "/bad".into(),
+                session: "abc".into(),
+            }))
+            .is_err()
+        );
     }
 
     #[test]
@@ -644,7 +657,10 @@ mod tests {
         let mut config = ConsulConfig::default();
         config.consistency_mode = ConsistencyMode::Strong;
         let strong = ConsulStorage::new(config).unwrap();
-        assert_eq!(strong.kv_url("vault/a", "?raw"), "/v1/kv/vault/a?raw&consistent");
+        assert_eq!(
+            strong.kv_url("vault/a", "?raw"),
+            "/v1/kv/vault/a?raw&consistent"
+        );
     }
 
     #[test]
@@ -660,21 +676,33 @@ mod tests {
                 br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"failed session check for key \"vault/core/lock\", current session \"\" != \"s1\""}]}"#,
             ),
         };
-        assert!(matches!(rolled_back(&reply, Some(&fence)), ConsulError::Fenced { .. }));
+        assert!(matches!(
+            rolled_back(&reply, Some(&fence)),
+            ConsulError::Fenced { .. }
+        ));
         let err = rolled_back(&reply, None);
-        assert!(matches!(&err, ConsulError::RolledBack { errors } if errors.len() == 1), "{err}");
+        assert!(
+            matches!(&err, ConsulError::RolledBack { errors } if errors.len() == 1),
+            "{err}"
+        );
         let denied = Reply {
             status: StatusCode::CONFLICT,
             body: Bytes::from_static(
                 br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"Permission denied: token with AccessorID 'x' lacks permission 'key:write' on \"k\""}]}"#,
             ),
         };
-        assert!(matches!(rolled_back(&denied, Some(&fence)), ConsulError::PermissionDenied { .. }));
+        assert!(matches!(
+            rolled_back(&denied, Some(&fence)),
+            ConsulError::PermissionDenied { .. }
+        ));
         let garbage = Reply {
             status: StatusCode::CONFLICT,
             body: Bytes::from_static(b"<html>"),
         };
-        assert!(matches!(rolled_back(&garbage, None), ConsulError::Decode { .. }));
+        assert!(matches!(
+            rolled_back(&garbage, None),
+            ConsulError::Decode { .. }
+        ));
     }
 
     proptest! {

@@ -18,8 +18,14 @@ fn assert_denied<T: std::fmt::Debug>(result: Result<T, StorageError>, what: &str
     match result {
         Err(err @ StorageError::PermissionDenied { .. }) => {
             let text = format!("{err} {err:?}");
-            assert!(text.contains("ACL refused") && text.contains("token"), "{what}: {text}");
-            assert!(!text.contains(secret), "{what}: the token leaked into {text}");
+            assert!(
+                text.contains("ACL refused") && text.contains("token"),
+                "{what}: {text}"
+            );
+            assert!(
+                !text.contains(secret),
+                "{what}: the token leaked into {text}"
+            );
         }
         other => panic!("{what}: expected PermissionDenied, got {other:?}"),
     }
@@ -29,7 +35,10 @@ fn assert_denied<T: std::fmt::Debug>(result: Result<T, StorageError>, what: &str
 async fn management_token_works() {
     let (storage, _guard) = isolated(acl_dev(), |_| {});
     storage.put("core/keyring", b"k").await.unwrap();
-    assert_eq!(storage.get("core/keyring").await.unwrap().as_deref(), Some(&b"k"[..]));
+    assert_eq!(
+        storage.get("core/keyring").await.unwrap().as_deref(),
+        Some(&b"k"[..])
+    );
     assert_eq!(storage.list("").await.unwrap(), ["core/"]);
     storage.delete("core/keyring").await.unwrap();
 }
@@ -37,7 +46,9 @@ async fn management_token_works() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_permission_denied() {
     let wrong = uuid::Uuid::new_v4().to_string();
-    let (storage, guard) = isolated(acl_dev(), |c| c.token = Some(ConsulToken::new(wrong.clone())));
+    let (storage, guard) = isolated(acl_dev(), |c| {
+        c.token = Some(ConsulToken::new(wrong.clone()))
+    });
     assert_denied(storage.put("k", b"v").await, "put", &wrong);
     assert_denied(storage.get("k").await, "get", &wrong);
     assert_denied(storage.delete("k").await, "delete", &wrong);
@@ -64,9 +75,19 @@ async fn missing_token_is_permission_denied() {
     let anonymous = storage_consul::ConsulStorage::new(config).unwrap();
     assert_denied(anonymous.put("k", b"v").await, "put", "\u{0}no-token");
     assert_denied(anonymous.get("secret/entry").await, "get", "\u{0}no-token");
-    assert_denied(anonymous.delete("secret/entry").await, "delete", "\u{0}no-token");
-    assert!(anonymous.list("").await.unwrap().is_empty(), "listing leaks no keys");
-    assert_eq!(writer.get("secret/entry").await.unwrap().as_deref(), Some(&b"s"[..]));
+    assert_denied(
+        anonymous.delete("secret/entry").await,
+        "delete",
+        "\u{0}no-token",
+    );
+    assert!(
+        anonymous.list("").await.unwrap().is_empty(),
+        "listing leaks no keys"
+    );
+    assert_eq!(
+        writer.get("secret/entry").await.unwrap().as_deref(),
+        Some(&b"s"[..])
+    );
 }
 
 /// A least-privilege token (`key_prefix "<path>" { policy = "write" }`), as
@@ -79,10 +100,24 @@ async fn scoped_token_works_under_its_path_only() {
     let policy_name = format!("strongroom-{}", uuid::Uuid::new_v4());
     let rules = format!(r#"key_prefix "{}" {{ policy = "write" }}"#, own.path());
     let policy = serde_json::json!({"Name": policy_name, "Rules": rules});
-    let r = raw_request(&dev.http_address(), "PUT", "/v1/acl/policy", Some(management), policy.to_string().as_bytes()).unwrap();
+    let r = raw_request(
+        &dev.http_address(),
+        "PUT",
+        "/v1/acl/policy",
+        Some(management),
+        policy.to_string().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let token = serde_json::json!({"Policies": [{"Name": policy_name}]});
-    let r = raw_request(&dev.http_address(), "PUT", "/v1/acl/token", Some(management), token.to_string().as_bytes()).unwrap();
+    let r = raw_request(
+        &dev.http_address(),
+        "PUT",
+        "/v1/acl/token",
+        Some(management),
+        token.to_string().as_bytes(),
+    )
+    .unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let secret: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     let secret = secret["SecretID"].as_str().unwrap().to_owned();
@@ -93,12 +128,19 @@ async fn scoped_token_works_under_its_path_only() {
     let scoped = storage_consul::ConsulStorage::new(config.clone()).unwrap();
     scoped.put("logical/x", b"1").await.unwrap();
     scoped
-        .transaction(vec![seal_core::TxnOp::put("logical/y", b"2".to_vec()), seal_core::TxnOp::delete("logical/x")])
+        .transaction(vec![
+            seal_core::TxnOp::put("logical/y", b"2".to_vec()),
+            seal_core::TxnOp::delete("logical/x"),
+        ])
         .await
         .unwrap();
     assert_eq!(scoped.list("logical/").await.unwrap(), ["y"]);
 
     config.path = format!("elsewhere-{}/", uuid::Uuid::new_v4());
     let outside = storage_consul::ConsulStorage::new(config).unwrap();
-    assert_denied(outside.put("logical/x", b"1").await, "put outside the policy", &secret);
+    assert_denied(
+        outside.put("logical/x", b"1").await,
+        "put outside the policy",
+        &secret,
+    );
 }

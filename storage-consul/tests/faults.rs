@@ -1,6 +1,6 @@
 //! Faults become distinct, clear errors; transient ones are retried; a
 //! write is never reported done unless Consul acknowledged it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
 
 mod common;
 
@@ -51,9 +51,14 @@ async fn consul_stopped_mid_run_then_recovers() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stopper = dev.clone();
-    tokio::task::spawn_blocking(move || stopper.stop()).await.unwrap();
+    tokio::task::spawn_blocking(move || stopper.stop())
+        .await
+        .unwrap();
     let outcomes = writer.await.unwrap();
-    assert!(outcomes.iter().any(|(_, r)| r.is_err()), "the stop was noticed");
+    assert!(
+        outcomes.iter().any(|(_, r)| r.is_err()),
+        "the stop was noticed"
+    );
     for (i, r) in &outcomes {
         if let Err(e) = r {
             assert!(e.is_transient(), "put during/{i}: {e:?}");
@@ -66,18 +71,40 @@ async fn consul_stopped_mid_run_then_recovers() {
     let err = storage.put("after/stop", b"x").await.unwrap_err();
     assert_unavailable(&err, "put", refused);
     let text = err.to_string();
-    assert!(text.contains("after/stop") && text.contains(&address), "{text}");
-    assert!(text.contains("refused") && text.contains("running"), "{text}");
-    assert_unavailable(&storage.get("before/stop").await.unwrap_err(), "get", refused);
+    assert!(
+        text.contains("after/stop") && text.contains(&address),
+        "{text}"
+    );
+    assert!(
+        text.contains("refused") && text.contains("running"),
+        "{text}"
+    );
+    assert_unavailable(
+        &storage.get("before/stop").await.unwrap_err(),
+        "get",
+        refused,
+    );
     assert_unavailable(&storage.list("").await.unwrap_err(), "list", refused);
-    assert_unavailable(&storage.delete("before/stop").await.unwrap_err(), "delete", refused);
-    assert!(started.elapsed() < Duration::from_secs(5), "refusals fail fast");
+    assert_unavailable(
+        &storage.delete("before/stop").await.unwrap_err(),
+        "delete",
+        refused,
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refusals fail fast"
+    );
 
     let restarter = dev.clone();
-    tokio::task::spawn_blocking(move || restarter.restart()).await.unwrap();
+    tokio::task::spawn_blocking(move || restarter.restart())
+        .await
+        .unwrap();
     // A dev agent comes back empty; the same storage object works again.
     storage.put("after/restart", b"back").await.unwrap();
-    assert_eq!(storage.get("after/restart").await.unwrap().as_deref(), Some(&b"back"[..]));
+    assert_eq!(
+        storage.get("after/restart").await.unwrap().as_deref(),
+        Some(&b"back"[..])
+    );
     assert_eq!(storage.list("").await.unwrap(), ["after/"]);
 }
 
@@ -101,7 +128,10 @@ async fn rate_limits_are_retried_then_succeed() {
     });
     storage.put("retried", b"ok").await.unwrap();
     assert_eq!(storage.request_stats().retries, 2);
-    assert_eq!(storage.get("retried").await.unwrap().as_deref(), Some(&b"ok"[..]));
+    assert_eq!(
+        storage.get("retried").await.unwrap().as_deref(),
+        Some(&b"ok"[..])
+    );
 }
 
 /// Each kind of fault, when it persists past the retries, is its own error.
@@ -147,7 +177,12 @@ async fn persistent_faults_are_distinct_errors() {
         assert_eq!(storage.request_stats().retries, 2, "{name}");
     }
     // Not transient, so not retried: ACL refusals and unexpected errors.
-    let front = FaultFront::start(dev.http_address(), Vec::new(), Fault::Respond(500, "rpc error: boom")).await;
+    let front = FaultFront::start(
+        dev.http_address(),
+        Vec::new(),
+        Fault::Respond(500, "rpc error: boom"),
+    )
+    .await;
     let (storage, _guard) = isolated(dev, |c| c.address = front.address.clone());
     let err = storage.get("k").await.unwrap_err();
     assert!(matches!(err, StorageError::Backend { .. }), "{err:?}");
@@ -171,7 +206,10 @@ async fn unanswered_requests_time_out() {
     assert_unavailable(&err, "get", |e| matches!(e, ConsulError::Timeout { .. }));
     assert!(err.to_string().contains("did not answer within"), "{err}");
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(600) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }
 
 /// Consul applies a write but its answer is lost: the put is reported as
@@ -208,9 +246,15 @@ async fn fenced_writes_stop_when_the_session_loses_the_lock() {
     let (storage, guard) = isolated(dev, |_| {});
     let http = dev.http_address();
     let session: serde_json::Value = serde_json::from_slice(
-        &raw_request(&http, "PUT", "/v1/session/create", None, br#"{"TTL":"30s","LockDelay":"0s"}"#)
-            .unwrap()
-            .body,
+        &raw_request(
+            &http,
+            "PUT",
+            "/v1/session/create",
+            None,
+            br#"{"TTL":"30s","LockDelay":"0s"}"#,
+        )
+        .unwrap()
+        .body,
     )
     .unwrap();
     let session = session["ID"].as_str().unwrap().to_owned();
@@ -227,7 +271,14 @@ async fn fenced_writes_stop_when_the_session_loses_the_lock() {
     storage.put("fenced/one", b"1").await.unwrap();
     storage.delete("fenced/one").await.unwrap();
 
-    raw_request(&http, "PUT", &format!("/v1/session/destroy/{session}"), None, b"").unwrap();
+    raw_request(
+        &http,
+        "PUT",
+        &format!("/v1/session/destroy/{session}"),
+        None,
+        b"",
+    )
+    .unwrap();
     let err = storage.put("fenced/two", b"2").await.unwrap_err();
     assert!(
         matches!(consul_source(&err), Some(ConsulError::Fenced { .. })),
@@ -245,9 +296,12 @@ async fn fenced_writes_stop_when_the_session_loses_the_lock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_address_is_connection_refused() {
     let port = storage_consul::testing::free_port();
-    let mut config = storage_consul::ConsulConfig::with_address(&format!("127.0.0.1:{port}")).unwrap();
+    let mut config =
+        storage_consul::ConsulConfig::with_address(&format!("127.0.0.1:{port}")).unwrap();
     config.max_retries = 0;
     let storage = ConsulStorage::new(config).unwrap();
     let err = storage.get("anything").await.unwrap_err();
-    assert_unavailable(&err, "get", |e| matches!(e, ConsulError::ConnectionRefused { .. }));
+    assert_unavailable(&err, "get", |e| {
+        matches!(e, ConsulError::ConnectionRefused { .. })
+    });
 }

@@ -26,13 +26,26 @@ async fn stated_value_limit_is_what_consul_txn_accepts() {
 
     let txn_with = |key: &str, len: usize| {
         let value = base64::engine::general_purpose::STANDARD.encode(vec![1u8; len]);
-        serde_json::to_vec(&serde_json::json!([{"KV": {"Verb": "set", "Key": key, "Value": value}}]))
-            .unwrap()
+        serde_json::to_vec(
+            &serde_json::json!([{"KV": {"Verb": "set", "Key": key, "Value": value}}]),
+        )
+        .unwrap()
     };
     let key = format!("{}raw/half-meg", guard.prefix());
-    let raw = raw_request(&dev.http_address(), "PUT", "/v1/txn", None, &txn_with(&key, 512 * 1024))
-        .unwrap();
-    assert_eq!(raw.status, 413, "Consul accepted a 512 KiB txn value: {}", raw.text());
+    let raw = raw_request(
+        &dev.http_address(),
+        "PUT",
+        "/v1/txn",
+        None,
+        &txn_with(&key, 512 * 1024),
+    )
+    .unwrap();
+    assert_eq!(
+        raw.status,
+        413,
+        "Consul accepted a 512 KiB txn value: {}",
+        raw.text()
+    );
     assert!(raw.text().contains("too large"), "{}", raw.text());
 
     // The stated maximum, under the longest key, is accepted by Consul.
@@ -46,15 +59,29 @@ async fn oversized_put_is_refused_before_sending() {
     let (storage, _guard) = isolated(shared_dev(), |_| {});
     let limit = storage.limits().max_value_size.unwrap();
     let before = storage.request_stats().requests;
-    let err = storage.put("blob/too-big", &vec![0u8; limit + 10]).await.unwrap_err();
+    let err = storage
+        .put("blob/too-big", &vec![0u8; limit + 10])
+        .await
+        .unwrap_err();
     match &err {
-        StorageError::ValueTooLarge { op, key, size, limit: l } => {
-            assert_eq!((*op, key.as_str(), *size, *l), ("put", "blob/too-big", limit + 10, limit));
+        StorageError::ValueTooLarge {
+            op,
+            key,
+            size,
+            limit: l,
+        } => {
+            assert_eq!(
+                (*op, key.as_str(), *size, *l),
+                ("put", "blob/too-big", limit + 10, limit)
+            );
         }
         other => panic!("expected ValueTooLarge, got {other:?}"),
     }
     let text = err.to_string();
-    assert!(text.contains("blob/too-big") && text.contains(&limit.to_string()), "{text}");
+    assert!(
+        text.contains("blob/too-big") && text.contains(&limit.to_string()),
+        "{text}"
+    );
     assert_eq!(storage.request_stats().requests, before, "nothing was sent");
     assert_eq!(storage.get("blob/too-big").await.unwrap(), None);
 }
@@ -63,7 +90,10 @@ async fn oversized_put_is_refused_before_sending() {
 async fn transaction_limits_refuse_and_write_nothing() {
     let (storage, _guard) = isolated(shared_dev(), |_| {});
     let limit = storage.limits().max_value_size.unwrap();
-    assert_eq!(storage.limits().max_transaction_ops, Some(MAX_TRANSACTION_OPS));
+    assert_eq!(
+        storage.limits().max_transaction_ops,
+        Some(MAX_TRANSACTION_OPS)
+    );
     let before = storage.request_stats().requests;
 
     // Too many operations.
@@ -73,7 +103,10 @@ async fn transaction_limits_refuse_and_write_nothing() {
     match storage.transaction(ops).await {
         Err(StorageError::TransactionTooLarge { ops, reason }) => {
             assert_eq!(ops, 64);
-            assert!(reason.contains("63") && reason.contains("atomicity"), "{reason}");
+            assert!(
+                reason.contains("63") && reason.contains("atomicity"),
+                "{reason}"
+            );
         }
         other => panic!("expected TransactionTooLarge, got {other:?}"),
     }
@@ -85,7 +118,10 @@ async fn transaction_limits_refuse_and_write_nothing() {
     match storage.transaction(ops).await {
         Err(StorageError::TransactionTooLarge { ops, reason }) => {
             assert_eq!(ops, 3);
-            assert!(reason.contains("txn_max_req_len") && reason.contains("524288"), "{reason}");
+            assert!(
+                reason.contains("txn_max_req_len") && reason.contains("524288"),
+                "{reason}"
+            );
         }
         other => panic!("expected TransactionTooLarge, got {other:?}"),
     }
@@ -97,7 +133,10 @@ async fn transaction_limits_refuse_and_write_nothing() {
     ];
     match storage.transaction(ops).await {
         Err(StorageError::ValueTooLarge { op, key, size, .. }) => {
-            assert_eq!((op, key.as_str(), size), ("transaction", "ok/huge", limit + 1));
+            assert_eq!(
+                (op, key.as_str(), size),
+                ("transaction", "ok/huge", limit + 1)
+            );
         }
         other => panic!("expected ValueTooLarge, got {other:?}"),
     }
@@ -110,7 +149,10 @@ async fn transaction_limits_refuse_and_write_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_limit_lower_than_configured_is_a_clear_error() {
     let (storage, _guard) = isolated(shared_dev(), |c| c.kv_max_value_size = 1024 * 1024);
-    let err = storage.put("too/big/for/server", &vec![5u8; 600 * 1024]).await.unwrap_err();
+    let err = storage
+        .put("too/big/for/server", &vec![5u8; 600 * 1024])
+        .await
+        .unwrap_err();
     assert!(matches!(err, StorageError::Backend { .. }), "{err:?}");
     assert!(
         matches!(consul_source(&err), Some(ConsulError::TooLarge { .. })),
@@ -153,8 +195,14 @@ async fn max_parallel_bounds_requests_in_flight() {
         (proxy.peak(), stats.peak_in_flight)
     }
     let (seen, gauge) = load(dev.http_address(), 4).await;
-    assert!(seen <= 4, "proxy saw {seen} requests in flight with max_parallel = 4");
-    assert_eq!(gauge, 4, "the bound was reached, so the load was enough to test it");
+    assert!(
+        seen <= 4,
+        "proxy saw {seen} requests in flight with max_parallel = 4"
+    );
+    assert_eq!(
+        gauge, 4,
+        "the bound was reached, so the load was enough to test it"
+    );
     let (seen_unbounded, _) = load(dev.http_address(), 64).await;
     assert!(
         seen_unbounded > 8,

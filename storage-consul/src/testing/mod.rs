@@ -317,7 +317,11 @@ impl ConsulDev {
     fn try_start(options: &DevOptions) -> Result<Self, String> {
         let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
         let ports = AgentPorts::allocate(options.tls);
-        let mut args = vec!["agent".to_owned(), "-dev".to_owned(), "-log-level=warn".to_owned()];
+        let mut args = vec![
+            "agent".to_owned(),
+            "-dev".to_owned(),
+            "-log-level=warn".to_owned(),
+        ];
         args.extend(ports.flags());
         let mut hcl = vec![
             r#"session_ttl_min = "1s""#.to_owned(),
@@ -389,7 +393,10 @@ impl ConsulDev {
                 if let Some(agent) = self.slot().take() {
                     agent.end(true);
                 }
-                return Err(format!("no leader after {START_TIMEOUT:?}; log:\n{}", tail(&log)));
+                return Err(format!(
+                    "no leader after {START_TIMEOUT:?}; log:\n{}",
+                    tail(&log)
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -562,7 +569,10 @@ impl Drop for PrefixGuard {
 ///
 /// # Panics
 /// When the storage cannot be built from the tweaked configuration.
-pub fn isolated(dev: &ConsulDev, tweak: impl FnOnce(&mut ConsulConfig)) -> (ConsulStorage, PrefixGuard) {
+pub fn isolated(
+    dev: &ConsulDev,
+    tweak: impl FnOnce(&mut ConsulConfig),
+) -> (ConsulStorage, PrefixGuard) {
     let mut config = dev.config();
     config.path = unique_path();
     tweak(&mut config);
@@ -663,7 +673,9 @@ impl ConsulCluster {
             let mut hcl = vec![
                 r#"session_ttl_min = "1s""#.to_owned(),
                 "disable_update_check = true".to_owned(),
-                format!(r#"performance {{ raft_multiplier = 1 rpc_hold_timeout = "{hold_ms}ms" }}"#),
+                format!(
+                    r#"performance {{ raft_multiplier = 1 rpc_hold_timeout = "{hold_ms}ms" }}"#
+                ),
                 "autopilot { cleanup_dead_servers = false }".to_owned(),
             ];
             hcl.extend(options.extra_hcl.iter().cloned());
@@ -686,7 +698,10 @@ impl ConsulCluster {
             let logs: Vec<String> = (0..n)
                 .map(|i| format!("--- node{i}:\n{}", tail(&cluster.nodes[i].log)))
                 .collect();
-            panic!("Consul cluster of {n} did not elect a leader:\n{}", logs.join("\n"));
+            panic!(
+                "Consul cluster of {n} did not elect a leader:\n{}",
+                logs.join("\n")
+            );
         }
         cluster
     }
@@ -713,11 +728,12 @@ impl ConsulCluster {
 
     /// A configuration reaching server `i`, with few quick retries.
     pub fn config(&self, i: usize) -> ConsulConfig {
-        let mut config = ConsulConfig::default();
-        config.address = self.http_address(i);
-        config.request_timeout = Duration::from_secs(10);
-        config.max_retries = 2;
-        config
+        ConsulConfig {
+            address: self.http_address(i),
+            request_timeout: Duration::from_secs(10),
+            max_retries: 2,
+            ..ConsulConfig::default()
+        }
     }
 
     /// Starts server `i` (again) with its data dir; does not wait.

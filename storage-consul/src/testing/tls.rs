@@ -36,8 +36,8 @@ fn write(dir: &Path, name: &str, pem: &str) -> PathBuf {
 
 fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
     let key = KeyPair::generate().unwrap_or_else(|e| panic!("CA key: {e}"));
-    let mut params = CertificateParams::new(Vec::<String>::new())
-        .unwrap_or_else(|e| panic!("CA params: {e}"));
+    let mut params =
+        CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|e| panic!("CA params: {e}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![
@@ -61,11 +61,9 @@ impl TestPki {
         let (other_cert, _) = ca("Unrelated test CA");
 
         let server_key = KeyPair::generate().unwrap_or_else(|e| panic!("server key: {e}"));
-        let mut server = CertificateParams::new(vec![
-            "localhost".to_owned(),
-            "server.dc1.consul".to_owned(),
-        ])
-        .unwrap_or_else(|e| panic!("server params: {e}"));
+        let mut server =
+            CertificateParams::new(vec!["localhost".to_owned(), "server.dc1.consul".to_owned()])
+                .unwrap_or_else(|e| panic!("server params: {e}"));
         server
             .subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
