@@ -1,0 +1,138 @@
+//! [`LogicalError`]: why a logical request failed, and which HTTP status
+//! Vault answers for it.
+
+use seal_core::StorageError;
+
+/// Why a logical request (KV, tokens, mounts) failed.
+///
+/// Each variant maps to the HTTP status Vault answers with ([`Self::status`])
+/// and to the strings Vault puts in its `{"errors":[...]}` body
+/// ([`Self::errors`]), so the HTTP layer needs no knowledge of the router.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LogicalError {
+    /// The request carries no token, an unknown or expired token, or a
+    /// token whose policies do not allow the request. Vault never says which,
+    /// so a probing client learns nothing: 403 `permission denied`.
+    #[error("permission denied")]
+    PermissionDenied,
+
+    /// The secret (or mount, token, version) does not exist: 404 with an
+    /// empty `errors` list, exactly like Vault. The path is kept for logs.
+    #[error("nothing found at {0:?}")]
+    NotFound(String),
+
+    /// No mount or engine route serves this path: 404 with Vault's message.
+    #[error("{0}")]
+    UnsupportedPath(String),
+
+    /// The request is malformed: wrong JSON types, missing or invalid
+    /// parameters, check-and-set mismatch. 400 with the message.
+    #[error("{0}")]
+    InvalidRequest(String),
+
+    /// The path exists but does not accept this operation (for example
+    /// LIST on a KV v2 `data/` path): 405 `unsupported operation`.
+    #[error("unsupported operation {operation} on {path:?}")]
+    UnsupportedOperation {
+        /// The operation the client asked for (`read`, `list`, ...).
+        operation: &'static str,
+        /// The request path.
+        path: String,
+    },
+
+    /// The storage below the router failed. 500, or 503 when the barrier
+    /// is sealed (its error text contains "Vault is sealed").
+    #[error("storage failure: {0}")]
+    Storage(#[from] StorageError),
+
+    /// An entry read back from storage does not decode: the data was written
+    /// by something else or is corrupt. 500; the entry is left untouched.
+    #[error(
+        "stored entry {path} is unreadable ({reason}); it was not written by this version of strongroom or is corrupt"
+    )]
+    Corrupt {
+        /// The storage key of the entry.
+        path: String,
+        /// What did not decode.
+        reason: String,
+    },
+
+    /// The operating system's random number generator failed while minting
+    /// a token or identifier. 500; retry, and check the host's entropy source.
+    #[error("random number generation failed: {0}")]
+    Random(String),
+}
+
+impl LogicalError {
+    /// The HTTP status code Vault answers for this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::PermissionDenied => 403,
+            Self::NotFound(_) | Self::UnsupportedPath(_) => 404,
+            Self::InvalidRequest(_) => 400,
+            Self::UnsupportedOperation { .. } => 405,
+            Self::Storage(StorageError::InvalidKey { .. }) => 400,
+            Self::Storage(err) if err.to_string().contains("Vault is sealed") => 503,
+            Self::Storage(err) if err.is_transient() => 503,
+            Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) => 500,
+        }
+    }
+
+    /// The strings for Vault's `{"errors":[...]}` body. Empty for
+    /// [`Self::NotFound`] (Vault answers a missing secret with `[]`);
+    /// internal failures are summarised so storage details stay in the log.
+    pub fn errors(&self) -> Vec<String> {
+        match self {
+            Self::NotFound(_) => Vec::new(),
+            Self::UnsupportedOperation { .. } => vec!["unsupported operation".to_owned()],
+            Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) => {
+                vec![format!("internal error: {self}")]
+            }
+            other => vec![other.to_string()],
+        }
+    }
+
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+
+    pub(crate) fn corrupt(path: &str, reason: impl ToString) -> Self {
+        Self::Corrupt {
+            path: path.to_owned(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_vault() {
+        assert_eq!(LogicalError::PermissionDenied.status(), 403);
+        assert_eq!(
+            LogicalError::PermissionDenied.errors(),
+            ["permission denied"]
+        );
+        let missing = LogicalError::NotFound("secret/x".into());
+        assert_eq!(missing.status(), 404);
+        assert!(missing.errors().is_empty());
+        assert_eq!(LogicalError::invalid("bad").status(), 400);
+        let op = LogicalError::UnsupportedOperation {
+            operation: "list",
+            path: "x".into(),
+        };
+        assert_eq!(op.status(), 405);
+        assert_eq!(op.errors(), ["unsupported operation"]);
+        let sealed = LogicalError::Storage(StorageError::Unavailable {
+            op: "get",
+            key: "core/mounts".into(),
+            message: "Vault is sealed".into(),
+            source: None,
+        });
+        assert_eq!(sealed.status(), 503);
+        assert_eq!(LogicalError::corrupt("k", "bad json").status(), 500);
+    }
+}

@@ -1,0 +1,704 @@
+//! The logical request router: tokens, the mount table and the KV engines,
+//! with Vault's paths, response shapes and status codes.
+//!
+//! [`Logical`] sits above the barrier: it reads and writes plaintext JSON
+//! through any [`Storage`] (in production the barrier's encrypted view, in
+//! tests a [`seal_core::MemoryStorage`]). The HTTP layer turns a `/v1/<path>`
+//! request into a [`LogicalRequest`] and the answer back into JSON with
+//! [`LogicalResponse::to_json`] or, on error, [`LogicalError::errors`].
+//!
+//! # Storage layout
+//! * `core/mounts` — the mount table (JSON).
+//! * `sys/token/...` — salted hashes of tokens (see the token store); a raw
+//!   token is never written.
+//! * `logical/<mount uuid>/...` — each engine's data. KV v1 keeps one JSON
+//!   object per secret path; KV v2 keeps `metadata/<path>` (the version
+//!   index) and `versions/<sha256(path)>/<n>` (each version's data), plus
+//!   `config`.
+//!
+//! # Authorization
+//! There are no ACL policies yet, so the rule is deliberately simple: a token
+//! with the `root` policy may do everything; any other token may only use
+//! the token self-service paths (`auth/token/lookup-self`, `renew-self`,
+//! `revoke-self`) and is denied everything else with 403. Child tokens
+//! inherit their parent's policies unless given a subset, so a child of the
+//! root token is a root token with a TTL.
+//!
+//! # Ownership
+//! A `Logical` caches the mount table in memory; exactly one `Logical` (the
+//! active node's) should write a given storage at a time. A new `Logical`
+//! over the same storage sees everything the previous one wrote.
+
+mod error;
+mod kv1;
+mod kv2;
+mod mounts;
+mod token;
+mod util;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use seal_core::Storage;
+use serde_json::{Map, Value, json};
+use tokio::sync::RwLock;
+
+pub use error::LogicalError;
+pub use mounts::MountKind;
+pub use token::TokenEntry;
+
+use mounts::{MountEntry, MountTable};
+use token::{NewToken, TokenStore};
+use util::{Fields, StripedLocks};
+
+/// What a logical request does, as Vault names its operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    /// HTTP GET.
+    Read,
+    /// HTTP POST/PUT on a path that does not exist yet. Treated exactly like
+    /// [`Operation::Update`]; the HTTP layer may send either.
+    Create,
+    /// HTTP POST/PUT.
+    Update,
+    /// HTTP DELETE.
+    Delete,
+    /// HTTP LIST, or GET with `?list=true`.
+    List,
+    /// HTTP PATCH (JSON merge patch).
+    Patch,
+}
+
+impl Operation {
+    /// Vault's lower-case name of the operation.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Create => "create",
+            Self::Update => "update",
+            Self::Delete => "delete",
+            Self::List => "list",
+            Self::Patch => "patch",
+        }
+    }
+
+    fn is_write(self) -> bool {
+        matches!(self, Self::Create | Self::Update)
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One request to the router, already stripped of HTTP.
+#[derive(Clone, PartialEq)]
+pub struct LogicalRequest {
+    /// What to do.
+    pub operation: Operation,
+    /// The path without `/v1/`, for example `secret/data/foo`.
+    pub path: String,
+    /// The JSON body, when there is one; it must be an object.
+    pub data: Option<Map<String, Value>>,
+    /// Query parameters (`version` for KV v2 reads).
+    pub query: BTreeMap<String, String>,
+    /// The raw client token (`X-Vault-Token` or `Authorization: Bearer`).
+    pub token: Option<String>,
+}
+
+impl LogicalRequest {
+    /// A request with no body, query or token; fill the rest with the
+    /// builder methods.
+    pub fn new(operation: Operation, path: impl Into<String>) -> Self {
+        Self {
+            operation,
+            path: path.into(),
+            data: None,
+            query: BTreeMap::new(),
+            token: None,
+        }
+    }
+
+    /// Sets the client token.
+    #[must_use]
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// Sets the JSON body. A non-object value becomes an empty body is not
+    /// possible: pass an object (`json!({..})`); anything else is ignored.
+    #[must_use]
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = match data {
+            Value::Object(map) => Some(map),
+            _ => None,
+        };
+        self
+    }
+
+    /// Adds one query parameter.
+    #[must_use]
+    pub fn with_query(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.query.insert(key.into(), value.into());
+        self
+    }
+}
+
+// Never print the token or the body (it holds secrets).
+impl fmt::Debug for LogicalRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogicalRequest")
+            .field("operation", &self.operation)
+            .field("path", &self.path)
+            .field("has_data", &self.data.is_some())
+            .field("query", &self.query)
+            .field("has_token", &self.token.is_some())
+            .finish()
+    }
+}
+
+/// The router's answer, before it becomes Vault's JSON envelope.
+#[derive(Clone, Default, PartialEq)]
+pub struct LogicalResponse {
+    /// HTTP status: 200 with a body, 204 without one, 404 for a KV v2
+    /// version that is deleted or destroyed (the body still carries its
+    /// metadata, as in Vault).
+    pub status: u16,
+    /// Vault's `data` field.
+    pub data: Option<Value>,
+    /// Vault's `auth` field (token creation and renewal).
+    pub auth: Option<Value>,
+    /// Vault's `warnings` field.
+    pub warnings: Vec<String>,
+    /// Vault's top-level `lease_duration` (KV v1 reads report one).
+    pub lease_duration: u64,
+    /// Vault's top-level `renewable`.
+    pub renewable: bool,
+    /// Set for `sys/mounts`: Vault also copies every key of `data` to the
+    /// top level of the body for old clients. [`Self::to_json`] does it.
+    pub data_at_top_level: bool,
+}
+
+impl LogicalResponse {
+    /// 200 with `data`.
+    pub fn ok(data: Value) -> Self {
+        Self {
+            status: 200,
+            data: Some(data),
+            ..Self::default()
+        }
+    }
+
+    /// 204: success without a body.
+    pub fn no_content() -> Self {
+        Self {
+            status: 204,
+            ..Self::default()
+        }
+    }
+
+    fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+        self.warnings = warnings;
+        self
+    }
+
+    /// Vault's JSON envelope (`request_id`, `lease_id`, `renewable`,
+    /// `lease_duration`, `data`, `wrap_info`, `warnings`, `auth`,
+    /// `mount_type`), or `None` for a 204. `request_id` identifies the
+    /// request in logs; pass a fresh UUID.
+    pub fn to_json(&self, request_id: &str) -> Option<Value> {
+        if self.status == 204 {
+            return None;
+        }
+        let mut body = Map::new();
+        if self.data_at_top_level
+            && let Some(Value::Object(data)) = &self.data
+        {
+            body.extend(data.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        body.insert("request_id".into(), json!(request_id));
+        body.insert("lease_id".into(), json!(""));
+        body.insert("renewable".into(), json!(self.renewable));
+        body.insert("lease_duration".into(), json!(self.lease_duration));
+        body.insert("data".into(), self.data.clone().unwrap_or(Value::Null));
+        body.insert("wrap_info".into(), Value::Null);
+        body.insert(
+            "warnings".into(),
+            if self.warnings.is_empty() {
+                Value::Null
+            } else {
+                json!(self.warnings)
+            },
+        );
+        body.insert("auth".into(), self.auth.clone().unwrap_or(Value::Null));
+        body.insert("mount_type".into(), json!(""));
+        Some(Value::Object(body))
+    }
+}
+
+// Responses carry secrets (KV data, new tokens): print only the shape.
+impl fmt::Debug for LogicalResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogicalResponse")
+            .field("status", &self.status)
+            .field("has_data", &self.data.is_some())
+            .field("has_auth", &self.auth.is_some())
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Routes logical requests (tokens, mounts, KV v1 and v2) over a [`Storage`].
+///
+/// Cheap to clone: clones share the same state.
+///
+/// ```
+/// use std::sync::Arc;
+/// use seal_core::MemoryStorage;
+/// use serde_json::json;
+/// use strongroom::logical::{Logical, LogicalRequest, MountKind, Operation};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), strongroom::logical::LogicalError> {
+/// let logical = Logical::new(Arc::new(MemoryStorage::new())).await?;
+/// let root = logical.create_root_token(None).await?;
+/// logical.mount("secret/", MountKind::KvV2, "key/value secret storage").await?;
+///
+/// let put = LogicalRequest::new(Operation::Update, "secret/data/app")
+///     .with_token(root.as_str())
+///     .with_data(json!({"data": {"password": "hunter2"}}));
+/// assert_eq!(logical.handle(put).await?.data.unwrap()["version"], 1);
+///
+/// let get = LogicalRequest::new(Operation::Read, "secret/data/app").with_token(root.as_str());
+/// let data = logical.handle(get).await?.data.unwrap();
+/// assert_eq!(data["data"]["password"], "hunter2");
+///
+/// let anonymous = LogicalRequest::new(Operation::Read, "secret/data/app");
+/// assert_eq!(logical.handle(anonymous).await.unwrap_err().status(), 403);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Logical {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    storage: Arc<dyn Storage>,
+    mounts: RwLock<MountTable>,
+    tokens: TokenStore,
+    /// Serialises read-modify-write cycles on one KV v2 key.
+    kv_locks: StripedLocks,
+}
+
+impl fmt::Debug for Logical {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Logical")
+            .field("storage", &self.inner.storage)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a handler gets: the storage, the caller and the request.
+pub(crate) struct Ctx<'a> {
+    pub(crate) storage: &'a dyn Storage,
+    pub(crate) req: &'a LogicalRequest,
+    pub(crate) warnings: Vec<String>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn fields(&self) -> Fields<'a> {
+        Fields::new(self.req.data.as_ref())
+    }
+
+    pub(crate) fn unsupported(&self) -> LogicalError {
+        LogicalError::UnsupportedOperation {
+            operation: self.req.operation.as_str(),
+            path: self.req.path.clone(),
+        }
+    }
+}
+
+const SELF_SERVICE: &[&str] = &[
+    "auth/token/lookup-self",
+    "auth/token/renew-self",
+    "auth/token/revoke-self",
+];
+
+impl Logical {
+    /// Opens the router over `storage`: loads the mount table from
+    /// `core/mounts` (an empty table when none exists) and the token salt
+    /// (created on first use).
+    ///
+    /// # Errors
+    /// [`LogicalError::Storage`] when storage fails (503 while sealed),
+    /// [`LogicalError::Corrupt`] when the mount table or salt do not decode.
+    pub async fn new(storage: Arc<dyn Storage>) -> Result<Self, LogicalError> {
+        let mounts = MountTable::load(storage.as_ref()).await?;
+        let tokens = TokenStore::open(storage.as_ref()).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                storage,
+                mounts: RwLock::new(mounts),
+                tokens,
+                kv_locks: StripedLocks::new(256),
+            }),
+        })
+    }
+
+    /// Creates a root token (policy `root`, no TTL) and returns it. With
+    /// `id` the token is exactly that string (`-dev-root-token-id`);
+    /// otherwise a random `hvs.` token. Only its salted hash is stored, so
+    /// the returned value is the only copy: hand it to the operator once.
+    ///
+    /// # Errors
+    /// [`LogicalError::InvalidRequest`] for an empty or over-long `id`;
+    /// [`LogicalError::Storage`]; [`LogicalError::Random`].
+    pub async fn create_root_token(&self, id: Option<&str>) -> Result<String, LogicalError> {
+        if let Some(id) = id {
+            if id.is_empty() || id.len() > 256 || id.chars().any(char::is_control) {
+                return Err(LogicalError::invalid(
+                    "root token id must be 1 to 256 characters without control characters",
+                ));
+            }
+            // An existing token with this id is replaced: a dev server
+            // restarted over the same storage with the same id keeps working.
+            self.inner
+                .tokens
+                .revoke(self.inner.storage.as_ref(), id)
+                .await?;
+        }
+        let (token, _) = self
+            .inner
+            .tokens
+            .create(
+                self.inner.storage.as_ref(),
+                NewToken {
+                    id: id.map(str::to_owned),
+                    policies: vec!["root".to_owned()],
+                    path: "auth/token/root".to_owned(),
+                    display_name: "root".to_owned(),
+                    ..NewToken::default()
+                },
+            )
+            .await?;
+        Ok(token.to_string())
+    }
+
+    /// Validates `token` for callers outside the router (the core's `sys/*`
+    /// endpoints) and spends one use of a limited-use token.
+    ///
+    /// # Errors
+    /// [`LogicalError::PermissionDenied`] for an unknown or expired token;
+    /// [`LogicalError::Storage`].
+    pub async fn check_token(&self, token: &str) -> Result<TokenEntry, LogicalError> {
+        self.inner
+            .tokens
+            .authenticate(self.inner.storage.as_ref(), token)
+            .await
+    }
+
+    /// Mounts a KV engine at `path` (`secret` or `secret/`), as `-dev` does.
+    ///
+    /// # Errors
+    /// [`LogicalError::InvalidRequest`] for a malformed, reserved or taken
+    /// path; [`LogicalError::Storage`].
+    pub async fn mount(
+        &self,
+        path: &str,
+        kind: MountKind,
+        description: &str,
+    ) -> Result<(), LogicalError> {
+        let path = mounts::normalize_mount_path(path)?;
+        let entry = mounts::new_entry(&path, kind, description)?;
+        self.add_mount(entry).await
+    }
+
+    async fn add_mount(&self, entry: MountEntry) -> Result<(), LogicalError> {
+        let mut table = self.inner.mounts.write().await;
+        table.check_free(&entry.path)?;
+        let mut next = table.clone();
+        next.entries.push(entry);
+        next.persist(self.inner.storage.as_ref()).await?;
+        *table = next;
+        Ok(())
+    }
+
+    /// Handles one request: validates the token first (403 `permission
+    /// denied` when missing, unknown or expired), then routes it.
+    ///
+    /// # Errors
+    /// Every [`LogicalError`]; [`LogicalError::status`] gives the HTTP code
+    /// and [`LogicalError::errors`] the body's `errors`.
+    pub async fn handle(&self, req: LogicalRequest) -> Result<LogicalResponse, LogicalError> {
+        let token = req
+            .token
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            .ok_or(LogicalError::PermissionDenied)?;
+        let path = req.path.trim_start_matches('/');
+        let entry = self.check_token(token).await?;
+        if !entry.is_root() && !SELF_SERVICE.contains(&path.trim_end_matches('/')) {
+            return Err(LogicalError::PermissionDenied);
+        }
+        let path = path.to_owned();
+        let mut ctx = Ctx {
+            storage: self.inner.storage.as_ref(),
+            req: &req,
+            warnings: Vec::new(),
+        };
+        let resp = self.route(&mut ctx, &path, token, &entry).await?;
+        Ok(resp.with_warnings(ctx.warnings))
+    }
+
+    async fn route(
+        &self,
+        ctx: &mut Ctx<'_>,
+        path: &str,
+        token: &str,
+        caller: &TokenEntry,
+    ) -> Result<LogicalResponse, LogicalError> {
+        if let Some(rest) = path.strip_prefix("auth/token/") {
+            return self.token_path(ctx, rest, token, caller).await;
+        }
+        if path == "sys/mounts" || path == "sys/mounts/" {
+            return match ctx.req.operation {
+                Operation::Read => {
+                    let table = self.inner.mounts.read().await;
+                    Ok(LogicalResponse {
+                        data_at_top_level: true,
+                        ..LogicalResponse::ok(Value::Object(table.list_json()))
+                    })
+                }
+                _ => Err(ctx.unsupported()),
+            };
+        }
+        if let Some(rest) = path.strip_prefix("sys/mounts/") {
+            return self.mount_path(ctx, rest).await;
+        }
+        if path == "sys/internal/ui/mounts" || path == "sys/internal/ui/mounts/" {
+            if ctx.req.operation != Operation::Read {
+                return Err(ctx.unsupported());
+            }
+            let table = self.inner.mounts.read().await;
+            let secret: Map<String, Value> = table
+                .entries
+                .iter()
+                .map(|m| (m.path.clone(), m.to_json()))
+                .collect();
+            return Ok(LogicalResponse::ok(json!({"secret": secret, "auth": {}})));
+        }
+        if let Some(rest) = path.strip_prefix("sys/internal/ui/mounts/") {
+            if ctx.req.operation != Operation::Read {
+                return Err(ctx.unsupported());
+            }
+            let table = self.inner.mounts.read().await;
+            let Some((mount, _)) = table.route(rest) else {
+                return Err(LogicalError::PermissionDenied);
+            };
+            let mut data = mount.to_json();
+            if let Value::Object(obj) = &mut data {
+                obj.insert("path".into(), json!(mount.path));
+            }
+            return Ok(LogicalResponse::ok(data));
+        }
+        if path.starts_with("sys/") || path == "sys" || path.starts_with("auth/") {
+            return Err(LogicalError::UnsupportedPath("unsupported path".to_owned()));
+        }
+        let mount = {
+            let table = self.inner.mounts.read().await;
+            table
+                .route(path)
+                .map(|(m, rest)| (m.clone(), rest.to_owned()))
+        };
+        let Some((mount, rest)) = mount else {
+            return Err(LogicalError::UnsupportedPath(format!(
+                "no handler for route {path:?}. route entry not found."
+            )));
+        };
+        match mount.kind() {
+            MountKind::KvV1 => kv1::handle(ctx, &mount, &rest).await,
+            MountKind::KvV2 => kv2::handle(ctx, &self.inner.kv_locks, &mount, &rest).await,
+        }
+    }
+
+    async fn mount_path(
+        &self,
+        ctx: &mut Ctx<'_>,
+        rest: &str,
+    ) -> Result<LogicalResponse, LogicalError> {
+        let storage = self.inner.storage.as_ref();
+        if let Some(mount) = rest.trim_end_matches('/').strip_suffix("/tune") {
+            let path = mounts::normalize_mount_path(mount)?;
+            return match ctx.req.operation {
+                Operation::Read => {
+                    let table = self.inner.mounts.read().await;
+                    let entry = table.get(&path).ok_or_else(|| {
+                        LogicalError::invalid(format!("cannot fetch sysview for path {path:?}"))
+                    })?;
+                    Ok(LogicalResponse::ok(mounts::tune_response(entry)))
+                }
+                op if op.is_write() => {
+                    let mut table = self.inner.mounts.write().await;
+                    let mut next = table.clone();
+                    let entry = next
+                        .entries
+                        .iter_mut()
+                        .find(|m| m.path == path)
+                        .ok_or_else(|| {
+                            LogicalError::invalid(format!("no mount found at {path:?}"))
+                        })?;
+                    mounts::apply_tune(entry, ctx.req.data.as_ref(), &mut ctx.warnings)?;
+                    next.persist(storage).await?;
+                    *table = next;
+                    Ok(LogicalResponse::no_content())
+                }
+                _ => Err(ctx.unsupported()),
+            };
+        }
+        let path = mounts::normalize_mount_path(rest)?;
+        match ctx.req.operation {
+            Operation::Read => {
+                let table = self.inner.mounts.read().await;
+                let entry = table.get(&path).ok_or_else(|| {
+                    LogicalError::invalid(format!("No secret engine mount at {path}"))
+                })?;
+                Ok(LogicalResponse::ok(entry.to_json()))
+            }
+            op if op.is_write() => {
+                let entry = mounts::parse_enable(&path, ctx.req.data.as_ref(), &mut ctx.warnings)?;
+                self.add_mount(entry).await?;
+                Ok(LogicalResponse::no_content())
+            }
+            Operation::Delete => {
+                if path.starts_with("sys/") || path.starts_with("auth/") {
+                    return Err(LogicalError::invalid(format!("cannot unmount {path:?}")));
+                }
+                let removed = {
+                    let mut table = self.inner.mounts.write().await;
+                    let Some(index) = table.entries.iter().position(|m| m.path == path) else {
+                        // Vault: "Disabled the secrets engine (if it existed)".
+                        return Ok(LogicalResponse::no_content());
+                    };
+                    let mut next = table.clone();
+                    let removed = next.entries.remove(index);
+                    // The table goes first: once it is written nothing can
+                    // reach the old data, so a crash while deleting the data
+                    // below leaves only unreachable garbage, never a mount
+                    // with half its secrets.
+                    next.persist(storage).await?;
+                    *table = next;
+                    removed
+                };
+                mounts::delete_tree(storage, &removed.data_prefix()).await?;
+                Ok(LogicalResponse::no_content())
+            }
+            _ => Err(ctx.unsupported()),
+        }
+    }
+
+    async fn token_path(
+        &self,
+        ctx: &mut Ctx<'_>,
+        rest: &str,
+        token: &str,
+        caller: &TokenEntry,
+    ) -> Result<LogicalResponse, LogicalError> {
+        let storage = self.inner.storage.as_ref();
+        let tokens = &self.inner.tokens;
+        let op = ctx.req.operation;
+        match rest.trim_end_matches('/') {
+            "create" | "create-orphan" if op.is_write() => {
+                let mut new =
+                    token::parse_create(caller, ctx.req.data.as_ref(), &mut ctx.warnings)?;
+                if rest.starts_with("create-orphan") {
+                    new.parent_hash = None;
+                    new.parent_expire = None;
+                }
+                if let Some(id) = &new.id
+                    && tokens.exists(storage, id).await?
+                {
+                    return Err(LogicalError::invalid(
+                        "cannot create a token with a duplicate ID",
+                    ));
+                }
+                let (client_token, entry) = tokens.create(storage, new).await?;
+                Ok(LogicalResponse {
+                    status: 200,
+                    auth: Some(entry.auth_block(&client_token)),
+                    ..LogicalResponse::default()
+                })
+            }
+            "lookup-self" if matches!(op, Operation::Read) || op.is_write() => {
+                Ok(LogicalResponse::ok(caller.lookup_data(Some(token))))
+            }
+            "revoke-self" if op.is_write() => {
+                tokens.revoke_entry(storage, caller).await?;
+                Ok(LogicalResponse::no_content())
+            }
+            "renew-self" if op.is_write() => {
+                let increment = ctx.fields().duration("increment")?;
+                let entry = tokens.renew(storage, token, increment).await?;
+                Ok(LogicalResponse {
+                    status: 200,
+                    auth: Some(entry.auth_block(token)),
+                    ..LogicalResponse::default()
+                })
+            }
+            "lookup" if op.is_write() || op == Operation::Read => {
+                let target = ctx
+                    .fields()
+                    .string("token")?
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| LogicalError::invalid("missing token to look up"))?;
+                let entry = tokens
+                    .lookup(storage, &target)
+                    .await?
+                    .ok_or_else(|| LogicalError::invalid("bad token"))?;
+                Ok(LogicalResponse::ok(entry.lookup_data(Some(&target))))
+            }
+            "lookup-accessor" if op.is_write() => {
+                let accessor = ctx
+                    .fields()
+                    .string("accessor")?
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| LogicalError::invalid("missing accessor"))?;
+                let entry = tokens
+                    .lookup_accessor(storage, &accessor)
+                    .await?
+                    .ok_or_else(|| LogicalError::invalid("invalid accessor"))?;
+                Ok(LogicalResponse::ok(entry.lookup_data(None)))
+            }
+            "revoke" if op.is_write() => {
+                let target = ctx
+                    .fields()
+                    .string("token")?
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| LogicalError::invalid("missing token to revoke"))?;
+                tokens.revoke(storage, &target).await?;
+                Ok(LogicalResponse::no_content())
+            }
+            "revoke-accessor" if op.is_write() => {
+                let accessor = ctx
+                    .fields()
+                    .string("accessor")?
+                    .filter(|t| !t.is_empty())
+                    .ok_or_else(|| LogicalError::invalid("missing accessor"))?;
+                if let Some(entry) = tokens.lookup_accessor(storage, &accessor).await? {
+                    tokens.revoke_entry(storage, &entry).await?;
+                }
+                Ok(LogicalResponse::no_content())
+            }
+            "create" | "create-orphan" | "lookup-self" | "revoke-self" | "renew-self"
+            | "lookup" | "lookup-accessor" | "revoke" | "revoke-accessor" => Err(ctx.unsupported()),
+            _ => Err(LogicalError::UnsupportedPath("unsupported path".to_owned())),
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Router tests over `MemoryStorage`: tokens, mounts, KV v1 and v2.
