@@ -76,7 +76,8 @@ impl SealConfig {
     }
 
     pub(crate) fn to_json(&self) -> Result<Vec<u8>, CoreError> {
-        serde_json::to_vec(self).map_err(|e| CoreError::Config(format!("serializing seal config: {e}")))
+        serde_json::to_vec(self)
+            .map_err(|e| CoreError::Config(format!("serializing seal config: {e}")))
     }
 }
 

@@ -9,11 +9,11 @@ use seal_core::{HaBackend, Seal, SealType, Storage};
 use seal_shamir::{ShamirSeal, UnsealProgress};
 use tokio_util::sync::CancellationToken;
 
+use crate::CoreError;
 use crate::config::{ClusterInfo, RECOVERY_CONFIG_PATH, SEAL_CONFIG_PATH, SealConfig};
-use crate::logical::{LogicalRequest, LogicalResponse, Logical};
+use crate::logical::{Logical, LogicalRequest, LogicalResponse};
 use crate::rekey::RekeySlots;
 use crate::types::{CoreMetrics, CoreOptions, HealthStatus, LeaderStatus, SealStatus, VERSION};
-use crate::CoreError;
 
 /// The seal protecting the root key, as the core needs to see it.
 #[derive(Debug, Clone)]

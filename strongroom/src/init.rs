@@ -72,7 +72,11 @@ pub(crate) fn validate_init(
             "invalid seal configuration",
         )
     };
-    if params.root_token_pgp_key.as_ref().is_some_and(|k| !k.is_empty()) {
+    if params
+        .root_token_pgp_key
+        .as_ref()
+        .is_some_and(|k| !k.is_empty())
+    {
         return Err(pgp_unsupported("root_token_pgp_key"));
     }
     if params.stored_shares > 1 {
@@ -83,12 +87,12 @@ pub(crate) fn validate_init(
     }
     seal_shamir::validate_config(shares, threshold)
         .map_err(|e| CoreError::InvalidRequest(format!("{what}: {e}")))?;
-    if let Some(id) = &params.root_token_id {
-        if id.is_empty() || id.len() > 256 || id.chars().any(char::is_whitespace) {
-            return Err(CoreError::InvalidRequest(
-                "root_token_id must be 1 to 256 characters without whitespace".into(),
-            ));
-        }
+    if let Some(id) = &params.root_token_id
+        && (id.is_empty() || id.len() > 256 || id.chars().any(char::is_whitespace))
+    {
+        return Err(CoreError::InvalidRequest(
+            "root_token_id must be 1 to 256 characters without whitespace".into(),
+        ));
     }
     Ok((shares, threshold))
 }
@@ -185,7 +189,9 @@ impl Core {
                 let blob = seal
                     .encrypt(recovery.expose_secret(), RECOVERY_KEY_PATH.as_bytes())
                     .await
-                    .map_err(|e| CoreError::seal("wrapping the recovery key with the seal failed", e))?;
+                    .map_err(|e| {
+                        CoreError::seal("wrapping the recovery key with the seal failed", e)
+                    })?;
                 (result.recovery_keys, result.recovery_keys_base64) = render_shares(&key_shares);
                 plain_writes.push(TxnOp::put(RECOVERY_KEY_PATH, blob));
                 plain_writes.push(TxnOp::put(

@@ -62,9 +62,9 @@ pub use crate::core::{Core, CoreBuilder};
 pub use error::CoreError;
 pub use logical::{LogicalError, LogicalRequest, LogicalResponse, Operation, TokenEntry};
 pub use rotate::RotationConfigUpdate;
+pub use seal_core::SealType;
 pub use types::{
     CoreMetrics, CoreOptions, HealthStatus, InitParams, InitResult, KeyStatus, LeaderStatus,
     RekeyParams, RekeyStatus, RekeyUpdateResult, RekeyVerifyResult, RekeyVerifyStatus,
     RotationConfig, SealStatus, VERSION,
 };
-pub use seal_core::SealType;

@@ -173,7 +173,11 @@ impl Core {
     ///
     /// # Errors
     /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`].
-    pub async fn rekey_status(&self, token: &str, recovery: bool) -> Result<RekeyStatus, CoreError> {
+    pub async fn rekey_status(
+        &self,
+        token: &str,
+        recovery: bool,
+    ) -> Result<RekeyStatus, CoreError> {
         self.check_token(token).await?;
         let required = self.current_threshold().await?;
         let mut slots = self.inner.rekey.lock().await;
@@ -208,7 +212,15 @@ impl Core {
     /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`].
     pub async fn rekey_cancel(&self, token: &str, recovery: bool) -> Result<(), CoreError> {
         self.require_root_token(token).await?;
-        if self.inner.rekey.lock().await.slot(recovery).take().is_some() {
+        if self
+            .inner
+            .rekey
+            .lock()
+            .await
+            .slot(recovery)
+            .take()
+            .is_some()
+        {
             tracing::info!(recovery, "rekey cancelled");
         }
         Ok(())
@@ -320,9 +332,10 @@ impl Core {
         self.check_token(token).await?;
         let mut slots = self.inner.rekey.lock().await;
         let op = slots.slot(recovery).as_ref().ok_or_else(no_rekey)?;
-        let pending = op.pending.as_ref().ok_or_else(|| {
-            CoreError::InvalidRequest("no rekey verification in progress".into())
-        })?;
+        let pending = op
+            .pending
+            .as_ref()
+            .ok_or_else(|| CoreError::InvalidRequest("no rekey verification in progress".into()))?;
         Ok(RekeyVerifyStatus {
             nonce: pending.nonce.clone(),
             started: true,
@@ -355,9 +368,10 @@ impl Core {
         let mut slots = self.inner.rekey.lock().await;
         let op = slots.slot(recovery).as_mut().ok_or_else(no_rekey)?;
         let (shares_n, threshold) = (op.shares, op.threshold);
-        let pending = op.pending.as_ref().ok_or_else(|| {
-            CoreError::InvalidRequest("no rekey verification in progress".into())
-        })?;
+        let pending = op
+            .pending
+            .as_ref()
+            .ok_or_else(|| CoreError::InvalidRequest("no rekey verification in progress".into()))?;
         if !nonces_equal(&pending.nonce, nonce) {
             return Err(CoreError::InvalidRequest(format!(
                 "incorrect nonce supplied; nonce for this verify operation is {}",
@@ -473,7 +487,9 @@ impl Core {
                 .seal()
                 .encrypt(key.expose_secret(), RECOVERY_KEY_PATH.as_bytes())
                 .await
-                .map_err(|e| CoreError::seal("wrapping the new recovery key with the seal failed", e))?;
+                .map_err(|e| {
+                    CoreError::seal("wrapping the new recovery key with the seal failed", e)
+                })?;
             let config = SealConfig::new(SealType::Shamir.as_str(), shares, threshold);
             self.inner
                 .physical
@@ -496,7 +512,9 @@ impl Core {
         let blob = new_seal
             .encrypt(&encode_stored_keys(&new_root), STORED_KEYS_PATH.as_bytes())
             .await
-            .map_err(|e| CoreError::seal("wrapping the new root key under the new KEK failed", e))?;
+            .map_err(|e| {
+                CoreError::seal("wrapping the new root key under the new KEK failed", e)
+            })?;
         let config = SealConfig::new(SealType::Shamir.as_str(), shares, threshold);
         let config_json = config.to_json()?;
         self.inner.barrier.rekey_root(&new_root).await?;
@@ -508,7 +526,11 @@ impl Core {
             ])
             .await?;
         shamir.set_kek(Kek::from_bytes(secret)?);
-        tracing::info!(shares, threshold, "unseal keys rekeyed: new root key installed");
+        tracing::info!(
+            shares,
+            threshold,
+            "unseal keys rekeyed: new root key installed"
+        );
         Ok(())
     }
 }

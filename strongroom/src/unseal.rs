@@ -5,20 +5,20 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
+use barrier::BarrierError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use barrier::BarrierError;
 use seal_core::{Kek, RecoveryKey, RootKey, SealError};
 use seal_shamir::{ShamirError, Submit};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use crate::CoreError;
 use crate::config::{CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, STORED_KEYS_PATH};
 use crate::core::{Core, Inner, SealKind, Unsealed};
 use crate::logical::Logical;
 use crate::types::SealStatus;
-use crate::CoreError;
 
 /// Why an auto-unseal attempt failed, classified for operators and metrics.
 #[derive(Debug)]
@@ -111,7 +111,10 @@ pub(crate) fn decode_stored_keys(plain: &[u8]) -> Result<RootKey, String> {
         .map(Zeroizing::new)
         .collect();
     let [only] = keys.as_slice() else {
-        return Err(format!("expected exactly one stored key, found {}", keys.len()));
+        return Err(format!(
+            "expected exactly one stored key, found {}",
+            keys.len()
+        ));
     };
     let bytes = Zeroizing::new(
         B64.decode(only.as_bytes())
@@ -160,23 +163,23 @@ impl Core {
         if !self.is_initialized().await? {
             return Err(CoreError::NotInitialized);
         }
-        let config = self
-            .unseal_config()
-            .await?
-            .ok_or(CoreError::Corrupt {
-                path: if self.inner.seal.is_auto() {
-                    crate::config::RECOVERY_CONFIG_PATH
-                } else {
-                    crate::config::SEAL_CONFIG_PATH
-                },
-                reason: "missing although the storage is initialized".into(),
-            })?;
+        let config = self.unseal_config().await?.ok_or(CoreError::Corrupt {
+            path: if self.inner.seal.is_auto() {
+                crate::config::RECOVERY_CONFIG_PATH
+            } else {
+                crate::config::SEAL_CONFIG_PATH
+            },
+            reason: "missing although the storage is initialized".into(),
+        })?;
         let secret = match self.inner.progress.submit(share, config.secret_threshold) {
             Ok(Submit::Pending(_)) => return self.seal_status().await,
             Ok(Submit::Complete(secret)) => secret,
             Err(err @ ShamirError::Random(_)) => return Err(err.into()),
             Err(err) => {
-                self.inner.counters.unseal_failures.fetch_add(1, Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .unseal_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 return Err(invalid_unseal_key(&format!(
                     "failed to compute combined key: {err}"
                 )));
@@ -184,7 +187,10 @@ impl Core {
         };
         let result = self.unseal_with_secret(&secret).await;
         if result.is_err() {
-            self.inner.counters.unseal_failures.fetch_add(1, Ordering::Relaxed);
+            self.inner
+                .counters
+                .unseal_failures
+                .fetch_add(1, Ordering::Relaxed);
         }
         result?;
         self.seal_status().await
@@ -531,7 +537,8 @@ fn jitter(d: Duration) -> Duration {
     if getrandom::fill(&mut buf).is_err() {
         return d;
     }
-    let frac = f64::from(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])) / f64::from(u32::MAX);
+    let frac =
+        f64::from(u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]])) / f64::from(u32::MAX);
     d.mul_f64(0.5 + 0.5 * frac)
 }
 
@@ -554,7 +561,10 @@ fn spawn_rotation_check(weak: Weak<Inner>, stop: CancellationToken) {
             let Some(inner) = weak.upgrade() else { return };
             match inner.barrier.check_auto_rotate().await {
                 Ok(Some(term)) => {
-                    inner.counters.auto_rotations.fetch_add(1, Ordering::Relaxed);
+                    inner
+                        .counters
+                        .auto_rotations
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::info!(term, "barrier key rotated automatically");
                 }
                 Ok(None) => {}
