@@ -56,7 +56,13 @@ impl SealConfig {
         let Some(raw) = storage.get(path).await? else {
             return Ok(None);
         };
-        let config: Self = serde_json::from_slice(&raw).map_err(|e| CoreError::Corrupt {
+        Self::parse(&raw, path).map(Some)
+    }
+
+    /// Parses and checks a stored config. Storage is not trusted: any bytes
+    /// give an error, never a panic.
+    pub(crate) fn parse(raw: &[u8], path: &'static str) -> Result<Self, CoreError> {
+        let config: Self = serde_json::from_slice(raw).map_err(|e| CoreError::Corrupt {
             path,
             reason: format!("not a seal configuration JSON document: {e}"),
         })?;
@@ -72,7 +78,7 @@ impl SealConfig {
                 ),
             });
         }
-        Ok(Some(config))
+        Ok(config)
     }
 
     pub(crate) fn to_json(&self) -> Result<Vec<u8>, CoreError> {
@@ -86,4 +92,49 @@ impl SealConfig {
 pub(crate) struct ClusterInfo {
     pub(crate) name: String,
     pub(crate) id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_vaults_layout() {
+        let raw = br#"{"type":"shamir","secret_shares":5,"secret_threshold":3,"pgp_keys":null,"nonce":"","backup":false,"stored_shares":1}"#;
+        let config = SealConfig::parse(raw, SEAL_CONFIG_PATH).unwrap();
+        assert_eq!(config, SealConfig::new("shamir", 5, 3));
+        let back = SealConfig::parse(&config.to_json().unwrap(), SEAL_CONFIG_PATH).unwrap();
+        assert_eq!(back, config);
+    }
+
+    #[test]
+    fn impossible_counts_are_corrupt() {
+        for raw in [
+            &br#"{"type":"shamir","secret_shares":3,"secret_threshold":5}"#[..],
+            br#"{"type":"shamir","secret_shares":3,"secret_threshold":0}"#,
+            br#"{"type":"shamir","secret_shares":300,"secret_threshold":3}"#,
+            br#"{"type":"shamir"}"#,
+            b"not json",
+        ] {
+            let err = SealConfig::parse(raw, SEAL_CONFIG_PATH).unwrap_err();
+            assert!(
+                err.to_string().starts_with("corrupt core/seal-config"),
+                "{err}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = SealConfig::parse(&raw, SEAL_CONFIG_PATH);
+        }
+
+        #[test]
+        fn arbitrary_json_objects_never_panic(shares in any::<i64>(), threshold in any::<u64>(), ty in ".{0,12}") {
+            let raw = serde_json::json!({"type": ty, "secret_shares": shares, "secret_threshold": threshold});
+            let _ = SealConfig::parse(raw.to_string().as_bytes(), SEAL_CONFIG_PATH);
+        }
+    }
 }

@@ -270,7 +270,8 @@ impl Core {
     ) -> Result<Zeroizing<String>, CoreError> {
         self.inner.physical.transaction(plain_writes).await?;
         self.inner.barrier.initialize(root).await?;
-        self.unseal_barrier(root).await?;
+        // Auto seals stay unsealed; a Shamir init seals again afterwards.
+        self.unseal_barrier(root, self.inner.seal.is_auto()).await?;
         let logical = self.logical()?;
         let token = logical.create_root_token(root_token_id).await?;
         Ok(Zeroizing::new(token))

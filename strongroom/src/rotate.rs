@@ -159,6 +159,20 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn parse_duration_never_panics(text in ".{0,40}") {
+            let _ = parse_duration(&text);
+        }
+
+        #[test]
+        fn formatted_durations_parse_back(secs in 0u64..10_000_000) {
+            let d = Duration::from_secs(secs);
+            prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+    }
 
     #[test]
     fn durations_parse_and_format_like_go() {

@@ -53,6 +53,21 @@ impl AutoUnsealFailure {
         }
     }
 
+    /// The error an API caller gets for this failure.
+    fn into_core_error(self) -> CoreError {
+        match self {
+            Self::NotInitialized => CoreError::NotInitialized,
+            Self::Unreachable(e) | Self::AccessDenied(e) | Self::WrongKey(e) => {
+                CoreError::seal("fetching stored unseal keys failed", e)
+            }
+            Self::Corrupt(reason) => CoreError::Corrupt {
+                path: STORED_KEYS_PATH,
+                reason,
+            },
+            Self::Other(e) => e,
+        }
+    }
+
     fn from_seal(err: SealError) -> Self {
         match err {
             SealError::Unreachable(_) | SealError::Throttled(_) => Self::Unreachable(err),
@@ -202,6 +217,17 @@ impl Core {
         if !self.is_sealed() {
             return Ok(());
         }
+        let outcome = self.unseal_with_secret_locked(secret).await;
+        if outcome.is_err() {
+            // Never keep a KEK that did not lead to an unsealed barrier.
+            if let SealKind::Shamir(shamir) = &self.inner.seal {
+                shamir.clear_kek();
+            }
+        }
+        outcome
+    }
+
+    async fn unseal_with_secret_locked(&self, secret: &[u8]) -> Result<(), CoreError> {
         let root = match &self.inner.seal {
             SealKind::Shamir(shamir) => {
                 let kek = Kek::from_bytes(secret).map_err(|_| {
@@ -211,32 +237,24 @@ impl Core {
                     ))
                 })?;
                 shamir.set_kek(kek);
-                match self.fetch_stored_root_key().await {
-                    Ok(root) => root,
-                    Err(err) => {
-                        shamir.clear_kek();
-                        return Err(match err {
-                            AutoUnsealFailure::WrongKey(_) => invalid_unseal_key(
-                                "failed to decrypt keys from storage: the keys entered do not \
-                                 belong to this storage's current key set",
-                            ),
-                            AutoUnsealFailure::Other(e) => e,
-                            other => CoreError::InvalidKey(other.to_string()),
-                        });
-                    }
-                }
+                self.fetch_stored_root_key()
+                    .await
+                    .map_err(|failure| match failure {
+                        AutoUnsealFailure::WrongKey(_) => invalid_unseal_key(
+                            "failed to decrypt keys from storage: the keys entered do not belong \
+                             to this storage's current key set",
+                        ),
+                        other => other.into_core_error(),
+                    })?
             }
             SealKind::Auto(_) => {
                 self.verify_recovery_key(secret).await?;
                 self.fetch_stored_root_key()
                     .await
-                    .map_err(|failure| match failure {
-                        AutoUnsealFailure::Other(e) => e,
-                        other => CoreError::InvalidRequest(other.to_string()),
-                    })?
+                    .map_err(AutoUnsealFailure::into_core_error)?
             }
         };
-        self.unseal_barrier(&root).await
+        self.unseal_barrier(&root, true).await
     }
 
     /// Checks recovery key shares combined to `secret` against the stored
@@ -308,7 +326,12 @@ impl Core {
 
     /// Opens the barrier with `root` and brings up what lives behind it.
     /// Called with `op_lock` held.
-    pub(crate) async fn unseal_barrier(&self, root: &RootKey) -> Result<(), CoreError> {
+    /// `announce` is false for the temporary unseal inside a Shamir init.
+    pub(crate) async fn unseal_barrier(
+        &self,
+        root: &RootKey,
+        announce: bool,
+    ) -> Result<(), CoreError> {
         match self.inner.barrier.unseal(root).await {
             Ok(()) => {}
             Err(BarrierError::InvalidRootKey) => {
@@ -326,9 +349,11 @@ impl Core {
         }
         match self.post_unseal().await {
             Ok(()) => {
-                self.inner.counters.unseals.fetch_add(1, Ordering::Relaxed);
                 self.inner.manually_sealed.store(false, Ordering::SeqCst);
-                tracing::info!(seal_type = %self.inner.seal.seal_type(), "vault is unsealed");
+                if announce {
+                    self.inner.counters.unseals.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(seal_type = %self.inner.seal.seal_type(), "vault is unsealed");
+                }
                 Ok(())
             }
             Err(e) => {
@@ -455,7 +480,7 @@ impl Core {
         if !self.is_sealed() {
             return Ok(());
         }
-        match self.unseal_barrier(&root).await {
+        match self.unseal_barrier(&root, true).await {
             Ok(()) => {
                 *self
                     .inner
@@ -573,4 +598,51 @@ fn spawn_rotation_check(weak: Weak<Inner>, stop: CancellationToken) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn stored_keys_round_trip_in_vaults_layout() {
+        let root = RootKey::from_bytes(&[7u8; 32]).unwrap();
+        let encoded = encode_stored_keys(&root);
+        let as_json: Vec<String> = serde_json::from_slice(&encoded).unwrap();
+        assert_eq!(as_json, [B64.encode([7u8; 32])]);
+        assert!(decode_stored_keys(&encoded).unwrap() == root);
+    }
+
+    #[test]
+    fn bad_stored_keys_are_refused() {
+        for (raw, expected) in [
+            (&b"[]"[..], "expected exactly one stored key, found 0"),
+            (br#"["a","b"]"#, "expected exactly one stored key, found 2"),
+            (br#"["!!"]"#, "the stored key is not base64"),
+            (br#"["AAAA"]"#, "the stored key is not a root key"),
+            (b"{}", "not a JSON list"),
+        ] {
+            let err = decode_stored_keys(raw).unwrap_err();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full() {
+        for _ in 0..100 {
+            let j = jitter(Duration::from_millis(1000));
+            assert!(
+                j >= Duration::from_millis(500) && j <= Duration::from_millis(1000),
+                "{j:?}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decode_never_panics(raw in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = decode_stored_keys(&raw);
+        }
+    }
 }

@@ -999,3 +999,68 @@ async fn root_token_id_is_honoured_for_dev_servers() {
     let printed = format!("{init:?}");
     assert!(!printed.contains("dev-root") && !printed.contains(&init.keys[0]));
 }
+
+#[tokio::test]
+async fn the_background_check_persists_encryption_counts_across_restarts() {
+    let storage = Arc::new(MemoryStorage::new());
+    let seal = Arc::new(InsecureTestSeal::new());
+    let options = fast_options().with_auto_rotate_check_interval(Duration::from_millis(10));
+    let core = Core::builder()
+        .storage(storage.clone())
+        .auto_seal(seal.clone())
+        .options(options.clone())
+        .build()
+        .await
+        .unwrap();
+    let init = core.init(recovery_params(1, 1)).await.unwrap();
+    for i in 0..20 {
+        core.barrier().put(&format!("app/{i}"), b"x").await.unwrap();
+    }
+    let written = core.key_status(&init.root_token).await.unwrap().encryptions;
+    assert!(written >= 20, "{written}");
+    // The periodic check (10 ms here, 5 min by default) writes the count
+    // into the keyring, so a restart keeps the estimate.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let restarted = Core::builder()
+            .storage(storage.clone())
+            .auto_seal(seal.clone())
+            .options(options.clone())
+            .build()
+            .await
+            .unwrap();
+        let seen = restarted.metrics().await.barrier_encryptions;
+        if seen >= written {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "count never persisted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_follow_the_state() {
+    let storage = Arc::new(MemoryStorage::new());
+    let core = shamir_core(&storage).await;
+    let m = core.metrics().await;
+    assert!(!m.initialized && m.sealed);
+    assert_eq!(m.seal_type, "shamir");
+    let init = core.init(shamir_params(2, 2)).await.unwrap();
+    assert_eq!(
+        core.metrics().await.unseals,
+        0,
+        "the init-time unseal is not counted"
+    );
+    unseal_with(&core, &init.keys).await;
+    let m = core.metrics().await;
+    assert!(m.initialized && !m.sealed);
+    assert_eq!((m.unseals, m.barrier_term), (1, 1));
+    assert!(m.barrier_encryptions > 0, "init wrote entries");
+    core.seal(&init.root_token).await.unwrap();
+    let m = core.metrics().await;
+    assert!(m.sealed);
+    assert_eq!((m.barrier_term, m.barrier_encryptions), (0, 0));
+}
