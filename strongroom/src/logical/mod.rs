@@ -25,9 +25,10 @@
 //! root token is a root token with a TTL.
 //!
 //! # Ownership
-//! A `Logical` caches the mount table in memory; exactly one `Logical` (the
-//! active node's) should write a given storage at a time. A new `Logical`
-//! over the same storage sees everything the previous one wrote.
+//! A `Logical` caches the mount table and unlimited-use token entries in
+//! memory; exactly one `Logical` (the active node's) should serve a given
+//! storage at a time. A new `Logical` over the same storage sees everything
+//! the previous one wrote; [`Logical::reload`] refreshes an existing one.
 
 mod error;
 mod kv1;
@@ -390,6 +391,21 @@ impl Logical {
             )
             .await?;
         Ok(token.to_string())
+    }
+
+    /// Re-reads the mount table from storage and forgets cached token
+    /// entries. Call it when this node takes over as active after another
+    /// node may have written the same storage (HA); a node that stays active
+    /// never needs it, because every change goes through this router.
+    ///
+    /// # Errors
+    /// [`LogicalError::Storage`]; [`LogicalError::Corrupt`] when the mount
+    /// table does not decode (the old table stays in effect).
+    pub async fn reload(&self) -> Result<(), LogicalError> {
+        let mut table = self.inner.mounts.write().await;
+        *table = MountTable::load(self.inner.storage.as_ref()).await?;
+        self.inner.tokens.clear_cache();
+        Ok(())
     }
 
     /// Validates `token` for callers outside the router (the core's `sys/*`

@@ -1694,3 +1694,74 @@ mod props {
         }
     }
 }
+
+#[tokio::test]
+async fn cached_tokens_honour_revocation_from_any_path() {
+    let f = fixture().await;
+    let (parent, _) = f.create_token(json!({"ttl": "1h"})).await;
+    let child = f
+        .call_as(&parent, Update, "auth/token/create", Some(json!({})))
+        .await
+        .unwrap()
+        .auth
+        .unwrap()["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Warm the cache for both tokens.
+    for t in [&parent, &child] {
+        f.call_as(t, Read, "auth/token/lookup-self", None)
+            .await
+            .unwrap();
+        f.call_as(t, Read, "auth/token/lookup-self", None)
+            .await
+            .unwrap();
+    }
+    f.ok(Update, "auth/token/revoke", Some(json!({"token": parent})))
+        .await;
+    for t in [&parent, &child] {
+        assert_eq!(
+            f.call_as(t, Read, "auth/token/lookup-self", None)
+                .await
+                .unwrap_err()
+                .status(),
+            403
+        );
+    }
+}
+
+#[tokio::test]
+async fn cached_token_still_expires() {
+    let f = fixture().await;
+    let (token, _) = f.create_token(json!({"ttl": "1s"})).await;
+    f.call_as(&token, Read, "auth/token/lookup-self", None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(f.logical.check_token(&token).await.is_err());
+}
+
+#[tokio::test]
+async fn reload_picks_up_changes_made_by_another_router() {
+    let f = fixture().await;
+    f.call(Read, "auth/token/lookup-self", None).await.unwrap();
+    let other = Logical::new(f.storage.clone()).await.unwrap();
+    other.mount("late", MountKind::KvV1, "").await.unwrap();
+    let (doomed, _) = f.create_token(json!({})).await;
+    f.call_as(&doomed, Read, "auth/token/lookup-self", None)
+        .await
+        .unwrap();
+    let revoke = LogicalRequest::new(Update, "auth/token/revoke")
+        .with_token(f.root.as_str())
+        .with_data(json!({"token": doomed}));
+    other.handle(revoke).await.unwrap();
+
+    assert_eq!(f.status(Read, "late/x", None).await, 404);
+    f.logical.reload().await.unwrap();
+    assert_eq!(
+        f.status(Update, "late/x", Some(json!({"a": 1}))).await,
+        204,
+        "the mount created elsewhere is visible after reload"
+    );
+    assert!(f.logical.check_token(&doomed).await.is_err());
+}

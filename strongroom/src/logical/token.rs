@@ -168,11 +168,33 @@ impl TokenEntry {
     }
 }
 
+/// Most entries the in-memory token cache holds before it starts over.
+const CACHE_CAPACITY: usize = 8192;
+
 /// Token persistence and validation over a [`Storage`].
-#[derive(Debug)]
+///
+/// Entries of unlimited-use tokens are cached in memory (keyed by hash), so
+/// an authenticated request costs one SHA-256 instead of a storage read and
+/// a decryption. Every revocation and renewal goes through this store and
+/// updates the cache; a generation counter keeps a lookup that raced with a
+/// revocation from re-inserting the revoked entry.
 pub(crate) struct TokenStore {
     salt: Zeroizing<Vec<u8>>,
     locks: StripedLocks,
+    cache: std::sync::RwLock<TokenCache>,
+}
+
+#[derive(Default)]
+struct TokenCache {
+    entries: std::collections::HashMap<String, TokenEntry>,
+    /// Bumped by every revocation and renewal.
+    generation: u64,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStore").finish_non_exhaustive()
+    }
 }
 
 fn decode_entry(path: &str, bytes: &[u8]) -> Result<TokenEntry, LogicalError> {
@@ -225,7 +247,35 @@ impl TokenStore {
         Ok(Self {
             salt,
             locks: StripedLocks::new(64),
+            cache: std::sync::RwLock::new(TokenCache::default()),
         })
+    }
+
+    fn cache_read(&self) -> std::sync::RwLockReadGuard<'_, TokenCache> {
+        // The cache holds only copies of stored entries; a panic elsewhere
+        // cannot leave it inconsistent with storage in a harmful way.
+        self.cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn cache_write(&self) -> std::sync::RwLockWriteGuard<'_, TokenCache> {
+        self.cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forgets every cached entry (after a reload, or a step-down/step-up).
+    pub(crate) fn clear_cache(&self) {
+        let mut cache = self.cache_write();
+        cache.entries.clear();
+        cache.generation += 1;
+    }
+
+    fn forget(&self, id_hash: &str) {
+        let mut cache = self.cache_write();
+        cache.entries.remove(id_hash);
+        cache.generation += 1;
     }
 
     fn hash(&self, domain: &str, value: &str) -> String {
@@ -300,6 +350,8 @@ impl TokenStore {
             ));
         }
         storage.transaction(ops).await?;
+        // A custom id may replace an earlier entry that is still cached.
+        self.forget(&id_hash);
         Ok((token, entry))
     }
 
@@ -350,15 +402,29 @@ impl TokenStore {
             return Err(LogicalError::PermissionDenied);
         }
         let id_hash = self.token_hash(token);
-        let entry = self
-            .load_by_hash(storage, &id_hash)
-            .await?
-            .ok_or(LogicalError::PermissionDenied)?;
+        let (cached, generation) = {
+            let cache = self.cache_read();
+            (cache.entries.get(&id_hash).cloned(), cache.generation)
+        };
+        let entry = match cached {
+            Some(entry) => entry,
+            None => self
+                .load_by_hash(storage, &id_hash)
+                .await?
+                .ok_or(LogicalError::PermissionDenied)?,
+        };
         if entry.expired_at(now()) {
             self.revoke_tree(storage, &id_hash).await?;
             return Err(LogicalError::PermissionDenied);
         }
         if entry.num_uses == 0 {
+            let mut cache = self.cache_write();
+            if cache.generation == generation && !cache.entries.contains_key(&id_hash) {
+                if cache.entries.len() >= CACHE_CAPACITY {
+                    cache.entries.clear();
+                }
+                cache.entries.insert(id_hash, entry.clone());
+            }
             return Ok(entry);
         }
         let guard = self.locks.lock(&id_hash).await;
@@ -473,7 +539,11 @@ impl TokenStore {
                 }
             }
             ops.push(TxnOp::delete(path));
+            // Forget before and after the delete: a lookup that read the
+            // entry before the delete cannot re-insert it (generation check).
+            self.forget(hash);
             storage.transaction(ops).await?;
+            self.forget(hash);
         }
         Ok(())
     }
@@ -516,7 +586,9 @@ impl TokenStore {
         }
         entry.expire_time = Some((at + time::Duration::seconds(secs_i64(ttl))).min(limit));
         let path = format!("{ID_PREFIX}{id_hash}");
+        self.forget(&id_hash);
         storage.put(&path, &encode(&path, &entry)?).await?;
+        self.forget(&id_hash);
         Ok(entry)
     }
 }
