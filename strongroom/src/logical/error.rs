@@ -17,6 +17,11 @@ pub enum LogicalError {
     #[error("permission denied")]
     PermissionDenied,
 
+    /// Access is refused with a specific message Vault also gives, for
+    /// example the KV preflight check on a path no mount serves. 403.
+    #[error("{0}")]
+    Forbidden(String),
+
     /// The secret (or mount, token, version) does not exist: 404 with an
     /// empty `errors` list, exactly like Vault. The path is kept for logs.
     #[error("nothing found at {0:?}")]
@@ -68,7 +73,7 @@ impl LogicalError {
     /// The HTTP status code Vault answers for this error.
     pub fn status(&self) -> u16 {
         match self {
-            Self::PermissionDenied => 403,
+            Self::PermissionDenied | Self::Forbidden(_) => 403,
             Self::NotFound(_) | Self::UnsupportedPath(_) => 404,
             Self::InvalidRequest(_) => 400,
             Self::UnsupportedOperation { .. } => 405,

@@ -515,9 +515,17 @@ impl Logical {
             if ctx.req.operation != Operation::Read {
                 return Err(ctx.unsupported());
             }
+            let wanted = rest.trim_matches('/');
+            if wanted.is_empty() {
+                return Err(LogicalError::invalid("path not set"));
+            }
             let table = self.inner.mounts.read().await;
-            let Some((mount, _)) = table.route(rest) else {
-                return Err(LogicalError::PermissionDenied);
+            let Some((mount, _)) = table.route(wanted) else {
+                // Vault answers 403, not 404, so this path cannot be used
+                // to enumerate mounts.
+                return Err(LogicalError::Forbidden(format!(
+                    "preflight capability check returned 403, please ensure client's policies grant access to path \"{wanted}/\""
+                )));
             };
             let mut data = mount.to_json();
             if let Value::Object(obj) = &mut data {

@@ -267,7 +267,8 @@ async fn child_token_create_and_lookup_shapes() {
     // An orphan, and a token with the default TTL (768h, Vault's system max).
     let (_, orphan) = f.create_token(json!({"no_parent": true})).await;
     assert_eq!(orphan["orphan"], true);
-    assert_eq!(orphan["lease_duration"].as_u64().unwrap() / 3600, 767);
+    let lease = orphan["lease_duration"].as_u64().unwrap();
+    assert!((2_764_790..=2_764_800).contains(&lease), "{lease}");
 }
 
 #[tokio::test]
@@ -313,12 +314,12 @@ async fn child_with_ordinary_policy_gets_only_self_service() {
 #[tokio::test]
 async fn expired_token_is_denied_and_removed() {
     let f = fixture().await;
-    let (child, auth) = f.create_token(json!({"ttl": "1s"})).await;
-    assert!(auth["lease_duration"].as_u64().unwrap() <= 1);
+    let (child, auth) = f.create_token(json!({"ttl": "3s"})).await;
+    assert!(auth["lease_duration"].as_u64().unwrap() <= 3);
     f.call_as(&child, Read, "auth/token/lookup-self", None)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let err = f
         .call_as(&child, Read, "auth/token/lookup-self", None)
         .await
@@ -569,14 +570,25 @@ async fn token_create_validation() {
         (json!({"meta": "x"}), "\"meta\""),
         (json!({"type": "batch"}), "batch"),
         (json!({"no_parent": "maybe"}), "\"no_parent\""),
+        (json!({"period": "1h"}), "periodic"),
     ] {
         let err = f.err(Update, "auth/token/create", Some(body.clone())).await;
         assert_eq!(err.status(), 400, "{body}");
         assert!(err.to_string().contains(needle), "{body}: {err}");
     }
+    // What `bao token create -ttl=1h` sends: every field, most empty.
+    let (_, auth) = f
+        .create_token(json!({
+            "policies": null, "meta": null, "no_parent": false, "no_default_policy": false,
+            "renewable": null, "ttl": "1h", "type": "service", "explicit_max_ttl": "",
+            "display_name": "", "num_uses": 0, "period": "", "entity_alias": ""
+        }))
+        .await;
+    assert!((3590..=3600).contains(&auth["lease_duration"].as_u64().unwrap()));
     let resp = f
         .ok(Update, "auth/token/create", Some(json!({"bogus": 1})))
         .await;
+    assert!(resp.warnings.len() == 1, "{:?}", resp.warnings);
     assert!(resp.warnings[0].contains("bogus"), "{:?}", resp.warnings);
     // Non-root parents may not pick ids, orphans or wider policies.
     let (dev, _) = f.create_token(json!({"policies": ["dev"]})).await;
@@ -822,11 +834,17 @@ async fn ui_mounts_tell_kv_clients_the_version() {
     let data = f.data(Read, "sys/internal/ui/mounts/kv/x", None).await;
     assert_eq!(data["options"]["version"], "1");
     assert_eq!(data["path"], "kv/");
-    assert_eq!(
-        f.status(Read, "sys/internal/ui/mounts/nothing/here", None)
-            .await,
-        403
+    let err = f
+        .err(Read, "sys/internal/ui/mounts/nothing/here", None)
+        .await;
+    assert_eq!(err.status(), 403);
+    assert!(
+        err.to_string()
+            .contains("preflight capability check returned 403"),
+        "{err}"
     );
+    assert!(err.to_string().contains("\"nothing/here/\""), "{err}");
+    assert_eq!(f.status(Read, "sys/internal/ui/mounts//", None).await, 400);
     let all = f.data(Read, "sys/internal/ui/mounts", None).await;
     assert!(all["secret"]["secret/"].is_object());
 }
@@ -1394,7 +1412,7 @@ async fn kv_v2_delete_version_after_expires_versions() {
     f.ok(
         Update,
         "secret/metadata/t",
-        Some(json!({"delete_version_after": "1s"})),
+        Some(json!({"delete_version_after": "3s"})),
     )
     .await;
     let v = f
@@ -1402,7 +1420,7 @@ async fn kv_v2_delete_version_after_expires_versions() {
         .await;
     assert_ne!(v["deletion_time"], "");
     assert_eq!(f.ok(Read, "secret/data/t", None).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     let resp = f.ok(Read, "secret/data/t", None).await;
     assert_eq!(resp.status, 404);
     // Undelete clears the scheduled deletion.
@@ -1733,11 +1751,11 @@ async fn cached_tokens_honour_revocation_from_any_path() {
 #[tokio::test]
 async fn cached_token_still_expires() {
     let f = fixture().await;
-    let (token, _) = f.create_token(json!({"ttl": "1s"})).await;
+    let (token, _) = f.create_token(json!({"ttl": "3s"})).await;
     f.call_as(&token, Read, "auth/token/lookup-self", None)
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert!(f.logical.check_token(&token).await.is_err());
 }
 

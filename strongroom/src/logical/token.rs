@@ -616,6 +616,8 @@ pub(crate) fn parse_create(
         "display_name",
         "num_uses",
         "lease",
+        "period",
+        "entity_alias",
     ];
     let fields = Fields::new(body);
     warnings.extend(fields.unknown_warning(KNOWN));
@@ -647,6 +649,19 @@ pub(crate) fn parse_create(
         return Err(LogicalError::invalid(format!(
             "token type {kind:?} is not supported; only \"service\" tokens exist"
         )));
+    }
+    if fields.duration("period")?.is_some_and(|p| p > 0) {
+        return Err(LogicalError::invalid(
+            "periodic tokens are not supported by this server; use ttl and renew-self",
+        ));
+    }
+    if fields
+        .string("entity_alias")?
+        .is_some_and(|a| !a.is_empty())
+    {
+        return Err(LogicalError::invalid(
+            "entity_alias requires a token role, which this server does not support",
+        ));
     }
     let no_parent = fields.bool("no_parent")?.unwrap_or(false);
     if no_parent && !root {
