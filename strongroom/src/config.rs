@@ -14,6 +14,10 @@ pub(crate) const RECOVERY_CONFIG_PATH: &str = "core/recovery-config";
 pub(crate) const STORED_KEYS_PATH: &str = "core/hsm/barrier-unseal-keys";
 /// The recovery key wrapped by the seal (plain seal blob).
 pub(crate) const RECOVERY_KEY_PATH: &str = "core/recovery-key";
+/// During a Shamir rekey only: the new root key wrapped under the current
+/// KEK (plain seal blob), removed in the same transaction that stores the
+/// new wrapped root key.
+pub(crate) const REKEY_PENDING_PATH: &str = "core/hsm/barrier-unseal-keys-rekey-pending";
 /// Cluster name and id, inside the barrier.
 pub(crate) const CLUSTER_INFO_PATH: &str = "core/cluster/local/info";
 

@@ -18,7 +18,8 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use crate::config::{
-    RECOVERY_CONFIG_PATH, RECOVERY_KEY_PATH, SEAL_CONFIG_PATH, STORED_KEYS_PATH, SealConfig,
+    RECOVERY_CONFIG_PATH, RECOVERY_KEY_PATH, REKEY_PENDING_PATH, SEAL_CONFIG_PATH,
+    STORED_KEYS_PATH, SealConfig,
 };
 use crate::core::SealKind;
 use crate::init::{make_shares, render_shares};
@@ -461,11 +462,13 @@ impl Core {
     /// Puts the new secret in effect.
     ///
     /// * Shamir: a new root key re-encrypts the keyring, is wrapped under
-    ///   the new KEK, and the seal config gets the new counts. The stored
-    ///   keys and the config are written in one transaction right after the
-    ///   keyring; a crash between the two leaves the keyring under a root key
-    ///   nothing wraps, so rekey is best done with a storage backup at hand
-    ///   (Vault has the same window).
+    ///   the new KEK, and the seal config gets the new counts. Crash-safe:
+    ///   the new root key is first stored wrapped under the *current* KEK at
+    ///   a pending path; the keyring is re-encrypted; then the stored keys,
+    ///   the config and the removal of the pending entry are one
+    ///   transaction. A crash in between leaves the current keys working
+    ///   (the unseal path finds the pending root key), where Vault would be
+    ///   left with a keyring nothing can open.
     /// * Recovery: the new recovery key, wrapped by the seal, and the new
     ///   recovery config are written in one transaction.
     async fn commit_rekey(
@@ -515,6 +518,23 @@ impl Core {
             .map_err(|e| {
                 CoreError::seal("wrapping the new root key under the new KEK failed", e)
             })?;
+        // Crash safety: until the new wrapped root key is stored, keep the
+        // new root key wrapped under the *current* KEK, so the current
+        // unseal keys still open a keyring that was already re-encrypted
+        // (see `recover_interrupted_rekey`).
+        let pending = shamir
+            .encrypt(
+                &encode_stored_keys(&new_root),
+                REKEY_PENDING_PATH.as_bytes(),
+            )
+            .await
+            .map_err(|e| {
+                CoreError::seal("wrapping the new root key under the current KEK failed", e)
+            })?;
+        self.inner
+            .physical
+            .put(REKEY_PENDING_PATH, &pending)
+            .await?;
         let config = SealConfig::new(SealType::Shamir.as_str(), shares, threshold);
         let config_json = config.to_json()?;
         self.inner.barrier.rekey_root(&new_root).await?;
@@ -523,6 +543,7 @@ impl Core {
             .transaction(vec![
                 TxnOp::put(STORED_KEYS_PATH, blob),
                 TxnOp::put(SEAL_CONFIG_PATH, config_json),
+                TxnOp::delete(REKEY_PENDING_PATH),
             ])
             .await?;
         shamir.set_kek(Kek::from_bytes(secret)?);

@@ -8,14 +8,16 @@ use std::time::Duration;
 use barrier::BarrierError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use seal_core::{Kek, RecoveryKey, RootKey, SealError};
-use seal_shamir::{ShamirError, Submit};
+use seal_core::{Kek, RecoveryKey, RootKey, Seal, SealError, TxnOp};
+use seal_shamir::{ShamirError, ShamirSeal, Submit};
 use subtle::ConstantTimeEq;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use crate::CoreError;
-use crate::config::{CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, STORED_KEYS_PATH};
+use crate::config::{
+    CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, REKEY_PENDING_PATH, STORED_KEYS_PATH,
+};
 use crate::core::{Core, Inner, SealKind, Unsealed};
 use crate::logical::Logical;
 use crate::types::SealStatus;
@@ -237,7 +239,8 @@ impl Core {
                     ))
                 })?;
                 shamir.set_kek(kek);
-                self.fetch_stored_root_key()
+                let root = self
+                    .fetch_stored_root_key()
                     .await
                     .map_err(|failure| match failure {
                         AutoUnsealFailure::WrongKey(_) => invalid_unseal_key(
@@ -245,7 +248,8 @@ impl Core {
                              to this storage's current key set",
                         ),
                         other => other.into_core_error(),
-                    })?
+                    })?;
+                self.recover_interrupted_rekey(shamir, root).await?
             }
             SealKind::Auto(_) => {
                 self.verify_recovery_key(secret).await?;
@@ -255,6 +259,68 @@ impl Core {
             }
         };
         self.unseal_barrier(&root, true).await
+    }
+
+    /// Finishes what a Shamir rekey interrupted by a crash left behind (see
+    /// `commit_rekey`): when a pending root key exists, whichever of the two
+    /// root keys opens the keyring is the real one. If it is the pending
+    /// one, it is stored wrapped under the current KEK (the keys operators
+    /// still hold); the pending entry is removed either way. Returns the
+    /// root key to unseal with.
+    async fn recover_interrupted_rekey(
+        &self,
+        shamir: &ShamirSeal,
+        stored: RootKey,
+    ) -> Result<RootKey, CoreError> {
+        let Some(blob) = self.inner.physical.get(REKEY_PENDING_PATH).await? else {
+            return Ok(stored);
+        };
+        let pending = match shamir.decrypt(&blob, REKEY_PENDING_PATH.as_bytes()).await {
+            Ok(plain) => decode_stored_keys(&plain).ok(),
+            Err(_) => None,
+        };
+        let Some(pending) = pending else {
+            tracing::warn!(
+                path = REKEY_PENDING_PATH,
+                "ignoring an unreadable leftover of an interrupted rekey"
+            );
+            return Ok(stored);
+        };
+        match self.inner.barrier.unseal(&stored).await {
+            Ok(()) => {
+                // The crash came before the keyring changed: the stored
+                // root key is current and the pending one is stale.
+                self.inner.barrier.seal();
+                self.inner.physical.delete(REKEY_PENDING_PATH).await?;
+                tracing::warn!(
+                    "an interrupted rekey was found and discarded: the unseal keys did not \
+                     change; run the rekey again"
+                );
+                Ok(stored)
+            }
+            Err(BarrierError::InvalidRootKey) => {
+                self.inner.barrier.unseal(&pending).await?;
+                self.inner.barrier.seal();
+                let wrapped = shamir
+                    .encrypt(&encode_stored_keys(&pending), STORED_KEYS_PATH.as_bytes())
+                    .await
+                    .map_err(|e| CoreError::seal("re-wrapping the recovered root key failed", e))?;
+                self.inner
+                    .physical
+                    .transaction(vec![
+                        TxnOp::put(STORED_KEYS_PATH, wrapped),
+                        TxnOp::delete(REKEY_PENDING_PATH),
+                    ])
+                    .await?;
+                tracing::warn!(
+                    "an interrupted rekey was found after the keyring had been re-encrypted: the \
+                     new root key was recovered and is now wrapped under the current unseal \
+                     keys; the new unseal keys were never committed, run the rekey again"
+                );
+                Ok(pending)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Checks recovery key shares combined to `secret` against the stored

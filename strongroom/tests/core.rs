@@ -1064,3 +1064,115 @@ async fn metrics_follow_the_state() {
     assert!(m.sealed);
     assert_eq!((m.barrier_term, m.barrier_encryptions), (0, 0));
 }
+
+/// A storage that fails the transactions touching one key, as a crash or an
+/// outage in the middle of a multi-step operation would.
+#[derive(Debug)]
+struct FailingTxn {
+    inner: Arc<MemoryStorage>,
+    fail_key: std::sync::Mutex<Option<&'static str>>,
+}
+
+#[async_trait::async_trait]
+impl Storage for FailingTxn {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, seal_core::StorageError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), seal_core::StorageError> {
+        self.inner.put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), seal_core::StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, seal_core::StorageError> {
+        self.inner.list(prefix).await
+    }
+    async fn transaction(&self, ops: Vec<seal_core::TxnOp>) -> Result<(), seal_core::StorageError> {
+        let fail = *self.fail_key.lock().unwrap();
+        if let Some(key) = fail.filter(|k| ops.iter().any(|op| op.key() == *k)) {
+            return Err(seal_core::StorageError::Unavailable {
+                op: "transaction",
+                key: key.to_owned(),
+                message: "simulated crash".into(),
+                source: None,
+            });
+        }
+        self.inner.transaction(ops).await
+    }
+}
+
+async fn interrupted_rekey_leaves_the_current_keys_working(fail_on: &'static str) {
+    let memory = Arc::new(MemoryStorage::new());
+    let flaky = Arc::new(FailingTxn {
+        inner: memory.clone(),
+        fail_key: std::sync::Mutex::new(None),
+    });
+    let core = Core::builder()
+        .storage(flaky.clone())
+        .shamir()
+        .build()
+        .await
+        .unwrap();
+    let init = core.init(shamir_params(3, 2)).await.unwrap();
+    unseal_with(&core, &init.keys[..2]).await;
+    core.barrier().put("app/precious", b"data").await.unwrap();
+
+    *flaky.fail_key.lock().unwrap() = Some(fail_on);
+    let token = init.root_token.as_str();
+    let status = core
+        .rekey_init(
+            token,
+            RekeyParams {
+                secret_shares: 3,
+                secret_threshold: 2,
+                ..RekeyParams::default()
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    core.rekey_update(token, &init.keys[0], &status.nonce, false)
+        .await
+        .unwrap();
+    let err = core
+        .rekey_update(token, &init.keys[1], &status.nonce, false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    drop(core);
+
+    // "Restart" over what was durably written: the current keys still work.
+    let restarted = shamir_core(&memory).await;
+    unseal_with(&restarted, &init.keys[1..3]).await;
+    assert_eq!(
+        restarted
+            .barrier()
+            .get("app/precious")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(&b"data"[..])
+    );
+    assert!(
+        memory
+            .get("core/hsm/barrier-unseal-keys-rekey-pending")
+            .await
+            .unwrap()
+            .is_none(),
+        "the leftover is cleaned up"
+    );
+    // And again after one more restart, now without any leftover.
+    drop(restarted);
+    let again = shamir_core(&memory).await;
+    unseal_with(&again, &init.keys[..2]).await;
+}
+
+#[tokio::test]
+async fn rekey_interrupted_after_the_keyring_changed_is_recovered() {
+    interrupted_rekey_leaves_the_current_keys_working("core/seal-config").await;
+}
+
+#[tokio::test]
+async fn rekey_interrupted_before_the_keyring_changed_is_discarded() {
+    interrupted_rekey_leaves_the_current_keys_working("core/keyring").await;
+}
