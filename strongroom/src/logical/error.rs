@@ -3,6 +3,10 @@
 
 use seal_core::StorageError;
 
+/// The message of [`LogicalError::UnsupportedPath`] for a path no handler
+/// serves inside `sys/` and `auth/`.
+pub(crate) const UNSUPPORTED_PATH: &str = "unsupported path";
+
 /// Why a logical request (KV, tokens, mounts) failed.
 ///
 /// Each variant maps to the HTTP status Vault answers with ([`Self::status`])
@@ -90,7 +94,14 @@ impl LogicalError {
     pub fn errors(&self) -> Vec<String> {
         match self {
             Self::NotFound(_) => Vec::new(),
-            Self::UnsupportedOperation { .. } => vec!["unsupported operation".to_owned()],
+            // Vault's router wraps these two in a multierror; clients that
+            // match on the text see exactly Vault's.
+            Self::UnsupportedOperation { .. } => {
+                vec!["1 error occurred:\n\t* unsupported operation\n\n".to_owned()]
+            }
+            Self::UnsupportedPath(msg) if msg == UNSUPPORTED_PATH => {
+                vec!["1 error occurred:\n\t* unsupported path\n\n".to_owned()]
+            }
             Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) => {
                 vec![format!("internal error: {self}")]
             }
@@ -130,7 +141,16 @@ mod tests {
             path: "x".into(),
         };
         assert_eq!(op.status(), 405);
-        assert_eq!(op.errors(), ["unsupported operation"]);
+        assert_eq!(
+            op.errors(),
+            ["1 error occurred:\n\t* unsupported operation\n\n"]
+        );
+        let path = LogicalError::UnsupportedPath(UNSUPPORTED_PATH.into());
+        assert_eq!(
+            path.errors(),
+            ["1 error occurred:\n\t* unsupported path\n\n"]
+        );
+        assert_eq!(path.to_string(), "unsupported path");
         let sealed = LogicalError::Storage(StorageError::Unavailable {
             op: "get",
             key: "core/mounts".into(),

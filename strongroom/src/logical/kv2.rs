@@ -201,9 +201,15 @@ pub(crate) async fn handle(
     let op = ctx.req.operation;
     match (section, op) {
         ("metadata", Operation::List) => list(ctx, mount, key).await,
+        ("metadata", Operation::Read) if key.is_empty() || key.ends_with('/') => {
+            Err(LogicalError::NotFound(ctx.req.path.clone()))
+        }
         ("metadata", _) => {
             validate_secret_path(key)?;
             metadata(ctx, locks, mount, key).await
+        }
+        ("data" | "subkeys", Operation::Read) if key.is_empty() || key.ends_with('/') => {
+            Err(LogicalError::NotFound(ctx.req.path.clone()))
         }
         ("data", Operation::Read) => {
             validate_secret_path(key)?;
@@ -230,7 +236,13 @@ pub(crate) async fn handle(
             change_versions(ctx, locks, mount, key, section).await
         }
         ("data" | "subkeys" | "delete" | "undelete" | "destroy", _) => Err(ctx.unsupported()),
-        _ => Err(LogicalError::UnsupportedPath(INVALID_PATH.to_owned())),
+        // Vault answers a path outside the engine's layout with a 404 whose
+        // body carries the explanation as a warning (no `errors`).
+        _ => Ok(LogicalResponse {
+            status: 404,
+            warnings: vec![INVALID_PATH.to_owned()],
+            ..LogicalResponse::default()
+        }),
     }
 }
 
@@ -491,9 +503,6 @@ async fn write(
     meta.versions.insert(version, vm.clone());
     meta.current_version = version;
     meta.updated_time = at;
-    if meta.oldest_version == 0 {
-        meta.oldest_version = version;
-    }
 
     let version_path = paths.version(version);
     let mut ops = vec![TxnOp::put(
@@ -519,10 +528,15 @@ fn prune(meta: &mut KeyMeta, cfg: &KvConfig, paths: &KeyPaths) -> Vec<TxnOp> {
     let mut ops = Vec::new();
     let cutoff = meta.current_version.saturating_sub(max);
     let doomed: Vec<u64> = meta.versions.range(..=cutoff).map(|(n, _)| *n).collect();
+    if doomed.is_empty() {
+        return ops;
+    }
     for n in doomed {
         meta.versions.remove(&n);
         ops.push(TxnOp::delete(paths.version(n)));
     }
+    // Like Vault, `oldest_version` stays 0 until pruning first drops a
+    // version, then names the oldest version still kept.
     meta.oldest_version = meta
         .versions
         .keys()
@@ -568,7 +582,7 @@ async fn change_versions(
     ctx.warnings.extend(fields.unknown_warning(&["versions"]));
     let versions = fields.u64_list("versions")?.unwrap_or_default();
     if versions.is_empty() {
-        return Err(LogicalError::invalid("no version number provided"));
+        return Err(LogicalError::invalid("No version number provided"));
     }
     let paths = KeyPaths::new(mount, key);
     let _guard = locks.lock(&paths.lock).await;

@@ -182,7 +182,7 @@ pub struct LogicalResponse {
     pub lease_duration: u64,
     /// Vault's top-level `renewable`.
     pub renewable: bool,
-    /// Set for `sys/mounts`: Vault also copies every key of `data` to the
+    /// Set for `sys/mounts` (and `sys/mounts/<path>`, `.../tune`): Vault also copies every key of `data` to the
     /// top level of the body for old clients. [`Self::to_json`] does it.
     pub data_at_top_level: bool,
 }
@@ -205,7 +205,8 @@ impl LogicalResponse {
         }
     }
 
-    fn with_warnings(mut self, warnings: Vec<String>) -> Self {
+    fn with_warnings(mut self, mut warnings: Vec<String>) -> Self {
+        warnings.append(&mut self.warnings);
         self.warnings = warnings;
         self
     }
@@ -534,7 +535,9 @@ impl Logical {
             return Ok(LogicalResponse::ok(data));
         }
         if path.starts_with("sys/") || path == "sys" || path.starts_with("auth/") {
-            return Err(LogicalError::UnsupportedPath("unsupported path".to_owned()));
+            return Err(LogicalError::UnsupportedPath(
+                error::UNSUPPORTED_PATH.to_owned(),
+            ));
         }
         let mount = {
             let table = self.inner.mounts.read().await;
@@ -567,7 +570,10 @@ impl Logical {
                     let entry = table.get(&path).ok_or_else(|| {
                         LogicalError::invalid(format!("cannot fetch sysview for path {path:?}"))
                     })?;
-                    Ok(LogicalResponse::ok(mounts::tune_response(entry)))
+                    Ok(LogicalResponse {
+                        data_at_top_level: true,
+                        ..LogicalResponse::ok(mounts::tune_response(entry))
+                    })
                 }
                 op if op.is_write() => {
                     let mut table = self.inner.mounts.write().await;
@@ -594,7 +600,10 @@ impl Logical {
                 let entry = table.get(&path).ok_or_else(|| {
                     LogicalError::invalid(format!("No secret engine mount at {path}"))
                 })?;
-                Ok(LogicalResponse::ok(entry.to_json()))
+                Ok(LogicalResponse {
+                    data_at_top_level: true,
+                    ..LogicalResponse::ok(entry.to_json())
+                })
             }
             op if op.is_write() => {
                 let entry = mounts::parse_enable(&path, ctx.req.data.as_ref(), &mut ctx.warnings)?;
@@ -685,7 +694,7 @@ impl Logical {
                 let entry = tokens
                     .lookup(storage, &target)
                     .await?
-                    .ok_or_else(|| LogicalError::invalid("bad token"))?;
+                    .ok_or_else(|| LogicalError::Forbidden("bad token".to_owned()))?;
                 Ok(LogicalResponse::ok(entry.lookup_data(Some(&target))))
             }
             "lookup-accessor" if op.is_write() => {
@@ -722,7 +731,9 @@ impl Logical {
             }
             "create" | "create-orphan" | "lookup-self" | "revoke-self" | "renew-self"
             | "lookup" | "lookup-accessor" | "revoke" | "revoke-accessor" => Err(ctx.unsupported()),
-            _ => Err(LogicalError::UnsupportedPath("unsupported path".to_owned())),
+            _ => Err(LogicalError::UnsupportedPath(
+                error::UNSUPPORTED_PATH.to_owned(),
+            )),
         }
     }
 }

@@ -15,6 +15,9 @@ use super::token::MAX_TTL_SECS;
 use super::util::{Fields, random_base62, random_uuid};
 use seal_core::{Storage, TxnOp};
 
+/// What `running_plugin_version` reports: engines are built in.
+const RUNNING_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), "+builtin.strongroom");
+
 /// Storage key of the mount table.
 pub(crate) const MOUNTS_PATH: &str = "core/mounts";
 
@@ -105,8 +108,9 @@ impl MountEntry {
             "external_entropy_access": false,
             "local": self.local,
             "options": self.options,
+            "deprecation_status": "supported",
             "plugin_version": "",
-            "running_plugin_version": "",
+            "running_plugin_version": RUNNING_VERSION,
             "running_sha256": "",
             "seal_wrap": self.seal_wrap,
             "type": self.kind_name,
@@ -210,10 +214,8 @@ impl MountTable {
 
     /// Checks that `path` may be mounted: not protected, not overlapping.
     pub(crate) fn check_free(&self, path: &str) -> Result<(), LogicalError> {
-        if let Some(p) = PROTECTED.iter().find(|p| path.starts_with(**p)) {
-            return Err(LogicalError::invalid(format!(
-                "cannot mount {path:?}: {p:?} is reserved"
-            )));
+        if PROTECTED.iter().any(|p| path.starts_with(p)) {
+            return Err(LogicalError::invalid(format!("cannot mount {path:?}")));
         }
         if let Some(existing) = self
             .entries
@@ -245,7 +247,7 @@ impl MountTable {
                 "local": false,
                 "options": null,
                 "plugin_version": "",
-                "running_plugin_version": "",
+                "running_plugin_version": RUNNING_VERSION,
                 "running_sha256": "",
                 "seal_wrap": true,
                 "type": "system",
@@ -290,11 +292,13 @@ pub(crate) fn parse_enable(
     }
     let kind_name = match kind_raw.as_str() {
         "kv" | "generic" => {
+            // Like Vault, a plain `kv` mount keeps empty options; clients
+            // read a missing version as 1.
             match options.get("version").map(String::as_str) {
-                None | Some("" | "1") => {
-                    options.insert("version".to_owned(), "1".to_owned());
+                None | Some("1" | "2") => {}
+                Some("") => {
+                    options.remove("version");
                 }
-                Some("2") => {}
                 Some(other) => {
                     return Err(LogicalError::invalid(format!(
                         "invalid KV version {other:?}: use \"1\" or \"2\""

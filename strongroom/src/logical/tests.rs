@@ -253,7 +253,7 @@ async fn child_token_create_and_lookup_shapes() {
         .unwrap();
     let data = resp.data.unwrap();
     assert_eq!(data["id"], child.as_str());
-    assert_eq!(data["display_name"], "token-web-app");
+    assert_eq!(data["display_name"], "token-Web-App");
     assert_eq!(data["path"], "auth/token/create");
     assert_eq!(data["meta"], json!({"team": "payments"}));
     assert_eq!(data["num_uses"], 4, "the lookup itself spent one use");
@@ -483,7 +483,7 @@ async fn lookup_revoke_and_accessor_endpoints() {
             Some(json!({"token": "hvs.nope"}))
         )
         .await,
-        400
+        403
     );
     assert_eq!(
         f.status(Update, "auth/token/revoke", Some(json!({"token": token})))
@@ -641,7 +641,8 @@ async fn mount_enable_list_and_read() {
     let kv1 = &data["kv1/"];
     assert_eq!(kv1["type"], "kv");
     assert_eq!(kv1["description"], "v1 store");
-    assert_eq!(kv1["options"], json!({"version": "1"}));
+    assert_eq!(kv1["options"], json!({}));
+    assert_eq!(kv1["deprecation_status"], "supported");
     assert_eq!(kv1["config"]["default_lease_ttl"], 0);
     assert_eq!(kv1["local"], false);
     assert_eq!(kv1["seal_wrap"], false);
@@ -864,12 +865,26 @@ async fn unknown_paths_are_404_and_wrong_operations_405() {
     );
     assert_eq!(f.status(Read, "sys/bogus", None).await, 404);
     assert_eq!(f.status(Read, "auth/userpass/login", None).await, 404);
-    let err = f.err(Read, "secret/foo", None).await;
-    assert_eq!(err.status(), 404);
-    assert!(err.to_string().contains("Invalid path for a versioned K/V"));
+    let resp = f.ok(Read, "secret/foo", None).await;
+    assert_eq!(resp.status, 404);
+    assert_eq!(resp.data, None);
+    assert!(resp.warnings[0].starts_with("Invalid path for a versioned K/V"));
     let err = f.err(List, "secret/data/foo", None).await;
     assert_eq!(err.status(), 405);
-    assert_eq!(err.errors(), ["unsupported operation"]);
+    assert_eq!(
+        err.errors(),
+        ["1 error occurred:\n\t* unsupported operation\n\n"]
+    );
+    assert_eq!(
+        f.err(Read, "sys/bogus", None).await.errors(),
+        ["1 error occurred:\n\t* unsupported path\n\n"]
+    );
+    assert_eq!(f.status(Read, "secret/data/", None).await, 404);
+    assert_eq!(f.status(Read, "secret/metadata/", None).await, 404);
+    let err = f
+        .err(Update, "secret/data/", Some(json!({"data": {}})))
+        .await;
+    assert_eq!(err.to_string(), "cannot write to a path ending in '/'");
     assert_eq!(f.status(Read, "secret/destroy/foo", None).await, 405);
 }
 
@@ -1246,7 +1261,7 @@ async fn kv_v2_metadata_read_write_list_delete() {
 
     let meta = f.data(Read, "secret/metadata/app/db", None).await;
     assert_eq!(meta["current_version"], 2);
-    assert_eq!(meta["oldest_version"], 1);
+    assert_eq!(meta["oldest_version"], 0, "0 until pruning, like Vault");
     assert_eq!(meta["max_versions"], 0);
     assert_eq!(meta["cas_required"], false);
     assert_eq!(meta["delete_version_after"], "0s");
@@ -1565,7 +1580,7 @@ async fn a_new_router_over_the_same_storage_sees_everything() {
     };
     let mounts = g.data(Read, "sys/mounts", None).await;
     assert_eq!(mounts["secret/"]["options"]["version"], "2");
-    assert_eq!(mounts["kv/"]["options"]["version"], "1");
+    assert_eq!(mounts["kv/"]["options"], json!({}));
     assert_eq!(g.data(Read, "secret/data/a", None).await["data"]["v"], 2);
     assert_eq!(
         g.data(Read, "secret/metadata/a", None).await["current_version"],

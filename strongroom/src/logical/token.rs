@@ -632,7 +632,7 @@ pub(crate) fn parse_create(
     if let Some(id) = &id {
         if id.contains('.') {
             return Err(LogicalError::invalid(
-                "custom token ID cannot have the '.' in the value",
+                "custom token ID cannot have a '.' in the value",
             ));
         }
         if id.len() > 256 || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -714,12 +714,13 @@ pub(crate) fn parse_create(
 
     let display_name = match fields.string("display_name")? {
         Some(name) if !name.trim().is_empty() => {
+            // Vault's sanitising: anything but ASCII letters, digits and '-'
+            // becomes '-'; case is kept.
             let cleaned: String = name
                 .trim()
-                .to_lowercase()
                 .chars()
                 .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    if c.is_ascii_alphanumeric() || c == '-' {
                         c
                     } else {
                         '-'

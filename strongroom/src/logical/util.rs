@@ -291,18 +291,15 @@ impl<'a> Fields<'a> {
 /// `..` segments and control characters; refusing them here gives the
 /// client a 400 that names the path instead of a storage error.
 pub(crate) fn validate_secret_path(path: &str) -> Result<(), LogicalError> {
-    if path.is_empty() {
-        return Err(LogicalError::invalid("missing secret path"));
+    if path.is_empty() || path.ends_with('/') {
+        return Err(LogicalError::invalid(
+            "cannot write to a path ending in '/'",
+        ));
     }
     if path.len() > 1024 {
         return Err(LogicalError::invalid(
             "secret path is longer than 1024 bytes",
         ));
-    }
-    if path.ends_with('/') {
-        return Err(LogicalError::invalid(format!(
-            "secret path {path:?} must not end with '/'"
-        )));
     }
     validate_segments(path)
 }
