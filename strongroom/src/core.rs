@@ -165,11 +165,16 @@ impl CoreBuilder {
     /// to unseal itself (a failure is logged and counted, not returned: the
     /// node stays sealed and [`Core::spawn_auto_unseal`] keeps trying).
     ///
+    /// A storage that is unavailable at start (a transient error) does not
+    /// fail the build: the node starts sealed and the auto-unseal loop keeps
+    /// trying.
+    ///
     /// # Errors
     /// [`CoreError::Config`] without a storage, with an auto seal of the
-    /// Shamir type, or with a zero backoff; [`CoreError::Storage`] /
+    /// Shamir type, with a zero backoff, or when the storage was initialized
+    /// with the other kind of seal; [`CoreError::Storage`] (non-transient) /
     /// [`CoreError::Corrupt`] when the stored seal configuration cannot be
-    /// read or belongs to another kind of seal.
+    /// read.
     pub async fn build(self) -> Result<Core, CoreError> {
         let storage = self.storage.ok_or_else(|| {
             CoreError::Config("no storage given: call CoreBuilder::storage".into())
@@ -209,7 +214,17 @@ impl CoreBuilder {
                 last_auto_unseal_error: RwLock::new(None),
             }),
         };
-        core.check_stored_seal_type().await?;
+        match core.check_stored_seal_type().await {
+            Ok(()) => {}
+            // Storage down at start (Consul restarting): start sealed and
+            // let the retry loop and probes report it, rather than refuse
+            // to start.
+            Err(CoreError::Storage(e)) if e.is_transient() => {
+                tracing::warn!(error = %e, "storage unavailable at start: the node starts sealed");
+                return Ok(core);
+            }
+            Err(e) => return Err(e),
+        }
         if core.inner.seal.is_auto() && core.is_initialized().await? {
             // One attempt now; the retry loop is the caller's to start.
             if let Err(failure) = core.try_auto_unseal().await {

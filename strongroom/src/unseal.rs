@@ -107,7 +107,8 @@ impl std::fmt::Display for AutoUnsealFailure {
             Self::WrongKey(e) => write!(
                 f,
                 "fetching stored unseal keys failed: failed to decrypt keys from storage ({e}); \
-                 the configured seal key is not the one this storage was initialized with"
+                 the configured seal key is not the one this storage was initialized with, or \
+                 core/hsm/barrier-unseal-keys was altered"
             ),
             Self::Corrupt(reason) => write!(
                 f,
@@ -589,6 +590,9 @@ impl Core {
     /// Beyond Vault: a node that started while the KMS was down unseals
     /// itself when the KMS returns, without a restart. Like Vault, a node
     /// sealed on purpose stays sealed.
+    ///
+    /// # Panics
+    /// When called outside a Tokio runtime (as `tokio::spawn`).
     pub fn spawn_auto_unseal(&self) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(&self.inner);
         tokio::spawn(auto_unseal_loop(weak))
@@ -692,6 +696,59 @@ mod tests {
             let err = decode_stored_keys(raw).unwrap_err();
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn seal_failures_are_classified_for_operators() {
+        let cases = [
+            (
+                SealError::Unreachable("timeout".into()),
+                "seal_unreachable",
+                "unreachable",
+            ),
+            (
+                SealError::Throttled("slow down".into()),
+                "seal_unreachable",
+                "unreachable",
+            ),
+            (
+                SealError::AccessDenied("no kms:Decrypt".into()),
+                "seal_access_denied",
+                "refused",
+            ),
+            (
+                SealError::KeyDisabled("arn".into()),
+                "seal_access_denied",
+                "enabled",
+            ),
+            (
+                SealError::KeyNotFound("arn".into()),
+                "seal_access_denied",
+                "key policy",
+            ),
+            (
+                SealError::Decrypt,
+                "wrong_key",
+                "not the one this storage was initialized with",
+            ),
+            (
+                SealError::Malformed("short"),
+                "corrupt_stored_keys",
+                "restore",
+            ),
+        ];
+        for (err, kind, words) in cases {
+            let failure = AutoUnsealFailure::from_seal(err);
+            assert_eq!(failure.kind(), kind);
+            let text = failure.to_string();
+            assert!(text.contains(words), "{text}");
+            assert!(
+                text.starts_with("fetching stored unseal keys failed"),
+                "{text}"
+            );
+        }
+        let text = AutoUnsealFailure::NotInitialized.to_string();
+        assert!(text.contains("run `operator init`"), "{text}");
     }
 
     #[test]

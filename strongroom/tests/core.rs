@@ -1067,15 +1067,25 @@ async fn metrics_follow_the_state() {
 
 /// A storage that fails the transactions touching one key, as a crash or an
 /// outage in the middle of a multi-step operation would.
+/// With `down` set, every read fails as an unreachable Consul would.
 #[derive(Debug)]
 struct FailingTxn {
     inner: Arc<MemoryStorage>,
     fail_key: std::sync::Mutex<Option<&'static str>>,
+    down: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait::async_trait]
 impl Storage for FailingTxn {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, seal_core::StorageError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(seal_core::StorageError::Unavailable {
+                op: "get",
+                key: key.to_owned(),
+                message: "simulated outage".into(),
+                source: None,
+            });
+        }
         self.inner.get(key).await
     }
     async fn put(&self, key: &str, value: &[u8]) -> Result<(), seal_core::StorageError> {
@@ -1106,6 +1116,7 @@ async fn interrupted_rekey_leaves_the_current_keys_working(fail_on: &'static str
     let flaky = Arc::new(FailingTxn {
         inner: memory.clone(),
         fail_key: std::sync::Mutex::new(None),
+        down: std::sync::atomic::AtomicBool::new(false),
     });
     let core = Core::builder()
         .storage(flaky.clone())
@@ -1175,4 +1186,62 @@ async fn rekey_interrupted_after_the_keyring_changed_is_recovered() {
 #[tokio::test]
 async fn rekey_interrupted_before_the_keyring_changed_is_discarded() {
     interrupted_rekey_leaves_the_current_keys_working("core/keyring").await;
+}
+
+#[tokio::test]
+async fn a_damaged_stored_key_blob_is_reported_as_corrupt() {
+    let storage = Arc::new(MemoryStorage::new());
+    let seal = Arc::new(InsecureTestSeal::new());
+    auto_core(&storage, &seal)
+        .await
+        .init(recovery_params(1, 1))
+        .await
+        .unwrap();
+    storage
+        .put("core/hsm/barrier-unseal-keys", b"\x53\x01")
+        .await
+        .unwrap();
+    let core = auto_core(&storage, &seal).await;
+    assert!(core.is_sealed());
+    let reason = core.last_auto_unseal_error().unwrap();
+    assert!(
+        reason.contains("restore core/hsm/barrier-unseal-keys"),
+        "{reason}"
+    );
+    assert_eq!(core.metrics().await.auto_unseal_failures, 1);
+}
+
+#[tokio::test]
+async fn storage_down_at_start_starts_sealed_and_recovers_without_restart() {
+    let memory = Arc::new(MemoryStorage::new());
+    let seal = Arc::new(InsecureTestSeal::new());
+    auto_core(&memory, &seal)
+        .await
+        .init(recovery_params(1, 1))
+        .await
+        .unwrap();
+    let flaky = Arc::new(FailingTxn {
+        inner: memory.clone(),
+        fail_key: std::sync::Mutex::new(None),
+        down: std::sync::atomic::AtomicBool::new(true),
+    });
+    let core = Core::builder()
+        .storage(flaky.clone())
+        .auto_seal(seal.clone())
+        .options(fast_options())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.is_sealed());
+    assert!(core.seal_status().await.is_err());
+    let task = core.spawn_auto_unseal();
+    wait_until("a failed attempt", || {
+        core.last_auto_unseal_error().is_some()
+    })
+    .await;
+    let reason = core.last_auto_unseal_error().unwrap();
+    assert!(reason.contains("simulated outage"), "{reason}");
+    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_until("the retry loop to unseal", || !core.is_sealed()).await;
+    task.await.unwrap();
 }
