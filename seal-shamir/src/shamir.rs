@@ -89,26 +89,49 @@ pub(crate) fn split_raw(
 ) -> Result<Vec<Zeroizing<Vec<u8>>>, ShamirError> {
     let xs = random_x_coordinates(shares)?;
     let degree = threshold - 1;
-    // coefficients[b * degree + d] is the coefficient of x^(d+1) of the
-    // polynomial for secret byte b; its constant term is the byte itself.
-    let coefficients = random(secret.len() * degree)?;
+    // Eight byte-polynomials are evaluated at once, one per byte of a u64
+    // word (see `gf256::Lanes`). coefficients[d * words + w] holds the
+    // coefficients of x^(d+1) for secret bytes 8w..8w+8; the constant terms
+    // are the secret bytes themselves.
+    let words = secret.len().div_ceil(8);
+    let secret_words: Zeroizing<Vec<u64>> = Zeroizing::new(secret.chunks(8).map(load).collect());
+    let coefficient_bytes = random(words * 8 * degree)?;
+    let coefficients: Zeroizing<Vec<u64>> =
+        Zeroizing::new(coefficient_bytes.chunks(8).map(load).collect());
     let mut out: Vec<Zeroizing<Vec<u8>>> = (0..shares)
         .map(|_| Zeroizing::new(vec![0u8; secret.len() + 1]))
         .collect();
     for (share, &x) in out.iter_mut().zip(&xs) {
-        for (b, &intercept) in secret.iter().enumerate() {
-            let poly = &coefficients[b * degree..(b + 1) * degree];
+        let times_x = gf256::Lanes::new(x);
+        let (ys, x_slot) = share.split_at_mut(secret.len());
+        for ((w, &intercept), chunk) in secret_words.iter().enumerate().zip(ys.chunks_mut(8)) {
             // Horner from the highest coefficient down to the intercept.
-            let mut y = 0u8;
-            for &c in poly.iter().rev() {
-                y = gf256::add(gf256::mul(y, x), c);
+            let mut y = 0u64;
+            for d in (0..degree).rev() {
+                y = times_x.mul(y) ^ coefficients[d * words + w];
             }
-            y = gf256::add(gf256::mul(y, x), intercept);
-            share[b] = y;
+            y = times_x.mul(y) ^ intercept;
+            store(y, chunk);
         }
-        share[secret.len()] = x;
+        x_slot.fill(x);
     }
     Ok(out)
+}
+
+/// Little-endian load of up to eight bytes into a word (missing bytes 0).
+fn load(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .take(8)
+        .enumerate()
+        .fold(0u64, |w, (i, &b)| w | (u64::from(b) << (8 * i)))
+}
+
+/// Little-endian store of a word's low `out.len()` (at most eight) bytes.
+fn store(word: u64, out: &mut [u8]) {
+    for (i, o) in out.iter_mut().take(8).enumerate() {
+        *o = (word >> (8 * i)) as u8;
+    }
 }
 
 /// `count` distinct x-coordinates, uniformly chosen and ordered, from
@@ -248,11 +271,18 @@ pub fn combine_bytes(parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, ShamirError>
         })
         .collect();
 
-    let mut secret = Zeroizing::new(vec![0u8; secret_len]);
+    // Σ L_i(0) · y_i, eight bytes at a time.
+    let mut acc: Zeroizing<Vec<u64>> = Zeroizing::new(vec![0u64; secret_len.div_ceil(8)]);
     for (part, &l) in parts.iter().zip(&basis) {
-        for (s, &y) in secret.iter_mut().zip(part.iter()) {
-            *s = gf256::add(*s, gf256::mul(l, y));
+        let times_l = gf256::Lanes::new(l);
+        let ys = part.get(..secret_len).unwrap_or_default();
+        for (a, chunk) in acc.iter_mut().zip(ys.chunks(8)) {
+            *a ^= times_l.mul(load(chunk));
         }
+    }
+    let mut secret = Zeroizing::new(vec![0u8; secret_len]);
+    for (chunk, &a) in secret.chunks_mut(8).zip(acc.iter()) {
+        store(a, chunk);
     }
     Ok(secret)
 }
