@@ -266,15 +266,13 @@ impl Core {
         }
         let secret = match op.progress.submit(share, required) {
             Ok(Submit::Pending(status)) => {
-                return Ok(RekeyUpdateResult {
-                    nonce: op.nonce.clone(),
-                    complete: false,
-                    verification_required: op.require_verification,
-                    progress: Some(status.progress),
-                    required: Some(required),
-                    started: Some(true),
-                    ..RekeyUpdateResult::default()
-                });
+                let mut result = RekeyUpdateResult::default();
+                result.nonce.clone_from(&op.nonce);
+                result.verification_required = op.require_verification;
+                result.progress = Some(status.progress);
+                result.required = Some(required);
+                result.started = Some(true);
+                return Ok(result);
             }
             Ok(Submit::Complete(secret)) => secret,
             Err(e) => {
@@ -292,15 +290,11 @@ impl Core {
             Kek::generate()?.expose_secret().to_vec()
         });
         let shares = make_shares(&new_secret, op.shares, op.threshold)?;
-        let (keys, keys_base64) = render_shares(&shares);
-        let mut result = RekeyUpdateResult {
-            nonce: op.nonce.clone(),
-            complete: true,
-            keys,
-            keys_base64,
-            verification_required: op.require_verification,
-            ..RekeyUpdateResult::default()
-        };
+        let mut result = RekeyUpdateResult::default();
+        (result.keys, result.keys_base64) = render_shares(&shares);
+        result.nonce.clone_from(&op.nonce);
+        result.complete = true;
+        result.verification_required = op.require_verification;
         if op.require_verification {
             let verification_nonce = uuid::Uuid::new_v4().to_string();
             result.verification_nonce.clone_from(&verification_nonce);

@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
 
 /// The version string reported in `seal-status` and `health`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -221,6 +222,17 @@ pub struct InitResult {
     pub root_token: String,
 }
 
+/// The keys and token are wiped from memory when the result is dropped.
+impl Drop for InitResult {
+    fn drop(&mut self) {
+        self.keys.zeroize();
+        self.keys_base64.zeroize();
+        self.recovery_keys.zeroize();
+        self.recovery_keys_base64.zeroize();
+        self.root_token.zeroize();
+    }
+}
+
 impl fmt::Debug for InitResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InitResult")
@@ -306,6 +318,14 @@ pub struct RekeyUpdateResult {
     /// Before completion: whether a rekey is in progress (always true).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub started: Option<bool>,
+}
+
+/// The new keys are wiped from memory when the result is dropped.
+impl Drop for RekeyUpdateResult {
+    fn drop(&mut self) {
+        self.keys.zeroize();
+        self.keys_base64.zeroize();
+    }
 }
 
 impl fmt::Debug for RekeyUpdateResult {
