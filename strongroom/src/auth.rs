@@ -27,8 +27,9 @@ impl Core {
     }
 
     /// Like [`check_token`](Self::check_token), and the token must carry the
-    /// root policy: the operations guarded by it (seal, rotate, rekey) need
-    /// Vault's `sudo`, which only root tokens have here.
+    /// root policy: every `sys/*` operation of the core (seal, rotate,
+    /// key status, rekey) needs what only root tokens have here, since there
+    /// are no ACL policies yet (the logical layer applies the same rule).
     ///
     /// # Errors
     /// As [`check_token`](Self::check_token); [`CoreError::PermissionDenied`]

@@ -173,13 +173,14 @@ impl Core {
     /// The rekey in progress (`GET sys/rekey/init`).
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`].
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
+    /// token.
     pub async fn rekey_status(
         &self,
         token: &str,
         recovery: bool,
     ) -> Result<RekeyStatus, CoreError> {
-        self.check_token(token).await?;
+        self.require_root_token(token).await?;
         let required = self.current_threshold().await?;
         let mut slots = self.inner.rekey.lock().await;
         Ok(match slots.slot(recovery).as_ref() {
@@ -210,7 +211,8 @@ impl Core {
     /// keys stay valid. Cancelling when none is in progress is not an error.
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`].
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
+    /// token.
     pub async fn rekey_cancel(&self, token: &str, recovery: bool) -> Result<(), CoreError> {
         self.require_root_token(token).await?;
         if self
@@ -318,13 +320,14 @@ impl Core {
     ///
     /// # Errors
     /// [`CoreError::InvalidRequest`] when no new keys await verification;
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`].
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
+    /// token.
     pub async fn rekey_verify_status(
         &self,
         token: &str,
         recovery: bool,
     ) -> Result<RekeyVerifyStatus, CoreError> {
-        self.check_token(token).await?;
+        self.require_root_token(token).await?;
         let mut slots = self.inner.rekey.lock().await;
         let op = slots.slot(recovery).as_ref().ok_or_else(no_rekey)?;
         let pending = op

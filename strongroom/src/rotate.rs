@@ -103,9 +103,10 @@ impl Core {
     /// The active key term, its install time and use (`sys/key-status`).
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`].
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
+    /// token.
     pub async fn key_status(&self, token: &str) -> Result<KeyStatus, CoreError> {
-        self.check_token(token).await?;
+        self.require_root_token(token).await?;
         let status = self.inner.barrier.key_status().await?;
         Ok(KeyStatus {
             term: status.term,
@@ -120,9 +121,10 @@ impl Core {
     /// The automatic rotation policy (`GET sys/rotate/config`).
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`].
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
+    /// token.
     pub async fn rotation_config(&self, token: &str) -> Result<RotationConfig, CoreError> {
-        self.check_token(token).await?;
+        self.require_root_token(token).await?;
         Ok(to_api(self.inner.barrier.rotation_config().await?))
     }
 

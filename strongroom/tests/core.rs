@@ -1245,3 +1245,34 @@ async fn storage_down_at_start_starts_sealed_and_recovers_without_restart() {
     wait_until("the retry loop to unseal", || !core.is_sealed()).await;
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_child_token_is_valid_but_not_enough_for_sys_operations() {
+    let (_storage, core, init) = init_unsealed_shamir(1, 1).await;
+    let created = core
+        .handle(
+            LogicalRequest::new(Operation::Update, "auth/token/create")
+                .with_token(init.root_token.clone())
+                .with_data(serde_json::json!({"policies": ["default"], "ttl": "1h"})),
+        )
+        .await
+        .unwrap();
+    let child = created.auth.unwrap()["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entry = core.check_token(&child).await.unwrap();
+    assert!(!entry.is_root());
+    for err in [
+        core.seal(&child).await.unwrap_err(),
+        core.rotate(&child).await.map(|_| ()).unwrap_err(),
+        core.key_status(&child).await.map(|_| ()).unwrap_err(),
+        core.rekey_status(&child, false)
+            .await
+            .map(|_| ())
+            .unwrap_err(),
+    ] {
+        assert_eq!(err.status(), 403, "{err}");
+    }
+    assert!(!core.is_sealed());
+}
