@@ -539,20 +539,18 @@ impl Logical {
                 error::UNSUPPORTED_PATH.to_owned(),
             ));
         }
-        let mount = {
-            let table = self.inner.mounts.read().await;
-            table
-                .route(path)
-                .map(|(m, rest)| (m.clone(), rest.to_owned()))
-        };
-        let Some((mount, rest)) = mount else {
+        // The read guard is held for the whole engine request: disabling a
+        // mount waits for requests in flight, so none of them can write
+        // into the data folder after it has been deleted.
+        let table = self.inner.mounts.read().await;
+        let Some((mount, rest)) = table.route(path) else {
             return Err(LogicalError::UnsupportedPath(format!(
                 "no handler for route {path:?}. route entry not found."
             )));
         };
         match mount.kind() {
-            MountKind::KvV1 => kv1::handle(ctx, &mount, &rest).await,
-            MountKind::KvV2 => kv2::handle(ctx, &self.inner.kv_locks, &mount, &rest).await,
+            MountKind::KvV1 => kv1::handle(ctx, mount, rest).await,
+            MountKind::KvV2 => kv2::handle(ctx, &self.inner.kv_locks, mount, rest).await,
         }
     }
 
@@ -614,6 +612,10 @@ impl Logical {
                 if path.starts_with("sys/") || path.starts_with("auth/") {
                     return Err(LogicalError::invalid(format!("cannot unmount {path:?}")));
                 }
+                // Taking the write lock waits for requests in flight on this
+                // mount; once the new table is in place none can reach the
+                // old data, so it is deleted without holding the lock (a
+                // re-enabled path gets a new uuid and an empty folder).
                 let removed = {
                     let mut table = self.inner.mounts.write().await;
                     let Some(index) = table.entries.iter().position(|m| m.path == path) else {

@@ -1798,3 +1798,46 @@ async fn reload_picks_up_changes_made_by_another_router() {
     );
     assert!(f.logical.check_token(&doomed).await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn disable_during_writes_leaves_no_data_behind() {
+    let f = Arc::new(fixture().await);
+    f.logical.mount("busy", MountKind::KvV2, "").await.unwrap();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let f = f.clone();
+        writers.push(tokio::spawn(async move {
+            let mut accepted = 0u32;
+            for i in 0..5000 {
+                let path = format!("busy/data/w{w}/k{i}");
+                match f.call(Update, &path, Some(json!({"data": {"i": i}}))).await {
+                    Ok(_) => accepted += 1,
+                    Err(err) => {
+                        assert_eq!(err.status(), 404, "{err}");
+                        break;
+                    }
+                }
+            }
+            accepted
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(f.status(Delete, "sys/mounts/busy", None).await, 204);
+    let mut cut_off = 0;
+    for writer in writers {
+        cut_off += usize::from(writer.await.unwrap() < 5000);
+    }
+    assert!(cut_off > 0, "the disable did not overlap any writer");
+    let leftovers: Vec<String> = f
+        .all_keys()
+        .await
+        .into_iter()
+        .filter(|k| k.starts_with("logical/"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "{} keys left, e.g. {:?}",
+        leftovers.len(),
+        leftovers.first()
+    );
+}
