@@ -150,12 +150,15 @@ struct KeyPaths {
 
 impl KeyPaths {
     fn new(mount: &MountEntry, key: &str) -> Self {
-        let base = mount.data_prefix();
+        Self::under(&mount.data_prefix(), &mount.uuid, key)
+    }
+
+    fn under(base: &str, uuid: &str, key: &str) -> Self {
         let digest = hex::encode(Sha256::digest(key.as_bytes()));
         Self {
             meta: format!("{base}metadata/{key}"),
             versions: format!("{base}versions/{digest}/"),
-            lock: format!("{}/{key}", mount.uuid),
+            lock: format!("{uuid}/{key}"),
         }
     }
 
@@ -516,6 +519,65 @@ async fn write(
     ));
     ctx.storage.transaction(ops).await?;
     Ok(LogicalResponse::ok(meta.version_json(version, &vm)))
+}
+
+/// Copies every KV v1 secret under `v1_prefix` into `mount`'s (v2) folder
+/// as version 1 of the same key, in transactions the backend accepts.
+/// Returns how many secrets were copied. Nothing under `v1_prefix` changes.
+pub(crate) async fn import_v1(
+    storage: &dyn Storage,
+    v1_prefix: &str,
+    mount: &MountEntry,
+) -> Result<usize, LogicalError> {
+    let batch = storage
+        .limits()
+        .max_transaction_ops
+        .unwrap_or(64)
+        .clamp(2, 64);
+    let at = now();
+    let mut copied = 0;
+    let mut ops = Vec::new();
+    let mut folders = vec![String::new()];
+    while let Some(folder) = folders.pop() {
+        for child in storage.list(&format!("{v1_prefix}{folder}")).await? {
+            let key = format!("{folder}{child}");
+            if child.ends_with('/') {
+                folders.push(key);
+                continue;
+            }
+            let source = format!("{v1_prefix}{key}");
+            let Some(bytes) = storage.get(&source).await? else {
+                continue;
+            };
+            // Check it decodes: a v2 version must be a JSON object.
+            serde_json::from_slice::<Map<String, Value>>(&bytes)
+                .map_err(|e| LogicalError::corrupt(&source, e))?;
+            let paths = KeyPaths::new(mount, &key);
+            let mut meta = KeyMeta::new(at);
+            meta.current_version = 1;
+            meta.versions.insert(
+                1,
+                VersionMeta {
+                    created_time: at,
+                    deletion_time: None,
+                    destroyed: false,
+                },
+            );
+            if ops.len() + 2 > batch {
+                storage.transaction(std::mem::take(&mut ops)).await?;
+            }
+            ops.push(TxnOp::put(paths.version(1), bytes));
+            ops.push(TxnOp::put(
+                paths.meta.clone(),
+                to_bytes(&paths.meta, &meta)?,
+            ));
+            copied += 1;
+        }
+    }
+    if !ops.is_empty() {
+        storage.transaction(ops).await?;
+    }
+    Ok(copied)
 }
 
 /// Drops the oldest versions beyond the effective `max_versions` (the key's

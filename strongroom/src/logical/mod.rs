@@ -581,12 +581,36 @@ impl Logical {
                         .iter_mut()
                         .find(|m| m.path == path)
                         .ok_or_else(|| {
-                            LogicalError::invalid(format!("no mount found at {path:?}"))
+                            LogicalError::invalid(format!(
+                                "tune of path {path:?} failed: no mount entry found"
+                            ))
                         })?;
-                    mounts::apply_tune(entry, ctx.req.data.as_ref(), &mut ctx.warnings)?;
+                    let upgrade =
+                        mounts::apply_tune(entry, ctx.req.data.as_ref(), &mut ctx.warnings)?;
+                    if !upgrade {
+                        next.persist(storage).await?;
+                        *table = next;
+                        return Ok(LogicalResponse::no_content());
+                    }
+                    // KV v1 -> v2: copy every secret into a fresh folder as
+                    // version 1, then switch the table to it. The write lock
+                    // keeps every request off the mount while this runs; a
+                    // crash before the switch leaves the v1 mount untouched.
+                    let old_prefix = entry.data_prefix();
+                    entry.uuid = util::random_uuid()?;
+                    entry.options.insert("version".to_owned(), "2".to_owned());
+                    let copied = kv2::import_v1(storage, &old_prefix, entry).await?;
                     next.persist(storage).await?;
                     *table = next;
-                    Ok(LogicalResponse::no_content())
+                    drop(table);
+                    mounts::delete_tree(storage, &old_prefix).await?;
+                    Ok(LogicalResponse {
+                        status: 200,
+                        warnings: vec![format!(
+                            "Upgraded mount {path} from KV version 1 to version 2: {copied} secrets are now version 1 of their key."
+                        )],
+                        ..LogicalResponse::default()
+                    })
                 }
                 _ => Err(ctx.unsupported()),
             };

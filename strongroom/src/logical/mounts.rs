@@ -363,12 +363,14 @@ pub(crate) fn new_entry(
     })
 }
 
-/// Applies `sys/mounts/<path>/tune` to an entry.
+/// Applies `sys/mounts/<path>/tune` to an entry. Returns `true` when the
+/// body asks to upgrade a KV version 1 mount to version 2 (what
+/// `kv enable-versioning` sends); the caller migrates the data.
 pub(crate) fn apply_tune(
     entry: &mut MountEntry,
     body: Option<&Map<String, Value>>,
     warnings: &mut Vec<String>,
-) -> Result<(), LogicalError> {
+) -> Result<bool, LogicalError> {
     let fields = Fields::new(body);
     warnings.extend(fields.unknown_warning(&[
         "description",
@@ -388,16 +390,25 @@ pub(crate) fn apply_tune(
     if let Some(opts) = fields.object("options")? {
         let of = Fields::new(Some(opts));
         if let Some(version) = of.string("version")? {
-            let current = entry.options.get("version").cloned().unwrap_or_default();
-            if !version.is_empty() && version != current {
-                return Err(LogicalError::invalid(format!(
-                    "changing the KV version of {} from {current:?} to {version:?} is not supported; mount a new path and copy the data",
-                    entry.path
-                )));
+            let current = entry.kind();
+            match (current, version.as_str()) {
+                (_, "") | (MountKind::KvV1, "1") | (MountKind::KvV2, "2") => {}
+                (MountKind::KvV1, "2") => return Ok(true),
+                (MountKind::KvV2, "1") => {
+                    return Err(LogicalError::invalid(format!(
+                        "cannot downgrade {} from KV version 2 to 1: versions and metadata would be lost; mount a new path and copy the data",
+                        entry.path
+                    )));
+                }
+                (_, other) => {
+                    return Err(LogicalError::invalid(format!(
+                        "invalid KV version {other:?}: use \"1\" or \"2\""
+                    )));
+                }
             }
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 pub(crate) fn tune_response(entry: &MountEntry) -> Value {

@@ -1841,3 +1841,140 @@ async fn disable_during_writes_leaves_no_data_behind() {
         leftovers.first()
     );
 }
+
+#[tokio::test]
+async fn corrupt_kv_entries_are_500_naming_the_entry() {
+    let f = kv2().await;
+    f.logical.mount("kv", MountKind::KvV1, "").await.unwrap();
+    f.ok(Update, "secret/data/c", Some(json!({"data": {"a": 1}})))
+        .await;
+    f.ok(Update, "kv/c", Some(json!({"a": 1}))).await;
+    let keys = f.all_keys().await;
+    for key in keys
+        .iter()
+        .filter(|k| k.ends_with("/metadata/c") || k.ends_with("/c"))
+    {
+        f.storage.put(key, b"\xff not json").await.unwrap();
+    }
+    for (op, path, body) in [
+        (Read, "secret/data/c", None),
+        (Update, "secret/data/c", Some(json!({"data": {}}))),
+        (Read, "secret/metadata/c", None),
+        (Read, "kv/c", None),
+    ] {
+        let err = f.err(op, path, body).await;
+        assert_eq!(err.status(), 500, "{op} {path}");
+        assert!(err.to_string().contains("/c"), "{err}");
+        assert!(err.errors()[0].starts_with("internal error"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn create_and_update_are_the_same_write() {
+    let f = kv2().await;
+    let v = f
+        .data(
+            Operation::Create,
+            "secret/data/x",
+            Some(json!({"data": {"a": 1}})),
+        )
+        .await;
+    assert_eq!(v["version"], 1);
+    let v = f
+        .data(Update, "secret/data/x", Some(json!({"data": {"a": 2}})))
+        .await;
+    assert_eq!(v["version"], 2);
+}
+
+#[tokio::test]
+async fn envelope_of_a_token_response() {
+    let f = fixture().await;
+    let resp = f
+        .ok(Update, "auth/token/create", Some(json!({"ttl": 60})))
+        .await;
+    let body = resp.to_json("rid").unwrap();
+    for field in [
+        "request_id",
+        "lease_id",
+        "renewable",
+        "lease_duration",
+        "data",
+        "wrap_info",
+        "warnings",
+        "auth",
+    ] {
+        assert!(body.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(body["data"], Value::Null);
+    assert_eq!(body["lease_duration"], 0);
+    assert!(
+        body["auth"]["client_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("hvs.")
+    );
+}
+
+#[tokio::test]
+async fn tune_upgrades_kv_v1_to_v2_keeping_every_secret() {
+    let f = fixture().await;
+    f.ok(Update, "sys/mounts/kv", Some(json!({"type": "kv"})))
+        .await;
+    f.ok(Update, "kv/a", Some(json!({"v": "a"}))).await;
+    f.ok(Update, "kv/dir/b", Some(json!({"v": "b"}))).await;
+    f.ok(Update, "kv/dir/deeper/c", Some(json!({"v": "c"})))
+        .await;
+    let old_uuid = f.data(Read, "sys/mounts/kv", None).await["uuid"].clone();
+
+    let resp = f
+        .ok(
+            Update,
+            "sys/mounts/kv/tune",
+            Some(json!({"options": {"version": "2"}})),
+        )
+        .await;
+    assert_eq!(resp.status, 200);
+    assert!(
+        resp.warnings[0].contains("3 secrets"),
+        "{:?}",
+        resp.warnings
+    );
+    let mount = f.data(Read, "sys/mounts/kv", None).await;
+    assert_eq!(mount["options"]["version"], "2");
+    assert_ne!(mount["uuid"], old_uuid);
+
+    for (key, v) in [("a", "a"), ("dir/b", "b"), ("dir/deeper/c", "c")] {
+        let read = f.data(Read, &format!("kv/data/{key}"), None).await;
+        assert_eq!(read["data"]["v"], v);
+        assert_eq!(read["metadata"]["version"], 1);
+    }
+    assert_eq!(
+        f.data(List, "kv/metadata/dir", None).await,
+        json!({"keys": ["b", "deeper/"]})
+    );
+    let v2 = f
+        .data(Update, "kv/data/a", Some(json!({"data": {"v": "a2"}})))
+        .await;
+    assert_eq!(v2["version"], 2);
+    // The v1 folder is gone.
+    let old = format!("logical/{}/", old_uuid.as_str().unwrap());
+    assert!(!f.all_keys().await.iter().any(|k| k.starts_with(&old)));
+    // Same version again is a no-op; going back is refused.
+    assert_eq!(
+        f.status(
+            Update,
+            "sys/mounts/kv/tune",
+            Some(json!({"options": {"version": "2"}}))
+        )
+        .await,
+        204
+    );
+    let err = f
+        .err(
+            Update,
+            "sys/mounts/kv/tune",
+            Some(json!({"options": {"version": "1"}})),
+        )
+        .await;
+    assert!(err.to_string().contains("cannot downgrade"), "{err}");
+}
