@@ -49,3 +49,4 @@ pub use options::{
     DEFAULT_MAX_VALUE_SIZE, RedbOptions,
 };
 pub use store::RedbStorage;
+pub use writer::RedbStats;

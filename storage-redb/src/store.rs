@@ -12,7 +12,7 @@ use seal_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use crate::writer::{WriteRequest, Writer};
+use crate::writer::{Counters, RedbStats, WriteRequest, Writer};
 use crate::{RedbOptions, RedbStorageError};
 
 /// Every Strongroom entry: key path → opaque bytes (barrier ciphertext).
@@ -47,6 +47,7 @@ pub struct RedbStorage {
     /// `None` only while dropping.
     writes: Option<mpsc::Sender<WriteRequest>>,
     writer: Option<JoinHandle<()>>,
+    counters: Arc<Counters>,
 }
 
 impl fmt::Debug for RedbStorage {
@@ -95,7 +96,9 @@ impl RedbStorage {
         let db = Arc::new(db);
 
         let (writes, requests) = mpsc::channel(options.max_batch_writes.max(1));
+        let counters = Arc::new(Counters::default());
         let writer = Writer {
+            counters: Arc::clone(&counters),
             db: Arc::clone(&db),
             path: path.to_path_buf(),
             requests,
@@ -117,6 +120,7 @@ impl RedbStorage {
             options,
             writes: Some(writes),
             writer: Some(writer),
+            counters,
         })
     }
 
@@ -128,6 +132,12 @@ impl RedbStorage {
     /// The options this store was opened with.
     pub fn options(&self) -> &RedbOptions {
         &self.options
+    }
+
+    /// What the group-commit writer has done so far: commits, the writes
+    /// they carried, failed batches. Cheap; meant for metrics.
+    pub fn stats(&self) -> RedbStats {
+        self.counters.snapshot()
     }
 
     /// Runs a read on the blocking pool, so disk reads never stall the

@@ -121,7 +121,8 @@ async fn oversized_value_is_refused_before_queueing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_transactions_do_not_leak_into_other_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let storage: Arc<dyn Storage> = Arc::new(RedbStorage::open(db_path(&dir)).unwrap());
+    let redb = Arc::new(RedbStorage::open(db_path(&dir)).unwrap());
+    let storage: Arc<dyn Storage> = redb.clone();
     let mut tasks = Vec::new();
     for t in 0..16 {
         let storage = Arc::clone(&storage);
@@ -151,6 +152,11 @@ async fn failing_transactions_do_not_leak_into_other_writes() {
         task.await.unwrap();
     }
     assert!(storage.list("bad/").await.unwrap().is_empty());
+    // Invalid transactions were refused before reaching the writer: it saw
+    // exactly the 160 good ones and no batch failed.
+    let stats = redb.stats();
+    assert_eq!((stats.writes, stats.failed_batches), (160, 0));
+    assert!(stats.commits <= 160);
     for t in 0..16 {
         assert_eq!(storage.list(&format!("good/{t}/")).await.unwrap().len(), 20);
         for i in 0..10 {
