@@ -1276,3 +1276,35 @@ async fn a_child_token_is_valid_but_not_enough_for_sys_operations() {
     }
     assert!(!core.is_sealed());
 }
+
+#[tokio::test]
+async fn any_threshold_subset_in_any_order_unseals() {
+    // (shares, threshold, the indices entered, in order)
+    let cases: &[(usize, usize, &[usize])] = &[
+        (2, 2, &[1, 0]),
+        (5, 3, &[4, 2, 0]),
+        (5, 5, &[3, 1, 4, 0, 2]),
+        (7, 4, &[6, 5, 1, 3]),
+        (10, 2, &[9, 3]),
+    ];
+    for &(shares, threshold, order) in cases {
+        let storage = Arc::new(MemoryStorage::new());
+        let core = shamir_core(&storage).await;
+        let init = core.init(shamir_params(shares, threshold)).await.unwrap();
+        for (entered, &i) in order.iter().enumerate() {
+            // Alternate hex and base64, as operators do.
+            let key = if entered % 2 == 0 {
+                &init.keys[i]
+            } else {
+                &init.keys_base64[i]
+            };
+            let status = core.unseal(key).await.unwrap();
+            if entered + 1 < threshold {
+                assert_eq!(status.progress, entered + 1, "{shares}/{threshold}");
+                assert!(status.sealed);
+            } else {
+                assert!(!status.sealed, "{shares}/{threshold} with {order:?}");
+            }
+        }
+    }
+}
