@@ -530,6 +530,20 @@ impl Core {
         Ok(())
     }
 
+    /// Seals without a token, for process shutdown (SIGTERM): keys are
+    /// zeroized and background tasks stop before the process exits, as
+    /// Vault does on shutdown. Unlike [`seal`](Self::seal) it does not mark
+    /// an auto-seal node as sealed on purpose (a restarted process unseals
+    /// itself as usual). Idempotent.
+    pub async fn shutdown(&self) {
+        let _op = self.inner.op_lock.lock().await;
+        if !self.is_sealed() {
+            self.seal_barrier_locked();
+            tracing::info!("vault is sealed for shutdown: keys dropped from memory");
+        }
+        self.inner.rekey.lock().await.clear();
+    }
+
     /// One auto-unseal attempt: fetch the root key through the seal and open
     /// the barrier. Succeeds at once when already unsealed.
     pub(crate) async fn try_auto_unseal(&self) -> Result<(), AutoUnsealFailure> {

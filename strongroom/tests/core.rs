@@ -1308,3 +1308,12 @@ async fn any_threshold_subset_in_any_order_unseals() {
         }
     }
 }
+
+#[tokio::test]
+async fn shutdown_drops_the_keys_without_a_token() {
+    let (_storage, core, init) = init_unsealed_shamir(3, 2).await;
+    core.shutdown().await;
+    assert!(core.is_sealed());
+    core.shutdown().await;
+    unseal_with(&core, &init.keys[..2]).await;
+}
