@@ -1,0 +1,830 @@
+//! The server's configuration file: Vault-style HCL.
+//!
+//! Operators move between Vault, OpenBao and Strongroom with the same config
+//! files, so the file reads like Vault's:
+//!
+//! ```hcl
+//! storage "redb" { path = "/var/lib/strongroom/data.redb" }
+//! seal "awskms" {
+//!   region     = "eu-west-1"
+//!   kms_key_id = "alias/strongroom"
+//! }
+//! listener "tcp" {
+//!   address     = "127.0.0.1:8200"
+//!   tls_disable = true
+//! }
+//! api_addr     = "http://127.0.0.1:8200"
+//! cluster_name = "prod"
+//! log_level    = "info"
+//! log_format   = "json"
+//! ```
+//!
+//! The file is parsed with span information (hcl-rs's `hcl-edit` parser) so
+//! every error names the line it is about: a syntax error points at the
+//! column, a semantic one ("unknown storage type") at its block or attribute.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use hcl::edit::Span;
+use hcl::edit::expr::Expression;
+use hcl::edit::structure::{Attribute, Block, Body};
+
+use crate::error::Error;
+
+/// Vault's default `max_request_size` for a listener: 32 MiB.
+pub(crate) const DEFAULT_MAX_REQUEST_SIZE: usize = 32 * 1024 * 1024;
+
+/// The parsed server configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerConfig {
+    /// Where ciphertext lives.
+    pub(crate) storage: StorageConfig,
+    /// What protects the root key; `None` means Shamir unseal keys.
+    pub(crate) seal: Option<SealConfig>,
+    /// The HTTP listeners (at least one).
+    pub(crate) listeners: Vec<ListenerConfig>,
+    /// The address clients should use to reach this node (advertised in HA).
+    pub(crate) api_addr: Option<String>,
+    /// A human name for the cluster, shown in seal-status and health.
+    pub(crate) cluster_name: Option<String>,
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub(crate) log_level: Option<String>,
+    /// Text (default) or JSON log lines.
+    pub(crate) log_format: LogFormat,
+    /// Accepted for Vault compatibility: this server never calls mlock.
+    pub(crate) disable_mlock: bool,
+    /// Settings that were accepted but have no effect, for a startup warning.
+    pub(crate) warnings: Vec<String>,
+}
+
+/// The `storage` stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StorageConfig {
+    /// Embedded redb file (the default for one machine).
+    Redb {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// Process memory: everything is lost when the process stops.
+    Inmem,
+    /// Consul KV; the attributes are handed to `ConsulConfig::from_map`.
+    Consul {
+        /// The stanza's attributes, values as strings.
+        settings: BTreeMap<String, String>,
+        /// Where the stanza starts, for error messages.
+        line: usize,
+    },
+}
+
+impl StorageConfig {
+    /// The storage type name as Vault prints it in `storage_type`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            StorageConfig::Redb { .. } => "redb",
+            StorageConfig::Inmem => "inmem",
+            StorageConfig::Consul { .. } => "consul",
+        }
+    }
+}
+
+/// The `seal` stanza (absent = Shamir).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SealConfig {
+    /// AWS KMS auto-unseal; the attributes go to `AwsKmsConfig::from_map`.
+    AwsKms {
+        /// The stanza's attributes, values as strings.
+        settings: BTreeMap<String, String>,
+        /// Where the stanza starts, for error messages.
+        line: usize,
+    },
+}
+
+/// One `listener "tcp"` stanza.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ListenerConfig {
+    /// Where to listen.
+    pub(crate) address: SocketAddr,
+    /// Certificate and key, or `None` with `tls_disable = true`.
+    pub(crate) tls: Option<TlsFiles>,
+    /// Largest request body accepted before answering 413.
+    pub(crate) max_request_size: usize,
+}
+
+/// PEM files for a TLS listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    /// Certificate chain, leaf first.
+    pub(crate) cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub(crate) key_file: PathBuf,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Standard,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A scalar config value, kept with its source line.
+#[derive(Debug, Clone)]
+enum Scalar {
+    Str(String),
+    Bool(bool),
+    Number(String),
+}
+
+impl Scalar {
+    fn as_text(&self) -> String {
+        match self {
+            Scalar::Str(s) => s.clone(),
+            Scalar::Bool(b) => b.to_string(),
+            Scalar::Number(n) => n.clone(),
+        }
+    }
+}
+
+/// Reads and parses one or more config files (later files add listeners and
+/// override single settings, like Vault's `-config` repeated).
+///
+/// # Errors
+///
+/// [`Error::ConfigRead`] when a file cannot be read, [`Error::ConfigParse`]
+/// on HCL syntax errors and [`Error::ConfigInvalid`] on settings that do not
+/// make sense, each naming the file and line.
+pub(crate) fn load(paths: &[PathBuf]) -> Result<ServerConfig, Error> {
+    let mut merged: Option<ServerConfig> = None;
+    for path in paths {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.clone(),
+            source,
+        })?;
+        let partial = parse_partial(&text, path)?;
+        merged = Some(match merged {
+            None => partial.finish(path)?,
+            Some(base) => partial.merge_into(base),
+        });
+    }
+    merged.ok_or_else(|| Error::Usage("no config file given: use -config FILE or -dev".into()))
+}
+
+/// Parses config text (the tests' entry point; [`load`] reads files).
+///
+/// # Errors
+///
+/// As for [`load`].
+#[cfg(test)]
+pub(crate) fn parse(text: &str, path: &Path) -> Result<ServerConfig, Error> {
+    parse_partial(text, path)?.finish(path)
+}
+
+#[derive(Debug, Default)]
+struct Partial {
+    storage: Option<StorageConfig>,
+    seal: Option<SealConfig>,
+    listeners: Vec<ListenerConfig>,
+    api_addr: Option<String>,
+    cluster_name: Option<String>,
+    log_level: Option<String>,
+    log_format: Option<LogFormat>,
+    disable_mlock: Option<bool>,
+    warnings: Vec<String>,
+}
+
+impl Partial {
+    fn finish(self, path: &Path) -> Result<ServerConfig, Error> {
+        let storage = self.storage.ok_or_else(|| Error::ConfigMissing {
+            path: path.to_path_buf(),
+            message: "no storage stanza; add for example storage \"redb\" { path = \"/var/lib/strongroom/data.redb\" }".into(),
+        })?;
+        if self.listeners.is_empty() {
+            return Err(Error::ConfigMissing {
+                path: path.to_path_buf(),
+                message: "no listener stanza; add for example listener \"tcp\" { address = \"127.0.0.1:8200\" } with tls_cert_file and tls_key_file (or tls_disable = true) on their own lines".into(),
+            });
+        }
+        Ok(ServerConfig {
+            storage,
+            seal: self.seal,
+            listeners: self.listeners,
+            api_addr: self.api_addr,
+            cluster_name: self.cluster_name,
+            log_level: self.log_level,
+            log_format: self.log_format.unwrap_or_default(),
+            disable_mlock: self.disable_mlock.unwrap_or(false),
+            warnings: self.warnings,
+        })
+    }
+
+    fn merge_into(self, mut base: ServerConfig) -> ServerConfig {
+        if let Some(storage) = self.storage {
+            base.storage = storage;
+        }
+        if self.seal.is_some() {
+            base.seal = self.seal;
+        }
+        base.listeners.extend(self.listeners);
+        base.api_addr = self.api_addr.or(base.api_addr);
+        base.cluster_name = self.cluster_name.or(base.cluster_name);
+        base.log_level = self.log_level.or(base.log_level);
+        base.log_format = self.log_format.unwrap_or(base.log_format);
+        base.disable_mlock = self.disable_mlock.unwrap_or(base.disable_mlock);
+        base.warnings.extend(self.warnings);
+        base
+    }
+}
+
+/// Top-level settings Vault knows that this server accepts and ignores.
+const IGNORED_TOP_LEVEL: &[&str] = &[
+    "ui",
+    "default_lease_ttl",
+    "max_lease_ttl",
+    "plugin_directory",
+    "disable_cache",
+    "disable_clustering",
+    "cluster_addr",
+    "pid_file",
+    "raw_storage_endpoint",
+    "introspection_endpoint",
+    "disable_sealwrap",
+    "disable_printable_check",
+    "enable_response_header_hostname",
+    "enable_response_header_raft_node_id",
+    "log_file",
+    "log_rotate_duration",
+    "log_rotate_bytes",
+    "log_rotate_max_files",
+    "license_path",
+    "imprecise_lease_role_tracking",
+    "detect_deadlocks",
+];
+
+struct Ctx<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn line_of(&self, span: Option<Range<usize>>) -> usize {
+        let offset = span.map(|r| r.start).unwrap_or(0).min(self.text.len());
+        let prefix = self.text.get(..offset).unwrap_or("");
+        prefix.bytes().filter(|b| *b == b'\n').count() + 1
+    }
+
+    fn invalid(&self, span: Option<Range<usize>>, message: impl Into<String>) -> Error {
+        Error::ConfigInvalid {
+            path: self.path.to_path_buf(),
+            line: self.line_of(span),
+            message: message.into(),
+        }
+    }
+
+    fn scalar(&self, attr: &Attribute) -> Result<Scalar, Error> {
+        expr_scalar(&attr.value).ok_or_else(|| {
+            self.invalid(
+                attr.span(),
+                format!(
+                    "{} must be a plain string, number or boolean (expressions, interpolations, lists and objects are not supported here)",
+                    attr.key.as_str()
+                ),
+            )
+        })
+    }
+
+    fn string(&self, attr: &Attribute) -> Result<String, Error> {
+        match self.scalar(attr)? {
+            Scalar::Str(s) => Ok(s),
+            other => Ok(other.as_text()),
+        }
+    }
+
+    fn boolean(&self, attr: &Attribute) -> Result<bool, Error> {
+        match self.scalar(attr)? {
+            Scalar::Bool(b) => Ok(b),
+            Scalar::Str(s) | Scalar::Number(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "t" | "yes" => Ok(true),
+                "false" | "0" | "f" | "no" | "" => Ok(false),
+                _ => Err(self.invalid(
+                    attr.span(),
+                    format!("{} must be true or false, got {s:?}", attr.key.as_str()),
+                )),
+            },
+        }
+    }
+
+    /// Attribute values stringified, the form the backends' `from_map` take.
+    fn settings(&self, body: &Body) -> Result<BTreeMap<String, String>, Error> {
+        let mut map = BTreeMap::new();
+        for attr in body.attributes() {
+            let value = match &attr.value {
+                Expression::Array(items) => {
+                    let mut parts = Vec::new();
+                    for item in items.iter() {
+                        let scalar = expr_scalar(item).ok_or_else(|| {
+                            self.invalid(
+                                attr.span(),
+                                format!("{} must be a list of plain strings", attr.key.as_str()),
+                            )
+                        })?;
+                        parts.push(scalar.as_text());
+                    }
+                    parts.join(",")
+                }
+                _ => self.scalar(attr)?.as_text(),
+            };
+            map.insert(attr.key.as_str().to_owned(), value);
+        }
+        if let Some(block) = body.blocks().next() {
+            return Err(self.invalid(
+                block.span(),
+                format!(
+                    "unexpected block {:?} inside this stanza",
+                    block.ident.as_str()
+                ),
+            ));
+        }
+        Ok(map)
+    }
+}
+
+fn expr_scalar(expr: &Expression) -> Option<Scalar> {
+    match expr {
+        Expression::String(s) => Some(Scalar::Str(s.value().clone())),
+        Expression::Bool(b) => Some(Scalar::Bool(*b.value())),
+        Expression::Number(n) => Some(Scalar::Number(n.value().to_string())),
+        _ => None,
+    }
+}
+
+fn block_label(ctx: &Ctx<'_>, block: &Block, what: &str, example: &str) -> Result<String, Error> {
+    match block.labels.as_slice() {
+        [label] => Ok(label.as_str().to_owned()),
+        [] => Err(ctx.invalid(
+            block.span(),
+            format!("{what} stanza needs a type label, e.g. {example}"),
+        )),
+        _ => Err(ctx.invalid(
+            block.span(),
+            format!("{what} stanza takes exactly one type label, e.g. {example}"),
+        )),
+    }
+}
+
+fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
+    let body = hcl::edit::parser::parse_body(text).map_err(|err| Error::ConfigParse {
+        path: path.to_path_buf(),
+        line: err.location().line(),
+        message: err.to_string(),
+    })?;
+    let ctx = Ctx { text, path };
+    let mut out = Partial::default();
+
+    for attr in body.attributes() {
+        let key = attr.key.as_str();
+        match key {
+            "api_addr" => out.api_addr = Some(ctx.string(attr)?),
+            "cluster_name" => out.cluster_name = Some(ctx.string(attr)?),
+            "log_level" => {
+                let level = ctx.string(attr)?.to_ascii_lowercase();
+                let level = match level.as_str() {
+                    "warning" => "warn".to_owned(),
+                    "err" => "error".to_owned(),
+                    _ => level,
+                };
+                if !["trace", "debug", "info", "warn", "error", "off"].contains(&level.as_str()) {
+                    return Err(ctx.invalid(
+                        attr.span(),
+                        format!(
+                            "log_level {level:?} is not one of trace, debug, info, warn, error"
+                        ),
+                    ));
+                }
+                out.log_level = Some(level);
+            }
+            "log_format" => {
+                let format = ctx.string(attr)?;
+                out.log_format = Some(match format.to_ascii_lowercase().as_str() {
+                    "json" => LogFormat::Json,
+                    "standard" | "text" | "" => LogFormat::Standard,
+                    _ => {
+                        return Err(ctx.invalid(
+                            attr.span(),
+                            format!("log_format {format:?} is not \"standard\" or \"json\""),
+                        ));
+                    }
+                });
+            }
+            "disable_mlock" => out.disable_mlock = Some(ctx.boolean(attr)?),
+            _ if IGNORED_TOP_LEVEL.contains(&key) => out.warnings.push(format!(
+                "{}:{}: {key} is accepted for Vault compatibility but has no effect",
+                path.display(),
+                ctx.line_of(attr.span())
+            )),
+            _ => {
+                return Err(ctx.invalid(
+                    attr.span(),
+                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock and the storage, seal and listener stanzas"),
+                ));
+            }
+        }
+    }
+
+    for block in body.blocks() {
+        match block.ident.as_str() {
+            "storage" | "backend" => {
+                if out.storage.is_some() {
+                    return Err(ctx.invalid(block.span(), "only one storage stanza is allowed"));
+                }
+                out.storage = Some(parse_storage(&ctx, block)?);
+            }
+            "seal" => {
+                if out.seal.is_some() {
+                    return Err(ctx.invalid(
+                        block.span(),
+                        "only one seal stanza is allowed (seal migration is not configured this way)",
+                    ));
+                }
+                out.seal = parse_seal(&ctx, block)?;
+            }
+            "listener" => out.listeners.push(parse_listener(&ctx, block)?),
+            "telemetry" | "service_registration" | "ha_storage" | "user_lockout" => {
+                if block.ident.as_str() == "ha_storage" {
+                    return Err(ctx.invalid(
+                        block.span(),
+                        "ha_storage is not supported; HA uses the storage stanza's backend (consul)",
+                    ));
+                }
+                out.warnings.push(format!(
+                    "{}:{}: the {} stanza is accepted for Vault compatibility but has no effect",
+                    path.display(),
+                    ctx.line_of(block.span()),
+                    block.ident.as_str()
+                ));
+            }
+            other => {
+                return Err(ctx.invalid(
+                    block.span(),
+                    format!("unknown stanza {other:?}; known: storage, seal, listener"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_storage(ctx: &Ctx<'_>, block: &Block) -> Result<StorageConfig, Error> {
+    let kind = block_label(ctx, block, "storage", "storage \"redb\" { path = \"...\" }")?;
+    match kind.as_str() {
+        "redb" => {
+            let mut settings = ctx.settings(&block.body)?;
+            let path = settings.remove("path").filter(|p| !p.is_empty()).ok_or_else(|| {
+                ctx.invalid(block.span(), "storage \"redb\" needs path = \"<database file>\"")
+            })?;
+            if let Some(unknown) = settings.keys().next() {
+                return Err(ctx.invalid(
+                    attr_span(&block.body, unknown).or(block.span()),
+                    format!("storage \"redb\" has no setting {unknown:?}; it takes only path"),
+                ));
+            }
+            Ok(StorageConfig::Redb { path: PathBuf::from(path) })
+        }
+        "inmem" => {
+            let settings = ctx.settings(&block.body)?;
+            if let Some(unknown) = settings.keys().next() {
+                return Err(ctx.invalid(
+                    attr_span(&block.body, unknown).or(block.span()),
+                    format!("storage \"inmem\" takes no settings, got {unknown:?}"),
+                ));
+            }
+            Ok(StorageConfig::Inmem)
+        }
+        "consul" => Ok(StorageConfig::Consul {
+            settings: ctx.settings(&block.body)?,
+            line: ctx.line_of(block.span()),
+        }),
+        other => Err(ctx.invalid(
+            block.span(),
+            format!(
+                "storage type {other:?} is not supported; use \"redb\" (embedded, one machine), \"consul\" (HA) or \"inmem\" (testing)"
+            ),
+        )),
+    }
+}
+
+fn parse_seal(ctx: &Ctx<'_>, block: &Block) -> Result<Option<SealConfig>, Error> {
+    let kind = block_label(
+        ctx,
+        block,
+        "seal",
+        "seal \"awskms\" { kms_key_id = \"...\" }",
+    )?;
+    match kind.as_str() {
+        "awskms" => {
+            let settings = ctx.settings(&block.body)?;
+            if settings
+                .get("disabled")
+                .is_some_and(|v| matches!(v.as_str(), "true" | "1"))
+            {
+                return Err(ctx.invalid(
+                    block.span(),
+                    "seal \"awskms\" with disabled = true (seal migration) is not supported by this server yet",
+                ));
+            }
+            Ok(Some(SealConfig::AwsKms {
+                settings,
+                line: ctx.line_of(block.span()),
+            }))
+        }
+        "shamir" => Ok(None),
+        other => Err(ctx.invalid(
+            block.span(),
+            format!(
+                "seal type {other:?} is not supported; use \"awskms\" or leave the seal stanza out for Shamir unseal keys"
+            ),
+        )),
+    }
+}
+
+fn attr_span(body: &Body, key: &str) -> Option<Range<usize>> {
+    body.get_attribute(key).and_then(Span::span)
+}
+
+fn parse_listener(ctx: &Ctx<'_>, block: &Block) -> Result<ListenerConfig, Error> {
+    let kind = block_label(
+        ctx,
+        block,
+        "listener",
+        "listener \"tcp\" { address = \"127.0.0.1:8200\" }",
+    )?;
+    if kind != "tcp" {
+        return Err(ctx.invalid(
+            block.span(),
+            format!("listener type {kind:?} is not supported; use \"tcp\""),
+        ));
+    }
+    if let Some(inner) = block.body.blocks().next() {
+        return Err(ctx.invalid(
+            inner.span(),
+            format!(
+                "unexpected block {:?} inside the listener stanza",
+                inner.ident.as_str()
+            ),
+        ));
+    }
+    let mut address = "127.0.0.1:8200".to_owned();
+    let mut address_span = block.span();
+    let mut tls_disable = false;
+    let mut cert_file = None;
+    let mut key_file = None;
+    let mut max_request_size = DEFAULT_MAX_REQUEST_SIZE;
+    for attr in block.body.attributes() {
+        match attr.key.as_str() {
+            "address" => {
+                address = ctx.string(attr)?;
+                address_span = attr.span();
+            }
+            "tls_disable" => tls_disable = ctx.boolean(attr)?,
+            "tls_cert_file" => cert_file = Some(PathBuf::from(ctx.string(attr)?)),
+            "tls_key_file" => key_file = Some(PathBuf::from(ctx.string(attr)?)),
+            "max_request_size" => {
+                let text = ctx.string(attr)?;
+                let size: i64 = text.parse().map_err(|_| {
+                    ctx.invalid(
+                        attr.span(),
+                        format!("max_request_size must be a number of bytes, got {text:?}"),
+                    )
+                })?;
+                // Vault: 0 means the default, a negative value disables the limit.
+                max_request_size = match size {
+                    0 => DEFAULT_MAX_REQUEST_SIZE,
+                    s if s < 0 => usize::MAX,
+                    s => usize::try_from(s).unwrap_or(usize::MAX),
+                };
+            }
+            "cluster_address"
+            | "tls_min_version"
+            | "tls_max_version"
+            | "tls_cipher_suites"
+            | "tls_require_and_verify_client_cert"
+            | "tls_client_ca_file"
+            | "tls_disable_client_certs"
+            | "max_request_duration"
+            | "proxy_protocol_behavior"
+            | "x_forwarded_for_authorized_addrs"
+            | "http_idle_timeout"
+            | "http_read_timeout"
+            | "http_read_header_timeout"
+            | "http_write_timeout"
+            | "unauthenticated_metrics_access" => {}
+            other => {
+                return Err(ctx.invalid(
+                    attr.span(),
+                    format!("listener \"tcp\" has no setting {other:?}; known: address, tls_disable, tls_cert_file, tls_key_file, max_request_size"),
+                ));
+            }
+        }
+    }
+    let address: SocketAddr = address.parse().map_err(|_| {
+        ctx.invalid(
+            address_span,
+            format!("listener address {address:?} is not an IP:port such as \"127.0.0.1:8200\""),
+        )
+    })?;
+    let tls = if tls_disable {
+        None
+    } else {
+        match (cert_file, key_file) {
+            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                cert_file,
+                key_file,
+            }),
+            _ => {
+                return Err(ctx.invalid(
+                    block.span(),
+                    "listener \"tcp\" has TLS enabled but lacks tls_cert_file and tls_key_file; set both, or tls_disable = true",
+                ));
+            }
+        }
+    };
+    Ok(ListenerConfig {
+        address,
+        tls,
+        max_request_size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_ok(text: &str) -> ServerConfig {
+        parse(text, Path::new("test.hcl")).unwrap()
+    }
+
+    fn parse_err(text: &str) -> String {
+        parse(text, Path::new("test.hcl")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_full_vault_style_file_parses() {
+        let cfg = parse_ok(
+            r#"
+storage "redb" {
+  path = "/tmp/x.redb"
+}
+seal "awskms" {
+  region     = "us-east-1"
+  kms_key_id = "alias/k"
+}
+listener "tcp" {
+  address     = "127.0.0.1:8210"
+  tls_disable = true
+}
+api_addr      = "http://127.0.0.1:8210"
+cluster_name  = "prod"
+log_level     = "debug"
+log_format    = "json"
+disable_mlock = true
+ui            = true
+"#,
+        );
+        assert_eq!(
+            cfg.storage,
+            StorageConfig::Redb {
+                path: "/tmp/x.redb".into()
+            }
+        );
+        let Some(SealConfig::AwsKms { settings, line }) = &cfg.seal else {
+            panic!()
+        };
+        assert_eq!(settings["kms_key_id"], "alias/k");
+        assert_eq!(*line, 5);
+        assert_eq!(cfg.listeners.len(), 1);
+        assert_eq!(cfg.listeners[0].address, "127.0.0.1:8210".parse().unwrap());
+        assert_eq!(cfg.listeners[0].tls, None);
+        assert_eq!(cfg.listeners[0].max_request_size, DEFAULT_MAX_REQUEST_SIZE);
+        assert_eq!(cfg.api_addr.as_deref(), Some("http://127.0.0.1:8210"));
+        assert_eq!(cfg.cluster_name.as_deref(), Some("prod"));
+        assert_eq!(cfg.log_level.as_deref(), Some("debug"));
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert!(cfg.disable_mlock);
+        assert_eq!(cfg.warnings.len(), 1, "ui is accepted with a warning");
+    }
+
+    #[test]
+    fn consul_settings_are_stringified() {
+        let cfg = parse_ok(
+            r#"
+storage "consul" {
+  address = "127.0.0.1:8500"
+  path = "vault/"
+  max_parallel = 64
+  tls_skip_verify = true
+  service_tags = ["a", "b"]
+}
+listener "tcp" {
+  address = "127.0.0.1:8200"
+  tls_disable = "true"
+}
+"#,
+        );
+        let StorageConfig::Consul { settings, line } = cfg.storage else {
+            panic!()
+        };
+        assert_eq!(line, 2);
+        assert_eq!(settings["max_parallel"], "64");
+        assert_eq!(settings["tls_skip_verify"], "true");
+        assert_eq!(settings["service_tags"], "a,b");
+        assert_eq!(settings["path"], "vault/");
+    }
+
+    #[test]
+    fn tls_listener_needs_both_files() {
+        let cfg = parse_ok(
+            r#"
+storage "inmem" {}
+listener "tcp" {
+  address = "127.0.0.1:8200"
+  tls_cert_file = "/c.pem"
+  tls_key_file = "/k.pem"
+  max_request_size = 1024
+}
+"#,
+        );
+        assert_eq!(
+            cfg.listeners[0].tls,
+            Some(TlsFiles {
+                cert_file: "/c.pem".into(),
+                key_file: "/k.pem".into()
+            })
+        );
+        assert_eq!(cfg.listeners[0].max_request_size, 1024);
+        let err = parse_err(
+            "storage \"inmem\" {}\n\nlistener \"tcp\" {\n  address = \"127.0.0.1:1\"\n}\n",
+        );
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("tls_cert_file"), "{err}");
+    }
+
+    #[test]
+    fn unknown_storage_is_refused_naming_the_line() {
+        let err = parse_err("\n\nstorage \"raft\" {\n path = \"/x\"\n}\nlistener \"tcp\" {}\n");
+        assert!(err.contains("test.hcl"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("\"raft\" is not supported"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_line_and_column() {
+        let err = parse_err("storage \"inmem\" {}\nlistener \"tcp\" {\n  address = \n}\n");
+        assert!(err.contains("line 4") || err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_attribute_line() {
+        let err = parse_err(
+            "storage \"inmem\" {}\nlistener \"tcp\" {\n  tls_disable = true\n  address = \"not-an-addr\"\n}\n",
+        );
+        assert!(err.contains("line 4"), "{err}");
+        let err = parse_err("storage \"redb\" {\n}\nlistener \"tcp\" { tls_disable = 1 }\n");
+        assert!(err.contains("line 1") && err.contains("path"), "{err}");
+        let err = parse_err(
+            "storage \"inmem\" {}\nlistener \"tcp\" { tls_disable = 1 }\nlog_level = \"loud\"\n",
+        );
+        assert!(err.contains("line 3"), "{err}");
+        let err =
+            parse_err("storage \"inmem\" {}\nlistener \"tcp\" { tls_disable = 1 }\nfoo = 1\n");
+        assert!(err.contains("line 3") && err.contains("\"foo\""), "{err}");
+        let err = parse_err(
+            "storage \"inmem\" {}\nlistener \"tcp\" { tls_disable = 1 }\nseal \"transit\" {}\n",
+        );
+        assert!(err.contains("line 3") && err.contains("transit"), "{err}");
+    }
+
+    #[test]
+    fn missing_stanzas_are_named() {
+        assert!(parse_err("listener \"tcp\" { tls_disable = true }").contains("no storage stanza"));
+        assert!(parse_err("storage \"inmem\" {}").contains("no listener stanza"));
+    }
+
+    #[test]
+    fn interpolations_are_refused() {
+        let err = parse_err(
+            "storage \"redb\" {\n  path = \"${env}/x\"\n}\nlistener \"tcp\" { tls_disable = true }\n",
+        );
+        assert!(err.contains("line 2"), "{err}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_text(text in ".{0,200}") {
+            let _ = parse(&text, Path::new("fuzz.hcl"));
+        }
+    }
+}

@@ -1,0 +1,387 @@
+//! The Vault-compatible HTTP API (`/v1/...`).
+//!
+//! One dispatcher reads every request: it checks the body size (413 over
+//! the listener's `max_request_size`), extracts the token (`X-Vault-Token`
+//! or `Authorization: Bearer`), then hands `sys/*` endpoints the core serves
+//! itself to [`sys`] and everything else (KV engines, `sys/mounts`,
+//! `auth/token/*`, `sys/internal/ui/mounts/*`) to the core's logical router
+//! as a [`LogicalRequest`]. Each request is timed and counted by route
+//! template for `sys/metrics`.
+//!
+//! A single dispatcher (rather than one axum route per path) keeps Vault's
+//! `LIST` method, `?list=true`, JSON error bodies for every failure and the
+//! route templates for metrics in one place.
+
+mod health;
+mod response;
+mod sys;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::Response;
+use futures::StreamExt as _;
+use serde_json::Value;
+use strongroom::Core;
+use strongroom::logical::{LogicalRequest, Operation};
+use zeroize::Zeroizing;
+
+use crate::metrics::Metrics;
+use response::HttpError;
+
+/// What every request handler needs.
+#[derive(Clone, Debug)]
+pub(crate) struct AppState {
+    /// The core behind the API.
+    pub(crate) core: Core,
+    /// Request counters shared by every listener.
+    pub(crate) metrics: Arc<Metrics>,
+    /// This listener's body size limit in bytes.
+    pub(crate) max_request_size: usize,
+}
+
+/// The axum application for one listener.
+pub(crate) fn router(state: AppState) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+/// A parsed request, what the handlers see.
+pub(crate) struct ApiRequest {
+    /// The HTTP method.
+    pub(crate) method: Method,
+    /// The path below `/v1/`, percent-decoded.
+    pub(crate) path: String,
+    /// Query parameters (last value wins).
+    pub(crate) query: BTreeMap<String, String>,
+    /// The client token, if one was sent.
+    pub(crate) token: Option<Zeroizing<String>>,
+    /// The raw body.
+    pub(crate) body: Bytes,
+    /// A fresh id for this request (Vault's `request_id`).
+    pub(crate) request_id: String,
+}
+
+impl ApiRequest {
+    /// The token or `""` (the core answers 403 for an empty one).
+    pub(crate) fn token_str(&self) -> &str {
+        self.token.as_ref().map_or("", |t| t.as_str())
+    }
+
+    /// Parses the body into a typed request (empty body = defaults).
+    ///
+    /// # Errors
+    ///
+    /// 400 when the body is not JSON or a field has the wrong type.
+    pub(crate) fn parse<T: serde::de::DeserializeOwned + Default>(&self) -> Result<T, HttpError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(T::default());
+        }
+        serde_json::from_slice(&self.body)
+            .map_err(|e| HttpError::bad_request(format!("failed to parse JSON input: {e}")))
+    }
+
+    /// The body as a JSON object for the logical router (`None` if empty).
+    ///
+    /// # Errors
+    ///
+    /// 400 when the body is not a JSON object.
+    fn data(&self) -> Result<Option<serde_json::Map<String, Value>>, HttpError> {
+        if self.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        match serde_json::from_slice::<Value>(&self.body) {
+            Ok(Value::Object(map)) => Ok(Some(map)),
+            Ok(_) => Err(HttpError::bad_request(
+                "failed to parse JSON input: the request body must be a JSON object",
+            )),
+            Err(e) => Err(HttpError::bad_request(format!(
+                "failed to parse JSON input: {e}"
+            ))),
+        }
+    }
+}
+
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let start = Instant::now();
+    let method_label: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "LIST" => "LIST",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    };
+    let (route, response) = match read_request(&state, request).await {
+        Ok(api) => {
+            let route = route_template(&api.path);
+            let response = match route_request(&state, api).await {
+                Ok(response) => response,
+                Err(err) => err.into_response(),
+            };
+            (route, response)
+        }
+        Err((route, err)) => (route, err.into_response()),
+    };
+    state.metrics.record(
+        &route,
+        method_label,
+        response.status().as_u16(),
+        start.elapsed(),
+    );
+    response
+}
+
+/// Finds the client token: `X-Vault-Token`, else `Authorization: Bearer`.
+fn extract_token(headers: &HeaderMap) -> Option<Zeroizing<String>> {
+    if let Some(value) = headers.get("x-vault-token").and_then(|v| v.to_str().ok()) {
+        let value = value.trim();
+        if !value.is_empty() {
+            return Some(Zeroizing::new(value.to_owned()));
+        }
+    }
+    let auth = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (scheme, token) = auth.split_once(' ')?;
+    if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
+        Some(Zeroizing::new(token.trim().to_owned()))
+    } else {
+        None
+    }
+}
+
+fn parse_query(query: Option<&str>) -> Result<BTreeMap<String, String>, HttpError> {
+    let Some(query) = query else {
+        return Ok(BTreeMap::new());
+    };
+    let mut out = BTreeMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .map(|c| c.into_owned())
+                .map_err(|_| HttpError::bad_request("the query string is not valid UTF-8"))
+        };
+        out.insert(decode(key)?, decode(value)?);
+    }
+    Ok(out)
+}
+
+async fn read_request(
+    state: &AppState,
+    request: Request,
+) -> Result<ApiRequest, (String, HttpError)> {
+    let (parts, body) = request.into_parts();
+    let raw_path = parts.uri.path();
+    let Some(rest) = raw_path.strip_prefix("/v1/") else {
+        return Err(("other".to_owned(), HttpError::not_found()));
+    };
+    let path = percent_encoding::percent_decode_str(rest)
+        .decode_utf8()
+        .map(|p| p.into_owned())
+        .map_err(|_| {
+            (
+                "other".to_owned(),
+                HttpError::bad_request("the request path is not valid UTF-8"),
+            )
+        })?;
+    let route = route_template(&path);
+    let fail = |err: HttpError| (route.clone(), err);
+    let query = parse_query(parts.uri.query()).map_err(fail)?;
+    let limit = state.max_request_size;
+    let too_large = || {
+        HttpError::new(
+            413,
+            format!(
+                "http: request body too large (the limit is {limit} bytes; see the listener's max_request_size)"
+            ),
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(fail(too_large()));
+    }
+    let body = read_body(body, limit)
+        .await
+        .map_err(|e| fail(e.unwrap_or_else(too_large)))?;
+    Ok(ApiRequest {
+        method: parts.method,
+        path,
+        query,
+        token: extract_token(&parts.headers),
+        body,
+        request_id: uuid::Uuid::new_v4().to_string(),
+    })
+}
+
+/// Reads the body up to `limit` bytes; `Err(None)` means over the limit.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, Option<HttpError>> {
+    let mut stream = body.into_data_stream();
+    let mut first: Option<Bytes> = None;
+    let mut buffer: Vec<u8> = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            Some(HttpError::bad_request(format!(
+                "reading the request body failed: {e}"
+            )))
+        })?;
+        let total = first.as_ref().map_or(0, Bytes::len) + buffer.len() + chunk.len();
+        if total > limit {
+            return Err(None);
+        }
+        match first.take() {
+            None if buffer.is_empty() => first = Some(chunk),
+            None => buffer.extend_from_slice(&chunk),
+            Some(previous) => {
+                buffer.extend_from_slice(&previous);
+                buffer.extend_from_slice(&chunk);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| Bytes::from(buffer)))
+}
+
+/// The route label for metrics: fixed sys paths verbatim, everything else by
+/// its first segment(s) so cardinality stays bounded.
+fn route_template(path: &str) -> String {
+    const FIXED: &[&str] = &[
+        "sys/init",
+        "sys/seal-status",
+        "sys/unseal",
+        "sys/health",
+        "sys/leader",
+        "sys/seal",
+        "sys/step-down",
+        "sys/rotate",
+        "sys/rotate/config",
+        "sys/key-status",
+        "sys/metrics",
+        "sys/mounts",
+        "sys/rekey/init",
+        "sys/rekey/update",
+        "sys/rekey/verify",
+        "sys/rekey-recovery-key/init",
+        "sys/rekey-recovery-key/update",
+        "sys/rekey-recovery-key/verify",
+    ];
+    if let Some(fixed) = FIXED.iter().find(|f| **f == path) {
+        return (*fixed).to_owned();
+    }
+    for prefix in ["sys/mounts/", "sys/internal/ui/mounts/", "auth/token/"] {
+        if path.starts_with(prefix) {
+            return format!("{prefix}*");
+        }
+    }
+    if path.starts_with("sys/") {
+        return "sys/*".to_owned();
+    }
+    match path.split_once('/') {
+        Some((mount, _)) if !mount.is_empty() => format!("{mount}/*"),
+        _ => "other".to_owned(),
+    }
+}
+
+async fn route_request(state: &AppState, request: ApiRequest) -> Result<Response, HttpError> {
+    if let Some(response) = sys::handle(state, &request).await? {
+        return Ok(response);
+    }
+    logical(state, request).await
+}
+
+/// Everything that is not a core `sys/*` endpoint goes through the router.
+async fn logical(state: &AppState, request: ApiRequest) -> Result<Response, HttpError> {
+    let mut query = request.query.clone();
+    let list_param = query
+        .remove("list")
+        .is_some_and(|v| matches!(v.as_str(), "true" | "1" | "t" | "TRUE" | "True"));
+    let operation = match request.method.as_str() {
+        "GET" if list_param => Operation::List,
+        "GET" => Operation::Read,
+        "LIST" => Operation::List,
+        "PUT" | "POST" => Operation::Update,
+        "DELETE" => Operation::Delete,
+        "PATCH" => Operation::Patch,
+        _ => return Err(HttpError::method_not_allowed()),
+    };
+    if request.path.is_empty() {
+        return Err(HttpError::not_found());
+    }
+    let data = match operation {
+        Operation::Update | Operation::Patch | Operation::Create => request.data()?,
+        // Vault ignores bodies on reads, lists and deletes.
+        _ => None,
+    };
+    let logical_request = LogicalRequest {
+        operation,
+        path: request.path.clone(),
+        data,
+        query,
+        token: request.token.as_ref().map(|t| t.as_str().to_owned()),
+    };
+    let answer = state.core.handle(logical_request).await?;
+    match answer.to_json(&request.request_id) {
+        None => Ok(response::no_content()),
+        Some(body) => Ok(response::json_response(answer.status, &body)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn tokens_come_from_either_header() {
+        let mut headers = HeaderMap::new();
+        assert!(extract_token(&headers).is_none());
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(extract_token(&headers).unwrap().as_str(), "abc");
+        headers.insert("x-vault-token", HeaderValue::from_static("xyz"));
+        assert_eq!(extract_token(&headers).unwrap().as_str(), "xyz");
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert!(extract_token(&basic).is_none());
+    }
+
+    #[test]
+    fn query_strings_decode() {
+        let q = parse_query(Some("list=true&version=2&a%20b=c+d&flag")).unwrap();
+        assert_eq!(q["list"], "true");
+        assert_eq!(q["version"], "2");
+        assert_eq!(q["a b"], "c d");
+        assert_eq!(q["flag"], "");
+        assert!(parse_query(Some("x=%FF")).is_err());
+    }
+
+    #[test]
+    fn route_templates_are_bounded() {
+        assert_eq!(route_template("sys/unseal"), "sys/unseal");
+        assert_eq!(route_template("secret/data/a/b"), "secret/*");
+        assert_eq!(route_template("sys/mounts/kv"), "sys/mounts/*");
+        assert_eq!(route_template("auth/token/lookup-self"), "auth/token/*");
+        assert_eq!(route_template("sys/whatever/x"), "sys/*");
+        assert_eq!(route_template("nothing"), "other");
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused() {
+        let body = Body::from(vec![b'a'; 100]);
+        assert!(matches!(read_body(body, 99).await, Err(None)));
+        let body = Body::from(vec![b'a'; 100]);
+        assert_eq!(read_body(body, 100).await.unwrap().len(), 100);
+    }
+}

@@ -1,0 +1,275 @@
+//! The `sys/*` endpoints the core serves itself (seal lifecycle, health,
+//! keys, metrics). `sys/mounts*` and `sys/internal/ui/mounts/*` belong to
+//! the logical router and are not handled here.
+//!
+//! Bodies and field names are Vault's, so `vault`, `bao` and `hvac` work
+//! unchanged.
+
+use axum::http::Method;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::json;
+use strongroom::{InitParams, RekeyParams};
+
+use super::health::HealthCodes;
+use super::response::{self, HttpError, json_response, no_content, ok, sys_envelope};
+use super::{ApiRequest, AppState};
+
+/// Answers `request` if it is one of the core's `sys/*` endpoints;
+/// `Ok(None)` hands it to the logical router.
+///
+/// # Errors
+///
+/// The HTTP error to answer with (400 bad input, 403 token, 405 method,
+/// 503 sealed, ...).
+pub(crate) async fn handle(
+    state: &AppState,
+    request: &ApiRequest,
+) -> Result<Option<Response>, HttpError> {
+    let method = &request.method;
+    let is_write = *method == Method::PUT || *method == Method::POST;
+    let response = match request.path.as_str() {
+        "sys/init" => match method.as_str() {
+            "GET" => init_status(state).await?,
+            "PUT" | "POST" => init(state, request).await?,
+            _ => return Err(HttpError::method_not_allowed()),
+        },
+        "sys/seal-status" => {
+            only(method, &[Method::GET])?;
+            ok(&state.core.seal_status().await?)
+        }
+        "sys/unseal" => {
+            if !is_write {
+                return Err(HttpError::method_not_allowed());
+            }
+            unseal(state, request).await?
+        }
+        "sys/health" => health(state, request).await?,
+        "sys/leader" => {
+            only(method, &[Method::GET])?;
+            ok(&state.core.leader().await?)
+        }
+        "sys/seal" => {
+            if !is_write {
+                return Err(HttpError::method_not_allowed());
+            }
+            state.core.seal(request.token_str()).await?;
+            no_content()
+        }
+        "sys/step-down" => {
+            if !is_write {
+                return Err(HttpError::method_not_allowed());
+            }
+            step_down(state, request).await?
+        }
+        "sys/rotate" => {
+            if !is_write {
+                return Err(HttpError::method_not_allowed());
+            }
+            state.core.rotate(request.token_str()).await?;
+            no_content()
+        }
+        "sys/rotate/config" => rotate_config(state, request).await?,
+        "sys/key-status" => {
+            only(method, &[Method::GET])?;
+            let status = state.core.key_status(request.token_str()).await?;
+            ok(&sys_envelope(&request.request_id, json!(status)))
+        }
+        "sys/metrics" => {
+            only(method, &[Method::GET])?;
+            metrics(state, request).await?
+        }
+        path => {
+            if let Some(step) = path.strip_prefix("sys/rekey/") {
+                rekey(state, request, step, false).await?
+            } else if let Some(step) = path.strip_prefix("sys/rekey-recovery-key/") {
+                rekey(state, request, step, true).await?
+            } else {
+                return Ok(None);
+            }
+        }
+    };
+    Ok(Some(response))
+}
+
+fn only(method: &Method, allowed: &[Method]) -> Result<(), HttpError> {
+    if allowed.contains(method) {
+        Ok(())
+    } else {
+        Err(HttpError::method_not_allowed())
+    }
+}
+
+async fn init_status(state: &AppState) -> Result<Response, HttpError> {
+    let status = state.core.seal_status().await?;
+    Ok(ok(&json!({ "initialized": status.initialized })))
+}
+
+async fn init(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
+    let mut params: InitParams = request.parse()?;
+    // Choosing the root token's id is a -dev convenience, not an API feature.
+    params.root_token_id = None;
+    let result = state.core.init(params).await?;
+    tracing::info!(
+        keys = result.keys.len(),
+        recovery_keys = result.recovery_keys.len(),
+        "vault initialized through sys/init"
+    );
+    Ok(ok(&result))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct UnsealBody {
+    key: Option<String>,
+    reset: bool,
+    migrate: bool,
+}
+
+async fn unseal(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
+    let body: UnsealBody = request.parse()?;
+    let key = body.key.map(zeroize::Zeroizing::new);
+    if body.migrate {
+        return Err(HttpError::bad_request(
+            "seal migration is not supported by this server; unseal without \"migrate\"",
+        ));
+    }
+    let status = if body.reset {
+        state.core.unseal_reset().await?
+    } else {
+        match key.as_deref() {
+            Some(key) if !key.trim().is_empty() => state.core.unseal(key.trim()).await?,
+            _ => {
+                return Err(HttpError::bad_request(
+                    "'key' must be specified in request body as JSON, or 'reset' set to true",
+                ));
+            }
+        }
+    };
+    Ok(ok(&status))
+}
+
+async fn health(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
+    let head = request.method == Method::HEAD;
+    if !head && request.method != Method::GET {
+        return Err(HttpError::method_not_allowed());
+    }
+    let codes = match HealthCodes::from_query(&request.query) {
+        Ok(codes) => codes,
+        // Vault answers a bad override with 400 and no body on HEAD.
+        Err(err) if head => return Ok(response::empty(err.status)),
+        Err(err) => return Err(err),
+    };
+    let status = state.core.health().await;
+    let code = codes.code_for(&status);
+    if head {
+        return Ok(response::empty(code));
+    }
+    Ok(json_response(code, &status))
+}
+
+async fn step_down(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
+    state.core.check_token(request.token_str()).await?;
+    let leader = state.core.leader().await?;
+    if leader.ha_enabled {
+        return Err(HttpError::new(
+            500,
+            "step-down is not available yet on this server: HA leader election is not wired into the core",
+        ));
+    }
+    // Vault: without HA there is nothing to step down from; success.
+    Ok(no_content())
+}
+
+async fn rotate_config(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
+    match request.method.as_str() {
+        "GET" => {
+            let config = state.core.rotation_config(request.token_str()).await?;
+            Ok(ok(&sys_envelope(&request.request_id, json!(config))))
+        }
+        "PUT" | "POST" => {
+            let update: strongroom::RotationConfigUpdate = request.parse()?;
+            state
+                .core
+                .set_rotation_config(request.token_str(), update)
+                .await?;
+            Ok(no_content())
+        }
+        _ => Err(HttpError::method_not_allowed()),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RekeyKeyBody {
+    key: Option<String>,
+    nonce: Option<String>,
+}
+
+impl RekeyKeyBody {
+    fn parts(self) -> Result<(zeroize::Zeroizing<String>, String), HttpError> {
+        let key = self
+            .key
+            .filter(|k| !k.trim().is_empty())
+            .map(zeroize::Zeroizing::new)
+            .ok_or_else(|| {
+                HttpError::bad_request("'key' must be specified in request body as JSON")
+            })?;
+        let nonce = self.nonce.filter(|n| !n.trim().is_empty()).ok_or_else(|| {
+            HttpError::bad_request("'nonce' must be specified in request body as JSON")
+        })?;
+        Ok((key, nonce))
+    }
+}
+
+async fn rekey(
+    state: &AppState,
+    request: &ApiRequest,
+    step: &str,
+    recovery: bool,
+) -> Result<Response, HttpError> {
+    let core = &state.core;
+    let token = request.token_str();
+    match (step, request.method.as_str()) {
+        ("init", "GET") => Ok(ok(&core.rekey_status(token, recovery).await?)),
+        ("init", "PUT" | "POST") => {
+            let params: RekeyParams = request.parse()?;
+            Ok(ok(&core.rekey_init(token, params, recovery).await?))
+        }
+        ("init", "DELETE") => {
+            core.rekey_cancel(token, recovery).await?;
+            Ok(no_content())
+        }
+        ("update", "PUT" | "POST") => {
+            let (key, nonce) = request.parse::<RekeyKeyBody>()?.parts()?;
+            Ok(ok(&core
+                .rekey_update(token, key.trim(), &nonce, recovery)
+                .await?))
+        }
+        ("verify", "GET") => Ok(ok(&core.rekey_verify_status(token, recovery).await?)),
+        ("verify", "PUT" | "POST") => {
+            let (key, nonce) = request.parse::<RekeyKeyBody>()?.parts()?;
+            Ok(ok(&core
+                .rekey_verify(token, key.trim(), &nonce, recovery)
+                .await?))
+        }
+        ("init" | "update" | "verify", _) => Err(HttpError::method_not_allowed()),
+        _ => Err(HttpError::not_found()),
+    }
+}
+
+async fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
+    state.core.check_token(request.token_str()).await?;
+    let core_metrics = state.core.metrics().await;
+    match request.query.get("format").map(String::as_str) {
+        Some("prometheus") => Ok(response::text(
+            200,
+            state.metrics.prometheus(&core_metrics),
+            "text/plain; version=0.0.4; charset=utf-8",
+        )),
+        None | Some("" | "json") => Ok(ok(&state.metrics.json(&core_metrics))),
+        Some(other) => Err(HttpError::bad_request(format!(
+            "unknown metrics format {other:?}; use \"prometheus\" or leave format out for JSON"
+        ))),
+    }
+}

@@ -1,0 +1,244 @@
+//! `strongroom server`: assemble the backends named in the config into a
+//! core, serve the HTTP API on every listener, and shut down cleanly.
+//!
+//! Start order: parse config → logging → open storage and build the seal
+//! → build the core → bind listeners (a busy port fails the start before
+//! anything else happens) → `-dev` initialisation → auto-unseal loop →
+//! serve. On SIGTERM or SIGINT the listeners stop accepting, in-flight
+//! requests drain (up to 30 s), and the process exits; the barrier's keys
+//! live only in process memory and are zeroized when the core is dropped.
+
+mod backend;
+mod dev;
+mod listener;
+
+use std::sync::Arc;
+
+use strongroom::{Core, CoreOptions};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::ServerArgs;
+use crate::config::{LogFormat, ServerConfig, StorageConfig};
+use crate::error::Error;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+
+/// Crates whose logs follow the configured level; everything else (hyper,
+/// the AWS SDK) logs warnings only.
+const OWN_CRATES: &[&str] = &[
+    "strongroom",
+    "barrier",
+    "seal_core",
+    "seal_shamir",
+    "seal_awskms",
+    "storage_redb",
+    "storage_consul",
+    "ha_lock",
+];
+
+fn init_logging(level: &str, format: LogFormat) {
+    let mut directives = String::from("warn");
+    for krate in OWN_CRATES {
+        directives.push_str(&format!(",{krate}={level}"));
+    }
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(true);
+    // A second init (tests) is harmless: keep the first subscriber.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Standard => builder.try_init(),
+    };
+}
+
+fn log_level(args: &ServerArgs, config: &ServerConfig) -> Result<String, Error> {
+    let level = args
+        .log_level
+        .clone()
+        .or_else(|| config.log_level.clone())
+        .or_else(|| std::env::var("STRONGROOM_LOG_LEVEL").ok())
+        .or_else(|| std::env::var("VAULT_LOG_LEVEL").ok())
+        .unwrap_or_else(|| "info".to_owned())
+        .to_ascii_lowercase();
+    match level.as_str() {
+        "trace" | "debug" | "info" | "warn" | "error" | "off" => Ok(level),
+        "warning" => Ok("warn".to_owned()),
+        "err" => Ok("error".to_owned()),
+        other => Err(Error::Usage(format!(
+            "log level {other:?} is not one of trace, debug, info, warn, error"
+        ))),
+    }
+}
+
+fn log_format(args: &ServerArgs, config: &ServerConfig) -> Result<LogFormat, Error> {
+    let text = args
+        .log_format
+        .clone()
+        .or_else(|| std::env::var("STRONGROOM_LOG_FORMAT").ok())
+        .or_else(|| std::env::var("VAULT_LOG_FORMAT").ok());
+    match text.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(config.log_format),
+        Some("json") => Ok(LogFormat::Json),
+        Some("standard" | "text") => Ok(LogFormat::Standard),
+        Some(other) => Err(Error::Usage(format!(
+            "log format {other:?} is not \"standard\" or \"json\""
+        ))),
+    }
+}
+
+async fn shutdown_signal() -> &'static str {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => "SIGINT",
+        () = terminate => "SIGTERM",
+    }
+}
+
+fn storage_description(storage: &StorageConfig) -> String {
+    match storage {
+        StorageConfig::Inmem => "inmem".to_owned(),
+        StorageConfig::Redb { path } => format!("redb (path: {})", path.display()),
+        StorageConfig::Consul { settings, .. } => format!(
+            "consul (address: {}, path: {})",
+            settings
+                .get("address")
+                .map_or("127.0.0.1:8500", String::as_str),
+            settings.get("path").map_or("vault/", String::as_str)
+        ),
+    }
+}
+
+/// Runs the server until a shutdown signal; returns the exit code.
+///
+/// # Errors
+///
+/// Config, backend, TLS and bind failures at start, each with the file and
+/// line or address concerned.
+pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
+    let config = if args.dev {
+        dev::config(args)?
+    } else if args.config.is_empty() {
+        return Err(Error::Usage(
+            "strongroom server needs -config FILE (a Vault-style HCL file) or -dev".into(),
+        ));
+    } else {
+        crate::config::load(&args.config)?
+    };
+    let level = log_level(args, &config)?;
+    init_logging(&level, log_format(args, &config)?);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+
+    let storage = backend::open_storage(&config.storage)?;
+    let seal = backend::build_seal(config.seal.as_ref()).await?;
+    let seal_name = if seal.is_some() { "awskms" } else { "shamir" };
+    let auto = seal.is_some();
+
+    let bound = listener::bind_all(&config.listeners).await?;
+    let api_addr = config
+        .api_addr
+        .clone()
+        .or_else(|| bound.first().map(listener::Bound::url))
+        .unwrap_or_default();
+    let mut options = CoreOptions::new(config.storage.kind()).with_api_addr(api_addr.clone());
+    if let Some(name) = &config.cluster_name {
+        options = options.with_cluster_name(name.clone());
+    }
+    let mut builder = Core::builder().storage(storage).options(options);
+    builder = match seal {
+        Some(seal) => builder.auto_seal(seal),
+        None => builder.shamir(),
+    };
+    let core = builder.build().await.map_err(|e| Error::Core {
+        what: "starting the core".into(),
+        message: e.to_string(),
+    })?;
+
+    let mut summary = String::from("==> Strongroom server configuration:\n\n");
+    summary.push_str(&format!("             Api Address: {api_addr}\n"));
+    if let Some(name) = &config.cluster_name {
+        summary.push_str(&format!("            Cluster Name: {name}\n"));
+    }
+    for (i, b) in bound.iter().enumerate() {
+        summary.push_str(&format!(
+            "              Listener {}: tcp (addr: \"{}\", tls: \"{}\", max_request_size: \"{}\")\n",
+            i + 1,
+            b.local_addr,
+            if b.tls.is_some() { "enabled" } else { "disabled" },
+            b.config.max_request_size
+        ));
+    }
+    summary.push_str(&format!("               Log Level: {level}\n"));
+    summary.push_str(&format!("                    Seal: {seal_name}\n"));
+    summary.push_str(&format!(
+        "                 Storage: {}\n",
+        storage_description(&config.storage)
+    ));
+    summary.push_str(&format!(
+        "                 Version: Strongroom v{}\n",
+        strongroom::VERSION
+    ));
+    println!("{summary}");
+
+    if args.dev {
+        let keys = dev::initialize(&core, args.dev_root_token_id.as_deref()).await?;
+        println!("{}", dev::banner(&api_addr, &keys));
+    }
+    let auto_unseal = auto.then(|| core.spawn_auto_unseal());
+
+    println!("==> Strongroom server started! Log data will stream in below:\n");
+    tracing::info!(api_addr = %api_addr, seal = seal_name, storage = config.storage.kind(), "server started");
+
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let mut tasks = Vec::new();
+    for b in bound {
+        let state = AppState {
+            core: core.clone(),
+            metrics: metrics.clone(),
+            max_request_size: b.config.max_request_size,
+        };
+        tasks.push(tokio::spawn(listener::serve(
+            b,
+            router(state),
+            shutdown.clone(),
+        )));
+    }
+    let signal = shutdown_signal().await;
+    tracing::info!(
+        signal,
+        "shutdown requested: no new connections; draining in-flight requests"
+    );
+    shutdown.cancel();
+    for task in tasks {
+        let _ = task.await;
+    }
+    if let Some(task) = auto_unseal {
+        task.abort();
+    }
+    // The keys live only in this process: dropping the last handle to the
+    // core drops the barrier's keyring, whose key types zeroize on drop.
+    drop(core);
+    tracing::info!("stopped; the barrier keys were dropped from memory");
+    Ok(0)
+}
