@@ -353,3 +353,74 @@ pub(crate) fn parse(input: &[u8]) -> Result<Parsed<'_>, BarrierError> {
 pub fn entry_term(ciphertext: &[u8]) -> Result<u32, BarrierError> {
     parse(ciphertext).map(|p| p.term)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_splits_the_fields() {
+        let mut entry = vec![0, 0, 1, 2, VERSION];
+        entry.extend(1..=12u8);
+        entry.extend([0xc0; 5]);
+        entry.extend([0x7a; TAG_LEN]);
+        let parsed = parse(&entry).unwrap();
+        assert_eq!(parsed.term, 0x0102);
+        assert_eq!(parsed.nonce, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(parsed.ciphertext, &[0xc0; 5]);
+        assert_eq!(parsed.tag, &[0x7a; TAG_LEN]);
+        assert_eq!(entry_term(&entry).unwrap(), 0x0102);
+    }
+
+    #[test]
+    fn parse_refuses_short_and_unknown_versions() {
+        for len in 0..MIN_CIPHERTEXT_LEN {
+            let entry = vec![VERSION; len];
+            assert!(
+                matches!(parse(&entry), Err(BarrierError::TooShort { .. })),
+                "{len}"
+            );
+        }
+        let mut entry = vec![0u8; MIN_CIPHERTEXT_LEN];
+        entry[TERM_LEN] = 1;
+        assert!(matches!(
+            parse(&entry),
+            Err(BarrierError::UnknownVersion { version: 1 })
+        ));
+        entry[TERM_LEN] = VERSION;
+        let empty = parse(&entry).unwrap();
+        assert!(empty.ciphertext.is_empty());
+    }
+
+    #[test]
+    fn keys_of_other_lengths_are_refused() {
+        for &backend in AeadBackend::ALL {
+            for len in [0, 15, 17, 24, 31, 33, 64] {
+                assert!(
+                    matches!(
+                        KeyCipher::new(backend, &vec![1; len], "k"),
+                        Err(BarrierError::InvalidKeyLength { len: l, .. }) if l == len
+                    ),
+                    "{backend} {len}"
+                );
+            }
+            assert_eq!(
+                KeyCipher::new(backend, &[1; 16], "k").unwrap().backend(),
+                backend
+            );
+            assert_eq!(
+                KeyCipher::new(backend, &[1; 32], "k").unwrap().backend(),
+                backend
+            );
+        }
+    }
+
+    #[test]
+    fn backend_names() {
+        assert!(!AeadBackend::ALL.is_empty());
+        assert_eq!(AeadBackend::ALL[0], AeadBackend::default());
+        for &backend in AeadBackend::ALL {
+            assert_eq!(backend.to_string(), backend.name());
+        }
+    }
+}

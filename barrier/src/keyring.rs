@@ -426,3 +426,102 @@ pub(crate) struct RootKeyEntry {
     #[serde(rename = "Value")]
     pub(crate) value: SecretBytes,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = MIN_ROTATION_INTERVAL;
+
+    fn cfg(max_operations: u64, interval: Option<Duration>) -> RotationConfig {
+        RotationConfig {
+            enabled: true,
+            max_operations,
+            interval,
+        }
+    }
+
+    /// Vault's `KeyRotationConfig.Sanitize`, case by case.
+    #[test]
+    fn sanitize_matches_vault() {
+        let cases = [
+            (0, None, MAX_OPERATIONS_LIMIT, None),
+            (1, None, MIN_OPERATIONS_LIMIT, None),
+            (999_999, None, MIN_OPERATIONS_LIMIT, None),
+            (1_000_000, None, 1_000_000, None),
+            (2_000_000_000, None, 2_000_000_000, None),
+            (MAX_OPERATIONS_LIMIT, None, MAX_OPERATIONS_LIMIT, None),
+            (MAX_OPERATIONS_LIMIT + 1, None, MAX_OPERATIONS_LIMIT, None),
+            (u64::MAX, None, MAX_OPERATIONS_LIMIT, None),
+            (0, Some(Duration::ZERO), MAX_OPERATIONS_LIMIT, None),
+            (
+                0,
+                Some(Duration::from_secs(1)),
+                MAX_OPERATIONS_LIMIT,
+                Some(DAY),
+            ),
+            (
+                0,
+                Some(DAY - Duration::from_nanos(1)),
+                MAX_OPERATIONS_LIMIT,
+                Some(DAY),
+            ),
+            (0, Some(DAY), MAX_OPERATIONS_LIMIT, Some(DAY)),
+            (0, Some(DAY * 30), MAX_OPERATIONS_LIMIT, Some(DAY * 30)),
+        ];
+        for (ops, interval, want_ops, want_interval) in cases {
+            let got = cfg(ops, interval).sanitized();
+            assert_eq!(
+                (got.max_operations, got.interval),
+                (want_ops, want_interval),
+                "{ops} {interval:?}"
+            );
+            assert!(got.enabled);
+        }
+        let disabled = RotationConfig {
+            enabled: false,
+            ..RotationConfig::default()
+        };
+        assert!(!disabled.sanitized().enabled, "sanitize keeps `enabled`");
+        assert_eq!(
+            RotationConfig::default(),
+            RotationConfig::default().sanitized()
+        );
+    }
+
+    #[test]
+    fn rotation_config_round_trips_through_vaults_encoding() {
+        let original = cfg(5_000_000, Some(DAY * 7));
+        let json = serde_json::to_string(&EncodedRotation::from(original)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"Disabled":false,"MaxOperations":5000000,"Interval":604800000000000}"#
+        );
+        let back: EncodedRotation = serde_json::from_str(&json).unwrap();
+        assert_eq!(RotationConfig::from(&back), original);
+        // Negative values from a foreign writer sanitize instead of failing.
+        let odd: EncodedRotation =
+            serde_json::from_str(r#"{"MaxOperations":-5,"Interval":-1}"#).unwrap();
+        assert_eq!(RotationConfig::from(&odd), RotationConfig::default());
+    }
+
+    #[test]
+    fn secret_bytes_decode_base64_and_refuse_garbage() {
+        let ok: SecretBytes = serde_json::from_str(r#""AAECAw==""#).unwrap();
+        assert_eq!(&*ok.0, &[0, 1, 2, 3]);
+        // An escaped string takes serde_json's owned path.
+        let escaped: SecretBytes = serde_json::from_str(r#""AAEC\u0041w==""#).unwrap();
+        assert_eq!(&*escaped.0, &[0, 1, 2, 3]);
+        assert!(serde_json::from_str::<SecretBytes>(r#""not base64!""#).is_err());
+        assert!(serde_json::from_str::<SecretBytes>("12").is_err());
+        assert_eq!(format!("{ok:?}"), "SecretBytes { .. }");
+    }
+
+    #[test]
+    fn zeroizing_json_is_allocated_at_final_size() {
+        let value = serde_json::json!({"a": [1, 2, 3], "b": "text"});
+        let buf = to_zeroizing_json(&value).unwrap();
+        assert_eq!(buf.len(), buf.capacity());
+        assert_eq!(&buf[..], serde_json::to_vec(&value).unwrap().as_slice());
+    }
+}
