@@ -56,6 +56,9 @@ pub(crate) struct ServerConfig {
     pub(crate) log_format: LogFormat,
     /// Accepted for Vault compatibility: this server never calls mlock.
     pub(crate) disable_mlock: bool,
+    /// Not Vault: the longest wait between auto-unseal attempts while the
+    /// seal fails (the core's default when `None`).
+    pub(crate) auto_unseal_max_backoff: Option<std::time::Duration>,
     /// Settings that were accepted but have no effect, for a startup warning.
     pub(crate) warnings: Vec<String>,
 }
@@ -194,6 +197,7 @@ struct Partial {
     log_level: Option<String>,
     log_format: Option<LogFormat>,
     disable_mlock: Option<bool>,
+    auto_unseal_max_backoff: Option<std::time::Duration>,
     warnings: Vec<String>,
 }
 
@@ -218,6 +222,7 @@ impl Partial {
             log_level: self.log_level,
             log_format: self.log_format.unwrap_or_default(),
             disable_mlock: self.disable_mlock.unwrap_or(false),
+            auto_unseal_max_backoff: self.auto_unseal_max_backoff,
             warnings: self.warnings,
         })
     }
@@ -235,6 +240,9 @@ impl Partial {
         base.log_level = self.log_level.or(base.log_level);
         base.log_format = self.log_format.unwrap_or(base.log_format);
         base.disable_mlock = self.disable_mlock.unwrap_or(base.disable_mlock);
+        base.auto_unseal_max_backoff = self
+            .auto_unseal_max_backoff
+            .or(base.auto_unseal_max_backoff);
         base.warnings.extend(self.warnings);
         base
     }
@@ -421,6 +429,19 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                 });
             }
             "disable_mlock" => out.disable_mlock = Some(ctx.boolean(attr)?),
+            "auto_unseal_max_backoff" => {
+                let text = ctx.string(attr)?;
+                let wait = humantime::parse_duration(text.trim())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        ctx.invalid(
+                            attr.span(),
+                            format!("auto_unseal_max_backoff {text:?} is not a positive duration such as \"30s\""),
+                        )
+                    })?;
+                out.auto_unseal_max_backoff = Some(wait);
+            }
             _ if IGNORED_TOP_LEVEL.contains(&key) => out.warnings.push(format!(
                 "{}:{}: {key} is accepted for Vault compatibility but has no effect",
                 path.display(),
@@ -429,7 +450,7 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
             _ => {
                 return Err(ctx.invalid(
                     attr.span(),
-                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock and the storage, seal and listener stanzas"),
+                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, auto_unseal_max_backoff and the storage, seal and listener stanzas"),
                 ));
             }
         }
@@ -692,6 +713,7 @@ log_level     = "debug"
 log_format    = "json"
 disable_mlock = true
 ui            = true
+auto_unseal_max_backoff = "2s"
 "#,
         );
         assert_eq!(
@@ -714,6 +736,10 @@ ui            = true
         assert_eq!(cfg.log_level.as_deref(), Some("debug"));
         assert_eq!(cfg.log_format, LogFormat::Json);
         assert!(cfg.disable_mlock);
+        assert_eq!(
+            cfg.auto_unseal_max_backoff,
+            Some(std::time::Duration::from_secs(2))
+        );
         assert_eq!(cfg.warnings.len(), 1, "ui is accepted with a warning");
     }
 

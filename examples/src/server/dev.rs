@@ -44,6 +44,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
         log_level: None,
         log_format: LogFormat::Standard,
         disable_mlock: true,
+        auto_unseal_max_backoff: None,
         warnings: Vec::new(),
     })
 }

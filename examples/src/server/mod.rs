@@ -5,8 +5,8 @@
 //! → build the core → bind listeners (a busy port fails the start before
 //! anything else happens) → `-dev` initialisation → auto-unseal loop →
 //! serve. On SIGTERM or SIGINT the listeners stop accepting, in-flight
-//! requests drain (up to 30 s), and the process exits; the barrier's keys
-//! live only in process memory and are zeroized when the core is dropped.
+//! requests drain (up to 30 s), the core seals (keys zeroized) and the
+//! process exits.
 
 mod backend;
 mod dev;
@@ -164,6 +164,10 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     if let Some(name) = &config.cluster_name {
         options = options.with_cluster_name(name.clone());
     }
+    if let Some(max) = config.auto_unseal_max_backoff {
+        let initial = options.auto_unseal_initial_backoff.min(max);
+        options = options.with_auto_unseal_backoff(initial, max);
+    }
     let mut builder = Core::builder().storage(storage).options(options);
     builder = match seal {
         Some(seal) => builder.auto_seal(seal),
@@ -236,9 +240,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     if let Some(task) = auto_unseal {
         task.abort();
     }
-    // The keys live only in this process: dropping the last handle to the
-    // core drops the barrier's keyring, whose key types zeroize on drop.
-    drop(core);
-    tracing::info!("stopped; the barrier keys were dropped from memory");
+    core.shutdown().await;
+    tracing::info!("sealed and stopped");
     Ok(0)
 }

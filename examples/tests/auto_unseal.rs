@@ -1,0 +1,163 @@
+//! Auto-unseal through AWS KMS, against a real `moto_server` speaking the
+//! KMS protocol: init hands out recovery keys, restarts come back unsealed
+//! without anyone typing keys, a KMS outage leaves a restarted node sealed
+//! (health 503, a log that names the failure), and the node unseals itself
+//! when the KMS returns — without a restart.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Server, free_port, plain_listener, redb_storage};
+use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
+use serde_json::json;
+
+fn config(dir: &std::path::Path, port: u16, moto: &MotoServer, key_id: &str) -> String {
+    format!(
+        r#"{storage}seal "awskms" {{
+  region            = "{TEST_REGION}"
+  kms_key_id        = "{key_id}"
+  endpoint          = "{endpoint}"
+  access_key        = "{TEST_ACCESS_KEY}"
+  secret_key        = "{TEST_SECRET_KEY}"
+  connect_timeout   = "1s"
+  attempt_timeout   = "2s"
+  operation_timeout = "5s"
+  max_attempts      = 1
+}}
+{listener}
+cluster_name            = "auto-unseal-test"
+auto_unseal_max_backoff = "1s"
+"#,
+        storage = redb_storage(dir),
+        endpoint = moto.endpoint(),
+        listener = plain_listener(port),
+    )
+}
+
+async fn health_code(server: &Server) -> u16 {
+    server
+        .http
+        .get(format!("{}/v1/sys/health", server.base))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kms_auto_unseal_survives_restarts_and_outages() {
+    let moto = MotoServer::start().await;
+    let key = moto.create_key().await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = config(dir.path(), port, &moto, &key.key_id);
+    let mut server = Server::start(dir.path(), port, &config).await;
+
+    // Before init: an auto seal reports recovery keys.
+    let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
+    assert_eq!(status["type"], "awskms");
+    assert_eq!(status["recovery_seal"], json!(true));
+    assert_eq!(status["initialized"], json!(false));
+
+    // Shamir parameters do not apply to an auto seal.
+    let (code, body) = server
+        .call(
+            "PUT",
+            "sys/init",
+            None,
+            Some(json!({"secret_shares": 5, "secret_threshold": 3})),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+
+    let (code, init) = server
+        .call(
+            "PUT",
+            "sys/init",
+            None,
+            Some(json!({"recovery_shares": 5, "recovery_threshold": 3})),
+        )
+        .await;
+    assert_eq!(code, 200, "{init}");
+    assert_eq!(init["recovery_keys"].as_array().unwrap().len(), 5);
+    assert_eq!(init["recovery_keys_base64"].as_array().unwrap().len(), 5);
+    assert!(
+        init["keys"].as_array().unwrap().is_empty(),
+        "no unseal keys with an auto seal: {init}"
+    );
+    let root = init["root_token"].as_str().unwrap().to_owned();
+
+    // Unsealed right after init, without keys.
+    let status = server.wait_sealed(false, Duration::from_secs(10)).await;
+    assert_eq!(status["t"], json!(3));
+    assert_eq!(status["n"], json!(5));
+    assert_eq!(status["cluster_name"], "auto-unseal-test");
+    common::mount_kv(&server, &root, "kv", "1").await;
+    let (code, _) = server
+        .call(
+            "PUT",
+            "kv/db",
+            Some(&root),
+            Some(json!({"password": "s3cret"})),
+        )
+        .await;
+    assert_eq!(code, 204);
+
+    // Restart: unsealed again without anyone typing keys.
+    assert!(server.terminate().success());
+    let mut server = Server::start(dir.path(), port, &config).await;
+    server.wait_sealed(false, Duration::from_secs(15)).await;
+    let (_, body) = server.call("GET", "kv/db", Some(&root), None).await;
+    assert_eq!(body["data"]["password"], "s3cret");
+
+    // KMS down + restart: the node comes back sealed, fails readiness, and
+    // says why in its log.
+    assert!(server.terminate().success());
+    moto.stop().await;
+    let server = Server::start(dir.path(), port, &config).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = server.log();
+        if log.contains("fetching stored unseal keys failed") {
+            assert!(
+                log.contains("unreachable"),
+                "the log should say the KMS is unreachable:\n{log}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no auto-unseal failure logged:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
+    assert_eq!(status["sealed"], json!(true), "{status}");
+    assert_eq!(health_code(&server).await, 503);
+    let (code, body) = server.call("GET", "kv/db", Some(&root), None).await;
+    assert_eq!(code, 503, "{body}");
+    // Liveness-style probes still pass.
+    let response = server
+        .http
+        .get(format!("{}/v1/sys/health?sealedcode=200", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
+    // KMS back: the retry loop unseals the node, no restart needed.
+    moto.restart().await;
+    server.wait_sealed(false, Duration::from_secs(30)).await;
+    assert_eq!(health_code(&server).await, 200);
+    let (_, body) = server.call("GET", "kv/db", Some(&root), None).await;
+    assert_eq!(body["data"]["password"], "s3cret");
+    assert!(
+        server.log().contains("vault is unsealed"),
+        "{}",
+        server.log()
+    );
+}

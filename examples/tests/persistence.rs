@@ -1,0 +1,210 @@
+//! Durability of the real server on redb: data survives a clean restart
+//! (SIGTERM) and a crash (SIGKILL) loses no write the client saw
+//! acknowledged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, free_port, init, mount_kv, plain_listener, redb_storage, unseal};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_write_restart_unseal_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!("{}{}", redb_storage(dir.path()), plain_listener(port));
+    let mut server = Server::start(dir.path(), port, &config).await;
+
+    let (keys, root) = init(&server, 3, 2).await;
+    assert_eq!(keys.len(), 3);
+    unseal(&server, &keys[..2]).await;
+    mount_kv(&server, &root, "secret", "2").await;
+    mount_kv(&server, &root, "kv", "1").await;
+    for i in 0..20 {
+        let (code, body) = server
+            .call(
+                "PUT",
+                &format!("secret/data/app/{i}"),
+                Some(&root),
+                Some(json!({"data": {"n": i.to_string()}})),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    // A second version of one secret.
+    server
+        .call(
+            "PUT",
+            "secret/data/app/0",
+            Some(&root),
+            Some(json!({"data": {"n": "zero-v2"}})),
+        )
+        .await;
+    let (code, _) = server
+        .call(
+            "PUT",
+            "kv/plain",
+            Some(&root),
+            Some(json!({"password": "hunter2"})),
+        )
+        .await;
+    assert_eq!(code, 204);
+
+    // Clean shutdown: drains, seals, exits 0.
+    let status = server.terminate();
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        server.log()
+    );
+    assert!(
+        server.log().contains("sealed and stopped"),
+        "{}",
+        server.log()
+    );
+
+    let server = Server::start(dir.path(), port, &config).await;
+    let status = server.wait_sealed(true, Duration::from_secs(5)).await;
+    assert_eq!(status["initialized"], json!(true));
+    assert_eq!(status["t"], json!(2));
+    assert_eq!(status["n"], json!(3));
+    assert_eq!(status["progress"], json!(0));
+    // Sealed: the logical layer answers 503.
+    let (code, body) = server.call("GET", "kv/plain", Some(&root), None).await;
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["errors"][0], "Vault is sealed");
+
+    // A different pair of keys than before.
+    let (_, progress) = server
+        .call("PUT", "sys/unseal", None, Some(json!({"key": keys[2]})))
+        .await;
+    assert_eq!(progress["progress"], json!(1));
+    assert!(!progress["nonce"].as_str().unwrap().is_empty());
+    unseal(&server, &keys[..1]).await;
+
+    for i in 1..20 {
+        let (code, body) = server
+            .call("GET", &format!("secret/data/app/{i}"), Some(&root), None)
+            .await;
+        assert_eq!(code, 200, "{body}");
+        assert_eq!(body["data"]["data"]["n"], json!(i.to_string()));
+    }
+    let (_, body) = server
+        .call("GET", "secret/data/app/0", Some(&root), None)
+        .await;
+    assert_eq!(body["data"]["data"]["n"], "zero-v2");
+    assert_eq!(body["data"]["metadata"]["version"], json!(2));
+    let (_, body) = server
+        .call("GET", "secret/data/app/0?version=1", Some(&root), None)
+        .await;
+    assert_eq!(body["data"]["data"]["n"], "0");
+    let (_, body) = server.call("GET", "kv/plain", Some(&root), None).await;
+    assert_eq!(body["data"]["password"], "hunter2");
+    let (code, body) = server
+        .call("LIST", "secret/metadata/app", Some(&root), None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["keys"].as_array().unwrap().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_writes_loses_no_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!("{}{}", redb_storage(dir.path()), plain_listener(port));
+    let mut server = Server::start(dir.path(), port, &config).await;
+    let (keys, root) = init(&server, 1, 1).await;
+    unseal(&server, &keys).await;
+    mount_kv(&server, &root, "kv", "1").await;
+    mount_kv(&server, &root, "secret", "2").await;
+
+    // Writers record every write the server acknowledged.
+    let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut writers = Vec::new();
+    let base = server.base.clone();
+    for writer in 0..8 {
+        let acked = acked.clone();
+        let base = base.clone();
+        let root = root.clone();
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut i = 0u64;
+            while Instant::now() < deadline {
+                let (path, body) = if i.is_multiple_of(2) {
+                    (
+                        format!("kv/w{writer}/k{i}"),
+                        json!({"v": format!("value-{writer}-{i}")}),
+                    )
+                } else {
+                    (
+                        format!("secret/data/w{writer}/k{i}"),
+                        json!({"data": {"v": format!("value-{writer}-{i}")}}),
+                    )
+                };
+                let sent = http
+                    .put(format!("{base}/v1/{path}"))
+                    .header("X-Vault-Token", &root)
+                    .json(&body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push((path, format!("value-{writer}-{i}")));
+                    }
+                    Ok(r) => panic!("write {path} refused before the crash: {}", r.status()),
+                    // The server is gone: stop writing.
+                    Err(_) => return,
+                }
+                i += 1;
+            }
+        }));
+    }
+    // Let writes pile up, then crash the server mid-stream.
+    let start = Instant::now();
+    while acked.lock().unwrap().len() < 300 && start.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill9();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.len() >= 100,
+        "only {} writes were acknowledged before the crash",
+        acked.len()
+    );
+
+    let server = Server::start(dir.path(), port, &config).await;
+    unseal(&server, &keys).await;
+    let mut lost = Vec::new();
+    for (path, value) in &acked {
+        let (code, body) = server.call("GET", path, Some(&root), None).await;
+        let got = if path.starts_with("secret/") {
+            body["data"]["data"]["v"].clone()
+        } else {
+            body["data"]["v"].clone()
+        };
+        if code != 200 || got != json!(value) {
+            lost.push(format!("{path}: {code} {body}"));
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
