@@ -252,7 +252,8 @@ impl AwsKmsSeal {
     /// Re-encrypts `blob` under the configured key when the key recorded in
     /// it differs from the configured key's current ARN (after `kms_key_id`
     /// was changed). `Ok(None)` means the blob is already under the
-    /// configured key and should be kept; `Ok(Some(new))` is the blob to
+    /// configured key and should be kept (it is not opened then, so this
+    /// costs one KMS call); `Ok(Some(new))` is the blob to
     /// store instead. Used by the core after unseal on
     /// `core/hsm/barrier-unseal-keys` and `core/recovery-key`, as Vault's
     /// `UpgradeKeys` does.

@@ -406,3 +406,41 @@ async fn debug_output_shows_no_secrets() {
     }
     assert!(format!("{seal:?}").contains(&key.key_id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stanza_and_environment_configure_a_working_seal() {
+    use std::collections::BTreeMap;
+
+    let moto = MotoServer::start().await;
+    let key = moto.create_key().await;
+    let harness = moto.config_for("unused");
+    // The server hands the stanza over as strings; the key id and endpoint
+    // come from the environment, as in a Vault deployment that sets
+    // VAULT_AWSKMS_SEAL_KEY_ID and AWS_KMS_ENDPOINT.
+    let stanza: BTreeMap<String, String> = [
+        ("kms_key_id", "alias/overridden-by-env"),
+        ("access_key", harness.access_key.as_deref().unwrap()),
+        (
+            "secret_key",
+            harness.secret_key.as_ref().unwrap().expose_secret(),
+        ),
+        ("connect_timeout", "2s"),
+        ("operation_timeout", "20s"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let mut config = AwsKmsConfig::from_map(&stanza).unwrap();
+    let endpoint = moto.endpoint();
+    let key_id = key.key_id.clone();
+    config.apply_env_with(|name| match name {
+        "VAULT_AWSKMS_SEAL_KEY_ID" => Some(key_id.clone()),
+        "AWS_KMS_ENDPOINT" => Some(endpoint.clone()),
+        "AWS_REGION" => Some("us-east-1".to_owned()),
+        _ => None,
+    });
+    let seal = AwsKmsSeal::new(config).await.unwrap();
+    assert_eq!(seal.key_id(), key.key_id);
+    assert_eq!(seal.endpoint(), Some(moto.endpoint().as_str()));
+    seal.health_check().await.unwrap();
+}

@@ -133,9 +133,7 @@ impl MotoServer {
     /// # Panics
     /// When moto is not installed or does not come up.
     pub async fn start() -> Self {
-        let server = Self::launch(None).await;
-        server.wait_ready().await;
-        server
+        Self::launch_ready(None).await
     }
 
     /// Starts moto enforcing IAM on every request after the admin bootstrap:
@@ -145,8 +143,7 @@ impl MotoServer {
     /// # Panics
     /// When moto is not installed or does not come up.
     pub async fn start_with_iam() -> Self {
-        let mut server = Self::launch(Some(IAM_BOOTSTRAP_REQUESTS)).await;
-        server.wait_ready().await;
+        let mut server = Self::launch_ready(Some(IAM_BOOTSTRAP_REQUESTS)).await;
         let (access_key, secret_key) = iam::bootstrap_admin(&server).await;
         server.access_key = access_key;
         server.secret_key = secret_key;
@@ -154,7 +151,21 @@ impl MotoServer {
         server
     }
 
-    async fn launch(no_auth_requests: Option<u32>) -> Self {
+    /// Launches moto and waits for it; a moto that exits at once (its port
+    /// was taken between choosing and binding it) is retried on another.
+    async fn launch_ready(no_auth_requests: Option<u32>) -> Self {
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let server = Self::launch(no_auth_requests);
+            match server.wait_ready().await {
+                Ok(()) => return server,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("{last_error}");
+    }
+
+    fn launch(no_auth_requests: Option<u32>) -> Self {
         let bin = moto_bin();
         let moto_port = free_port();
         let log_path = std::env::temp_dir().join(format!(
@@ -196,12 +207,12 @@ impl MotoServer {
 
     /// Waits until moto accepts TCP connections. A TCP probe, not a request:
     /// in IAM mode every request counts against the unauthenticated budget.
-    async fn wait_ready(&self) {
+    async fn wait_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = SocketAddr::from(([127, 0, 0, 1], self.moto_port));
         loop {
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
@@ -210,10 +221,10 @@ impl MotoServer {
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!(
+                return Err(format!(
                     "moto_server exited with {status} before accepting connections; its log:\n{}",
                     std::fs::read_to_string(&self.log_path).unwrap_or_default()
-                );
+                ));
             }
             if Instant::now() > deadline {
                 panic!(
