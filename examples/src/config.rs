@@ -114,6 +114,9 @@ pub(crate) struct ListenerConfig {
     pub(crate) tls: Option<TlsFiles>,
     /// Largest request body accepted before answering 413.
     pub(crate) max_request_size: usize,
+    /// Vault's `telemetry { unauthenticated_metrics_access = true }`:
+    /// `sys/metrics` without a token, so a sealed node can still be scraped.
+    pub(crate) unauthenticated_metrics_access: bool,
 }
 
 /// PEM files for a TLS listener.
@@ -589,14 +592,33 @@ fn parse_listener(ctx: &Ctx<'_>, block: &Block) -> Result<ListenerConfig, Error>
             format!("listener type {kind:?} is not supported; use \"tcp\""),
         ));
     }
-    if let Some(inner) = block.body.blocks().next() {
-        return Err(ctx.invalid(
-            inner.span(),
-            format!(
-                "unexpected block {:?} inside the listener stanza",
-                inner.ident.as_str()
-            ),
-        ));
+    let mut unauthenticated_metrics_access = false;
+    for inner in block.body.blocks() {
+        if inner.ident.as_str() != "telemetry" {
+            return Err(ctx.invalid(
+                inner.span(),
+                format!(
+                    "unexpected block {:?} inside the listener stanza (only telemetry is known)",
+                    inner.ident.as_str()
+                ),
+            ));
+        }
+        for attr in inner.body.attributes() {
+            match attr.key.as_str() {
+                "unauthenticated_metrics_access" => {
+                    unauthenticated_metrics_access = ctx.boolean(attr)?;
+                }
+                "prometheus_retention_time" | "disable_hostname" => {}
+                other => {
+                    return Err(ctx.invalid(
+                        attr.span(),
+                        format!(
+                            "listener telemetry has no setting {other:?}; known: unauthenticated_metrics_access"
+                        ),
+                    ));
+                }
+            }
+        }
     }
     let mut address = "127.0.0.1:8200".to_owned();
     let mut address_span = block.span();
@@ -677,6 +699,7 @@ fn parse_listener(ctx: &Ctx<'_>, block: &Block) -> Result<ListenerConfig, Error>
         address,
         tls,
         max_request_size,
+        unauthenticated_metrics_access,
     })
 }
 
@@ -730,6 +753,7 @@ auto_unseal_max_backoff = "2s"
         assert_eq!(cfg.listeners.len(), 1);
         assert_eq!(cfg.listeners[0].address, "127.0.0.1:8210".parse().unwrap());
         assert_eq!(cfg.listeners[0].tls, None);
+        assert!(!cfg.listeners[0].unauthenticated_metrics_access);
         assert_eq!(cfg.listeners[0].max_request_size, DEFAULT_MAX_REQUEST_SIZE);
         assert_eq!(cfg.api_addr.as_deref(), Some("http://127.0.0.1:8210"));
         assert_eq!(cfg.cluster_name.as_deref(), Some("prod"));
@@ -780,9 +804,13 @@ listener "tcp" {
   tls_cert_file = "/c.pem"
   tls_key_file = "/k.pem"
   max_request_size = 1024
+  telemetry {
+    unauthenticated_metrics_access = true
+  }
 }
 "#,
         );
+        assert!(cfg.listeners[0].unauthenticated_metrics_access);
         assert_eq!(
             cfg.listeners[0].tls,
             Some(TlsFiles {

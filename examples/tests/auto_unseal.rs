@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Server, free_port, plain_listener, redb_storage};
+use common::{Server, free_port, redb_storage};
 use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
 use serde_json::json;
 
@@ -27,13 +27,18 @@ fn config(dir: &std::path::Path, port: u16, moto: &MotoServer, key_id: &str) -> 
   operation_timeout = "5s"
   max_attempts      = 1
 }}
-{listener}
+listener "tcp" {{
+  address     = "127.0.0.1:{port}"
+  tls_disable = true
+  telemetry {{
+    unauthenticated_metrics_access = true
+  }}
+}}
 cluster_name            = "auto-unseal-test"
 auto_unseal_max_backoff = "1s"
 "#,
         storage = redb_storage(dir),
         endpoint = moto.endpoint(),
-        listener = plain_listener(port),
     )
 }
 
@@ -148,6 +153,24 @@ async fn kms_auto_unseal_survives_restarts_and_outages() {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 200);
+    // A sealed node can still be scraped (unauthenticated metrics listener).
+    let metrics = server
+        .http
+        .get(format!("{}/v1/sys/metrics?format=prometheus", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nstrongroom_core_unsealed 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("strongroom_core_auto_unseal_failures_total 0\n"),
+        "{metrics}"
+    );
 
     // KMS back: the retry loop unseals the node, no restart needed.
     moto.restart().await;

@@ -43,6 +43,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     /// This listener's body size limit in bytes.
     pub(crate) max_request_size: usize,
+    /// Whether `sys/metrics` is served without a token on this listener.
+    pub(crate) unauthenticated_metrics: bool,
 }
 
 /// The axum application for one listener.

@@ -259,7 +259,11 @@ async fn rekey(
 }
 
 async fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
-    state.core.check_token(request.token_str()).await?;
+    // Tokens live behind the barrier: a sealed node can only be scraped
+    // when the listener allows unauthenticated metrics (as in Vault).
+    if !state.unauthenticated_metrics {
+        state.core.check_token(request.token_str()).await?;
+    }
     let core_metrics = state.core.metrics().await;
     match request.query.get("format").map(String::as_str) {
         Some("prometheus") => Ok(response::text(

@@ -38,6 +38,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
             address,
             tls: None,
             max_request_size: DEFAULT_MAX_REQUEST_SIZE,
+            unauthenticated_metrics_access: false,
         }],
         api_addr: None,
         cluster_name: None,

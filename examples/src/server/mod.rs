@@ -221,6 +221,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
             core: core.clone(),
             metrics: metrics.clone(),
             max_request_size: b.config.max_request_size,
+            unauthenticated_metrics: b.config.unauthenticated_metrics_access,
         };
         tasks.push(tokio::spawn(listener::serve(
             b,
