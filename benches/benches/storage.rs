@@ -28,16 +28,21 @@ const WRITERS: usize = 16;
 struct Subject {
     name: &'static str,
     storage: Arc<dyn Storage>,
+    /// The same store, typed, for its commit statistics.
+    redb: Option<Arc<RedbStorage>>,
     _dir: Option<TempDir>,
 }
 
 fn redb(name: &'static str, options: RedbOptions) -> Subject {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let storage = RedbStorage::open_with(dir.path().join("bench.redb"), options)
-        .unwrap_or_else(|e| panic!("open redb: {e}"));
+    let storage = Arc::new(
+        RedbStorage::open_with(dir.path().join("bench.redb"), options)
+            .unwrap_or_else(|e| panic!("open redb: {e}")),
+    );
     Subject {
         name,
-        storage: Arc::new(storage),
+        storage: storage.clone(),
+        redb: Some(storage),
         _dir: Some(dir),
     }
 }
@@ -47,6 +52,7 @@ fn subjects() -> Vec<Subject> {
         Subject {
             name: "memory",
             storage: Arc::new(MemoryStorage::new()),
+            redb: None,
             _dir: None,
         },
         redb("redb", RedbOptions::default()),
@@ -150,6 +156,18 @@ fn bench_concurrent_put(c: &mut Criterion, rt: &tokio::runtime::Runtime) {
                 }
             });
         });
+        // How many writes each durable commit carried: the batching that
+        // the timings above are the effect of.
+        if let Some(redb) = &subject.redb {
+            let stats = redb.stats();
+            println!(
+                "{}: {} writes in {} commits ({:.1} writes per commit)",
+                subject.name,
+                stats.writes,
+                stats.commits,
+                stats.writes as f64 / stats.commits.max(1) as f64
+            );
+        }
     }
     group.finish();
 }
