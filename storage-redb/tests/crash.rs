@@ -8,7 +8,8 @@
 //! the middle of the stream, reopens the database, and checks that it
 //! opens cleanly (and passes redb's integrity check) and that every
 //! acknowledged write is there with its exact value. Several rounds run on
-//! the same file, each checking all rounds so far.
+//! the same file, each checking all rounds so far. While the child runs,
+//! the parent's own open of the file must fail as locked.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use seal_core::{Storage, TxnOp};
-use storage_redb::RedbStorage;
+use storage_redb::{RedbStorage, RedbStorageError};
 
 const TEST_NAME: &str = "acknowledged_writes_survive_sigkill";
 const CHILD_DB_ENV: &str = "STRONGROOM_REDB_CRASH_CHILD_DB";
@@ -28,7 +29,7 @@ const CHILD_ROUND_ENV: &str = "STRONGROOM_REDB_CRASH_CHILD_ROUND";
 const WRITERS: usize = 8;
 /// The child stops by itself after this long, so an orphan never writes
 /// forever; the parent kills it long before.
-const CHILD_LIFETIME: Duration = Duration::from_secs(60);
+const CHILD_LIFETIME: Duration = Duration::from_secs(300);
 
 /// The value written for `key`: derived from it, of varying length
 /// (1..=3000 bytes), so the parent can check exact bytes.
@@ -97,6 +98,18 @@ fn run_child_and_kill(db: &Path, round: usize, kill_after: usize) -> Vec<(String
             acks.push((key.to_owned(), Expect::Gone));
         } else if let Some(message) = line.strip_prefix("FAIL ") {
             panic!("round {round}: child failed: {message}");
+        }
+        if acks.len() == 1 && round == 0 {
+            // While the child holds the file, this process must be refused
+            // with a clear "locked" error rather than open it a second time.
+            match RedbStorage::open(db) {
+                Err(err @ RedbStorageError::Locked { .. }) => {
+                    assert!(err.to_string().contains("crash.redb"), "{err}");
+                }
+                other => {
+                    panic!("open beside a live writer process: expected Locked, got {other:?}")
+                }
+            }
         }
         if !killed && acks.len() >= kill_after {
             child.0.kill().unwrap(); // SIGKILL: no destructors, no flush.
