@@ -38,8 +38,9 @@ const LAYOUT_VERSION: u64 = 1;
 ///   never wait for the writer and see every acknowledged write.
 ///
 /// Dropping the store waits for the writer to commit what is queued and
-/// releases the file lock, so the same path can be reopened at once. A
-/// write whose caller stopped waiting (a dropped future) may still commit.
+/// releases the file lock (once any read already running on the blocking
+/// pool finishes), so the same path can be reopened at once. A write whose
+/// caller stopped waiting (a dropped future) may still commit.
 pub struct RedbStorage {
     db: Arc<Database>,
     path: Arc<Path>,
