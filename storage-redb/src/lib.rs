@@ -14,6 +14,7 @@
 //!   per write. One writer thread commits all writes queued at the time in
 //!   a single transaction and then answers each caller, so 16 concurrent
 //!   writers share one fsync instead of waiting for sixteen.
+//!   [`RedbStorage::stats`] reports writes per commit for metrics.
 //! * **Non-blocking**: reads run on Tokio's blocking pool against redb's
 //!   snapshots and never wait for the writer.
 //!
