@@ -254,21 +254,29 @@ pub fn combine_bytes(parts: &[&[u8]]) -> Result<Zeroizing<Vec<u8>>, ShamirError>
     }
 
     // Lagrange basis polynomials evaluated at 0:
-    // L_i(0) = Π_{j≠i} (0 − x_j) / (x_i − x_j) = Π x_j / Π (x_i ⊕ x_j).
+    // L_i(0) = Π_{j≠i} (0 − x_j) / (x_i − x_j) = P / (x_i · D_i), with
+    // P = Π_j x_j and D_i = Π_{j≠i} (x_i ⊕ x_j). The D_i, the O(k²) part,
+    // are computed for eight i at once, one per byte of a word.
+    let product = xs.iter().fold(1u8, |acc, &x| gf256::mul(acc, x));
+    let mut dens = vec![0u8; xs.len()];
+    for (g, (group, out)) in xs.chunks(8).zip(dens.chunks_mut(8)).enumerate() {
+        let lanes_xi = load(group);
+        let mut den = gf256::LANES_LOW;
+        for (j, &xj) in xs.iter().enumerate() {
+            let mut factor = lanes_xi ^ (gf256::LANES_LOW * u64::from(xj));
+            if j / 8 == g {
+                // The lane where i == j holds x_i ⊕ x_i = 0; that factor is
+                // skipped (multiplied by 1 instead).
+                factor |= 1u64 << (8 * (j % 8));
+            }
+            den = gf256::mul_lanes(den, factor);
+        }
+        store(den, out);
+    }
     let basis: Vec<u8> = xs
         .iter()
-        .enumerate()
-        .map(|(i, &xi)| {
-            let mut num = 1u8;
-            let mut den = 1u8;
-            for (j, &xj) in xs.iter().enumerate() {
-                if i != j {
-                    num = gf256::mul(num, xj);
-                    den = gf256::mul(den, gf256::add(xi, xj));
-                }
-            }
-            gf256::div(num, den)
-        })
+        .zip(&dens)
+        .map(|(&xi, &di)| gf256::div(product, gf256::mul(xi, di)))
         .collect();
 
     // Σ L_i(0) · y_i, eight bytes at a time.
