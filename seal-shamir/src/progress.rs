@@ -202,6 +202,14 @@ fn new_nonce() -> String {
 
 /// The common path of both submits, under the lock.
 fn accept(inner: &mut Inner, share: UnsealShare, threshold: usize) -> Result<Submit, ShamirError> {
+    if threshold == 1 {
+        // A single-share configuration: the share is the secret, whatever
+        // was held before (stale shares of an earlier configuration).
+        inner.clear();
+        return Ok(Submit::Complete(Zeroizing::new(
+            share.expose_secret().to_vec(),
+        )));
+    }
     let duplicate = inner
         .parts
         .iter()
@@ -221,13 +229,5 @@ fn accept(inner: &mut Inner, share: UnsealShare, threshold: usize) -> Result<Sub
     // Threshold reached: whatever happens, the operation is over.
     let parts = std::mem::take(&mut inner.parts);
     inner.clear();
-    if threshold == 1 {
-        let secret = parts
-            .first()
-            .map(|p| Zeroizing::new(p.expose_secret().to_vec()));
-        return secret
-            .map(Submit::Complete)
-            .ok_or(ShamirError::TooFewShares { got: 0 });
-    }
     combine(&parts).map(Submit::Complete)
 }

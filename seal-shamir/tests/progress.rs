@@ -81,6 +81,18 @@ fn threshold_one_returns_the_share_itself() {
     assert_eq!(p.status(), ProgressStatus::default());
 }
 
+/// Shares held from an earlier configuration do not leak into a
+/// single-share unseal: the submitted share is the secret.
+#[test]
+fn threshold_one_ignores_stale_shares() {
+    let old = split(&[0x33; 32], 5, 3).unwrap();
+    let single = split(&KEK, 1, 1).unwrap();
+    let p = UnsealProgress::new();
+    pending(p.submit(copy(&old[0]), 3));
+    assert_eq!(complete(p.submit(copy(&single[0]), 1)), KEK);
+    assert_eq!(p.status(), ProgressStatus::default());
+}
+
 /// A wrong set (shares of two different splits) still combines to some
 /// value; the caller detects it by using the value. Progress is cleared so
 /// the operators start again with a new nonce.
