@@ -50,8 +50,10 @@ pub enum LogicalError {
         path: String,
     },
 
-    /// The storage below the router failed. 500, or 503 when the barrier
-    /// is sealed (its error text contains "Vault is sealed").
+    /// The storage below the router failed. 500; 503 when the barrier is
+    /// sealed (its error text contains "Vault is sealed") or the backend is
+    /// unreachable; 413 when a secret exceeds the backend's value limit; 400
+    /// for a key the backend refuses.
     #[error("storage failure: {0}")]
     Storage(#[from] StorageError),
 
@@ -82,6 +84,11 @@ impl LogicalError {
             Self::InvalidRequest(_) => 400,
             Self::UnsupportedOperation { .. } => 405,
             Self::Storage(StorageError::InvalidKey { .. }) => 400,
+            // The client sent a secret larger than the backend stores
+            // (Consul: 512 KiB); Vault's HTTP layer answers 413 for these.
+            Self::Storage(
+                StorageError::ValueTooLarge { .. } | StorageError::TransactionTooLarge { .. },
+            ) => 413,
             Self::Storage(err) if err.to_string().contains("Vault is sealed") => 503,
             Self::Storage(err) if err.is_transient() => 503,
             Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) => 500,
@@ -102,6 +109,11 @@ impl LogicalError {
             Self::UnsupportedPath(msg) if msg == UNSUPPORTED_PATH => {
                 vec!["1 error occurred:\n\t* unsupported path\n\n".to_owned()]
             }
+            Self::Storage(
+                err @ (StorageError::ValueTooLarge { .. }
+                | StorageError::TransactionTooLarge { .. }
+                | StorageError::InvalidKey { .. }),
+            ) => vec![err.to_string()],
             Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) => {
                 vec![format!("internal error: {self}")]
             }
@@ -159,5 +171,13 @@ mod tests {
         });
         assert_eq!(sealed.status(), 503);
         assert_eq!(LogicalError::corrupt("k", "bad json").status(), 500);
+        let big = LogicalError::Storage(StorageError::ValueTooLarge {
+            op: "put",
+            key: "logical/x/y".into(),
+            size: 600_000,
+            limit: 524_288,
+        });
+        assert_eq!(big.status(), 413);
+        assert!(big.errors()[0].contains("exceeds the storage limit"));
     }
 }

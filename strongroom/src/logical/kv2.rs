@@ -508,16 +508,12 @@ async fn write(
     meta.updated_time = at;
 
     let version_path = paths.version(version);
-    let mut ops = vec![TxnOp::put(
-        version_path.clone(),
-        to_bytes(&version_path, &new_data)?,
-    )];
-    ops.extend(prune(&mut meta, &cfg, &paths));
-    ops.push(TxnOp::put(
-        paths.meta.clone(),
-        to_bytes(&paths.meta, &meta)?,
-    ));
-    ctx.storage.transaction(ops).await?;
+    let pruned = prune(&mut meta, &cfg, &paths);
+    let primary = vec![
+        TxnOp::put(version_path.clone(), to_bytes(&version_path, &new_data)?),
+        TxnOp::put(paths.meta.clone(), to_bytes(&paths.meta, &meta)?),
+    ];
+    apply(ctx.storage, primary, pruned).await?;
     Ok(LogicalResponse::ok(meta.version_json(version, &vm)))
 }
 
@@ -673,12 +669,43 @@ async fn change_versions(
             }
         }
     }
-    ops.push(TxnOp::put(
+    let primary = vec![TxnOp::put(
         paths.meta.clone(),
         to_bytes(&paths.meta, &meta)?,
-    ));
-    ctx.storage.transaction(ops).await?;
+    )];
+    apply(ctx.storage, primary, ops).await?;
     Ok(LogicalResponse::no_content())
+}
+
+/// Writes `primary` (the new metadata, and the new version's data) and the
+/// `cleanup` deletes of data no metadata refers to any more. One atomic
+/// transaction when the backend accepts that many operations; otherwise
+/// `primary` first, then `cleanup` in batches: a crash in between leaves
+/// only unreferenced data behind, never metadata pointing at lost data.
+async fn apply(
+    storage: &dyn Storage,
+    mut primary: Vec<TxnOp>,
+    cleanup: Vec<TxnOp>,
+) -> Result<(), LogicalError> {
+    let limit = storage
+        .limits()
+        .max_transaction_ops
+        .unwrap_or(usize::MAX)
+        .max(primary.len());
+    if primary.len() + cleanup.len() <= limit {
+        primary.extend(cleanup);
+        storage.transaction(primary).await?;
+        return Ok(());
+    }
+    storage.transaction(primary).await?;
+    let mut rest = cleanup;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(limit));
+        storage
+            .transaction(std::mem::replace(&mut rest, tail))
+            .await?;
+    }
+    Ok(())
 }
 
 async fn metadata(

@@ -133,8 +133,8 @@ impl LogicalRequest {
         self
     }
 
-    /// Sets the JSON body. A non-object value becomes an empty body is not
-    /// possible: pass an object (`json!({..})`); anything else is ignored.
+    /// Sets the JSON body. Vault bodies are JSON objects; any other value
+    /// (array, string, null) leaves the request without a body.
     #[must_use]
     pub fn with_data(mut self, data: Value) -> Self {
         self.data = match data {

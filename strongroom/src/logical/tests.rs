@@ -1978,3 +1978,147 @@ async fn tune_upgrades_kv_v1_to_v2_keeping_every_secret() {
         .await;
     assert!(err.to_string().contains("cannot downgrade"), "{err}");
 }
+
+#[tokio::test]
+async fn create_orphan_has_no_parent() {
+    let f = fixture().await;
+    let (parent, _) = f.create_token(json!({"ttl": "1h"})).await;
+    let resp = f
+        .call_as(&parent, Update, "auth/token/create-orphan", Some(json!({})))
+        .await
+        .unwrap();
+    let auth = resp.auth.unwrap();
+    assert_eq!(auth["orphan"], true);
+    let orphan = auth["client_token"].as_str().unwrap().to_owned();
+    f.call_as(&parent, Update, "auth/token/revoke-self", None)
+        .await
+        .unwrap();
+    f.call_as(&orphan, Read, "auth/token/lookup-self", None)
+        .await
+        .unwrap();
+}
+
+/// A `MemoryStorage` that accepts at most `max_ops` operations per
+/// transaction, like Consul's 64-op limit, to prove the engines batch.
+#[derive(Debug)]
+struct SmallTxnStorage {
+    inner: MemoryStorage,
+    max_ops: usize,
+}
+
+#[async_trait::async_trait]
+impl Storage for SmallTxnStorage {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, seal_core::StorageError> {
+        self.inner.get(key).await
+    }
+    async fn put(&self, key: &str, value: &[u8]) -> Result<(), seal_core::StorageError> {
+        self.inner.put(key, value).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), seal_core::StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, seal_core::StorageError> {
+        self.inner.list(prefix).await
+    }
+    async fn transaction(&self, ops: Vec<seal_core::TxnOp>) -> Result<(), seal_core::StorageError> {
+        if ops.len() > self.max_ops {
+            return Err(seal_core::StorageError::TransactionTooLarge {
+                ops: ops.len(),
+                reason: format!("at most {} operations", self.max_ops),
+            });
+        }
+        self.inner.transaction(ops).await
+    }
+    fn limits(&self) -> seal_core::StorageLimits {
+        seal_core::StorageLimits {
+            max_value_size: None,
+            max_transaction_ops: Some(self.max_ops),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bulk_operations_respect_the_backend_transaction_limit() {
+    let storage = Arc::new(SmallTxnStorage {
+        inner: MemoryStorage::new(),
+        max_ops: 3,
+    });
+    let logical = Logical::new(storage.clone()).await.unwrap();
+    let root = logical.create_root_token(None).await.unwrap();
+    let call = |op: Operation, path: String, body: Option<Value>| {
+        let mut req = LogicalRequest::new(op, path).with_token(root.as_str());
+        if let Some(body) = body {
+            req = req.with_data(body);
+        }
+        logical.handle(req)
+    };
+    // KV v1 with 10 secrets, upgraded to v2 (2 ops per secret, batched).
+    logical.mount("kv", MountKind::KvV1, "").await.unwrap();
+    for i in 0..10 {
+        call(Update, format!("kv/s{i}"), Some(json!({"i": i})))
+            .await
+            .unwrap();
+    }
+    let resp = call(
+        Update,
+        "sys/mounts/kv/tune".into(),
+        Some(json!({"options": {"version": "2"}})),
+    )
+    .await
+    .unwrap();
+    assert!(resp.warnings[0].contains("10 secrets"));
+    // A key with many versions, then metadata delete (batched deletes).
+    call(
+        Update,
+        "kv/metadata/many".into(),
+        Some(json!({"max_versions": 50})),
+    )
+    .await
+    .unwrap();
+    for i in 0..12 {
+        call(
+            Update,
+            "kv/data/many".into(),
+            Some(json!({"data": {"i": i}})),
+        )
+        .await
+        .unwrap();
+    }
+    // Destroying many versions at once, then pruning many at once.
+    call(
+        Update,
+        "kv/destroy/many".into(),
+        Some(json!({"versions": [1, 2, 3, 4, 5, 6, 7]})),
+    )
+    .await
+    .unwrap();
+    call(
+        Update,
+        "kv/metadata/many".into(),
+        Some(json!({"max_versions": 1})),
+    )
+    .await
+    .unwrap();
+    let v = call(
+        Update,
+        "kv/data/many".into(),
+        Some(json!({"data": {"i": 99}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(v.data.unwrap()["version"], 13);
+    let meta = call(Read, "kv/metadata/many".into(), None).await.unwrap();
+    assert_eq!(meta.data.unwrap()["versions"].as_object().unwrap().len(), 1);
+    call(Delete, "kv/metadata/many".into(), None).await.unwrap();
+    let err = call(Read, "kv/data/many".into(), None).await.unwrap_err();
+    assert_eq!(err.status(), 404);
+    // Disabling deletes everything, batched.
+    call(Delete, "sys/mounts/kv".into(), None).await.unwrap();
+    let mut folders = vec!["logical/".to_owned()];
+    while let Some(folder) = folders.pop() {
+        for child in storage.list(&folder).await.unwrap() {
+            assert!(child.ends_with('/'), "left behind: {folder}{child}");
+            folders.push(format!("{folder}{child}"));
+        }
+    }
+}
