@@ -2,12 +2,12 @@
 //! concurrency: throughput (ops/s) and latency percentiles of put and get.
 //!
 //! Runs a real `consul agent -dev` (see storage-consul's `testing`
-//! feature). Each workload runs `ROUNDS` times, interleaved with its raw
+//! feature). Each workload runs `CONSUL_BENCH_ROUNDS` times, interleaved with its raw
 //! counterpart so drift in the agent (raft log growth, GC) hits both alike;
 //! the median round is reported.
 //!
 //! `cargo bench -p benches --bench consul` (env: `CONSUL_BENCH_OPS`,
-//! `CONSUL_BENCH_CONCURRENCY`, `CONSUL_BENCH_VALUE`).
+//! `CONSUL_BENCH_CONCURRENCY`, `CONSUL_BENCH_VALUE`, `CONSUL_BENCH_ROUNDS`).
 #![allow(
     missing_docs,
     clippy::unwrap_used,
@@ -25,7 +25,6 @@ use seal_core::Storage;
 use storage_consul::ConsulStorage;
 use storage_consul::testing::{ConsulDev, unique_path};
 
-const ROUNDS: usize = 5;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -106,6 +105,7 @@ fn main() {
     let ops = env_usize("CONSUL_BENCH_OPS", 3000);
     let concurrency = env_usize("CONSUL_BENCH_CONCURRENCY", 16);
     let value_len = env_usize("CONSUL_BENCH_VALUE", 1024);
+    let rounds_n = env_usize("CONSUL_BENCH_ROUNDS", 8).max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -211,12 +211,35 @@ fn main() {
         for (_, op) in &workloads {
             run((*op).clone(), 200, concurrency).await;
         }
-        for _ in 0..ROUNDS {
-            for (w, (_, op)) in workloads.iter().enumerate() {
-                rounds[w].push(run((*op).clone(), ops, concurrency).await);
+        // Alternate the order each round so neither side always runs on
+        // a fresher (or more loaded) agent.
+        for round in 0..rounds_n {
+            let mut order: Vec<usize> = (0..workloads.len()).collect();
+            if round % 2 == 1 {
+                order.reverse();
+            }
+            for w in order {
+                let op = workloads[w].1.clone();
+                rounds[w].push(run(op, ops, concurrency).await);
             }
         }
     });
+    // Paired per-round ratios: each round's two runs are back to back, so
+    // the machine's load hits both alike (the CI box has 2 shared cores).
+    let paired = |a: usize, b: usize| {
+        let mut r: Vec<f64> = rounds[a]
+            .iter()
+            .zip(&rounds[b])
+            .map(|(x, y)| x.ops_per_sec / y.ops_per_sec)
+            .collect();
+        r.sort_by(f64::total_cmp);
+        r[r.len() / 2]
+    };
+    let ratios = [
+        ("put vs raw PUT /v1/txn", paired(0, 1)),
+        ("put vs raw PUT /v1/kv", paired(0, 2)),
+        ("get vs raw GET", paired(3, 4)),
+    ];
     let summaries: Vec<Summary> = workloads
         .iter()
         .zip(rounds)
@@ -224,7 +247,7 @@ fn main() {
         .collect();
 
     println!(
-        "\nConsul {} dev agent, {ops} ops x {ROUNDS} rounds (median round), concurrency {concurrency}, value {value_len} B\n",
+        "\nConsul {} dev agent, {ops} ops x {rounds_n} rounds (median round per workload), concurrency {concurrency}, value {value_len} B\n",
         "v1.14.11"
     );
     println!("| workload | ops/s | p50 µs | p90 µs | p99 µs |");
@@ -235,10 +258,10 @@ fn main() {
             s.name, s.ops_per_sec, s.p50, s.p90, s.p99
         );
     }
-    let ratio = |a: usize, b: usize| summaries[a].ops_per_sec / summaries[b].ops_per_sec;
     println!();
-    println!("put vs raw txn: {:.2}x", ratio(0, 1));
-    println!("put vs raw KV PUT: {:.2}x", ratio(0, 2));
-    println!("get vs raw GET: {:.2}x", ratio(3, 4));
+    println!("median of per-round paired throughput ratios:");
+    for (name, r) in ratios {
+        println!("- {name}: {r:.2}x");
+    }
     drop(dev);
 }

@@ -458,7 +458,8 @@ impl Storage for ConsulStorage {
             .await
             .map_err(|e| e.into_storage("get", key))?;
         match reply.status {
-            StatusCode::OK => Ok(Some(reply.body.to_vec())),
+            // Reuses the buffer when reqwest handed over a unique one.
+            StatusCode::OK => Ok(Some(Vec::from(reply.body))),
             StatusCode::NOT_FOUND => Ok(None),
             other => Err(ConsulError::Status {
                 status: other.as_u16(),
