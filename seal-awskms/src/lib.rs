@@ -31,9 +31,9 @@
 //! blob byte before the ciphertext, then the caller's `aad`, so no byte can
 //! be changed unnoticed. Parsing is bounds-checked and never panics.
 //!
-//! With the `testing` feature, [`testing`] runs a real `moto_server` (the
-//! KMS JSON protocol) for tests: start/stop/pause it, create keys, create
-//! IAM users whose KMS permission can be revoked.
+//! With the `testing` feature, the `testing` module runs a real
+//! `moto_server` (the KMS JSON protocol) for tests: start/stop/pause it,
+//! create keys, create IAM users whose KMS permission can be revoked.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
