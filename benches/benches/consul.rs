@@ -25,7 +25,6 @@ use seal_core::Storage;
 use storage_consul::ConsulStorage;
 use storage_consul::testing::{ConsulDev, unique_path};
 
-
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()

@@ -34,16 +34,22 @@ async fn quorum_loss_is_no_leader_then_recovers_without_loss() {
             cluster.kill(i);
         }
     }
-    // Right after the kills the survivor may still forward to the dead
-    // leader (a ServerRpc error); once it notices, it holds requests for
-    // rpc_hold_timeout (1 s here) and answers "No cluster leader".
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let err = storage.put("lost/quorum", b"x").await.unwrap_err();
-    assert!(matches!(err, StorageError::Unavailable { .. }), "{err:?}");
-    assert!(
-        matches!(consul_source(&err), Some(ConsulError::NoLeader)),
-        "{err:?}"
-    );
+    // Until the survivor notices the leader is gone it still forwards to it
+    // (a transient ServerRpc error); then it holds requests for
+    // rpc_hold_timeout (1 s here) and answers "No cluster leader". Every
+    // error on the way is transient; none is a write.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let err = loop {
+        let err = storage.put("lost/quorum", b"x").await.unwrap_err();
+        assert!(matches!(err, StorageError::Unavailable { .. }), "{err:?}");
+        match consul_source(&err) {
+            Some(ConsulError::NoLeader) => break err,
+            Some(ConsulError::ServerRpc { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => panic!("expected NoLeader, got {other:?}"),
+        }
+    };
     assert!(err.to_string().contains("quorum"), "{err}");
     let err = storage.get("kept/1").await.unwrap_err();
     assert!(
