@@ -142,8 +142,8 @@ impl Core {
     /// * Auto seal: a recovery key is split into `recovery_shares` shares
     ///   and stored wrapped by the seal; the node unseals itself.
     ///
-    /// `core/seal-config` is written last, so an interrupted init leaves the
-    /// store uninitialized.
+    /// The wrapped keys and `core/seal-config` are written last, in one
+    /// transaction, so an interrupted init leaves the store uninitialized.
     ///
     /// # Errors
     /// [`CoreError::AlreadyInitialized`]; [`CoreError::InvalidRequest`] for
@@ -213,7 +213,7 @@ impl Core {
         };
         plain_writes.push(TxnOp::put(STORED_KEYS_PATH, wrapped));
         let outcome = self
-            .init_barrier(&root, plain_writes, params.root_token_id.as_deref())
+            .init_barrier(&root, params.root_token_id.as_deref())
             .await;
         let root_token = match outcome {
             Ok(token) => token,
@@ -228,12 +228,12 @@ impl Core {
         } else {
             SealConfig::new(seal_type.as_str(), shares, threshold)
         };
-        if let Err(e) = self
-            .inner
-            .physical
-            .put(SEAL_CONFIG_PATH, &barrier_config.to_json()?)
-            .await
-        {
+        // One transaction: the wrapped keys, the configs, and seal-config,
+        // which marks the store initialized. Before it commits, a crash
+        // leaves an interrupted init (refused with advice), never a store
+        // that looks initialized without its keys.
+        plain_writes.push(TxnOp::put(SEAL_CONFIG_PATH, barrier_config.to_json()?));
+        if let Err(e) = self.inner.physical.transaction(plain_writes).await {
             self.seal_barrier_locked();
             return Err(e.into());
         }
@@ -260,15 +260,13 @@ impl Core {
         }
     }
 
-    /// Writes the wrapped keys, creates the keyring, opens the barrier and
-    /// creates the root token. Called with `op_lock` held.
+    /// Creates the keyring, opens the barrier and creates the root token.
+    /// Called with `op_lock` held.
     async fn init_barrier(
         &self,
         root: &RootKey,
-        plain_writes: Vec<TxnOp>,
         root_token_id: Option<&str>,
     ) -> Result<Zeroizing<String>, CoreError> {
-        self.inner.physical.transaction(plain_writes).await?;
         self.inner.barrier.initialize(root).await?;
         // Auto seals stay unsealed; a Shamir init seals again afterwards.
         self.unseal_barrier(root, self.inner.seal.is_auto()).await?;

@@ -1317,3 +1317,36 @@ async fn shutdown_drops_the_keys_without_a_token() {
     core.shutdown().await;
     unseal_with(&core, &init.keys[..2]).await;
 }
+
+#[tokio::test]
+async fn an_interrupted_init_never_looks_initialized() {
+    let memory = Arc::new(MemoryStorage::new());
+    let flaky = Arc::new(FailingTxn {
+        inner: memory.clone(),
+        fail_key: std::sync::Mutex::new(Some("core/seal-config")),
+        down: std::sync::atomic::AtomicBool::new(false),
+    });
+    let core = Core::builder()
+        .storage(flaky.clone())
+        .shamir()
+        .build()
+        .await
+        .unwrap();
+    let err = core.init(shamir_params(3, 2)).await.unwrap_err();
+    assert!(err.to_string().contains("simulated crash"), "{err}");
+    let status = core.seal_status().await.unwrap();
+    assert!(!status.initialized && status.sealed);
+    assert!(
+        memory
+            .get("core/hsm/barrier-unseal-keys")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    *flaky.fail_key.lock().unwrap() = None;
+    let err = core.init(shamir_params(3, 2)).await.unwrap_err();
+    assert!(
+        err.to_string().contains("an earlier init was interrupted"),
+        "{err}"
+    );
+}
