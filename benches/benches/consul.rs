@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use seal_core::Storage;
 use storage_consul::ConsulStorage;
-use storage_consul::testing::{ConsulDev, unique_path};
+use storage_consul::testing::{ConsulDev, consul_binary, unique_path};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -245,9 +245,19 @@ fn main() {
         .map(|((name, _), r)| summarize(name, r))
         .collect();
 
+    let version = std::process::Command::new(consul_binary())
+        .arg("version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "Consul (version unknown)".to_owned());
     println!(
-        "\nConsul {} dev agent, {ops} ops x {rounds_n} rounds (median round per workload), concurrency {concurrency}, value {value_len} B\n",
-        "v1.14.11"
+        "\n{version} dev agent, {ops} ops x {rounds_n} rounds (median round per workload), concurrency {concurrency}, value {value_len} B\n"
     );
     println!("| workload | ops/s | p50 µs | p90 µs | p99 µs |");
     println!("|---|---:|---:|---:|---:|");
