@@ -144,3 +144,41 @@ async fn scoped_token_works_under_its_path_only() {
         &secret,
     );
 }
+
+/// The stanza as Vault reads it, with the token from `CONSUL_HTTP_TOKEN`
+/// (passed through the explicit environment lookup), reaches the real agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stanza_with_env_token_works() {
+    let dev = acl_dev();
+    let token = dev.management_token().unwrap().to_owned();
+    let stanza: std::collections::BTreeMap<String, String> = [
+        ("address", format!("http://{}", dev.http_address())),
+        ("path", format!("stanza-{}", uuid::Uuid::new_v4())),
+        ("max_parallel", "4".to_owned()),
+        ("consistency_mode", "strong".to_owned()),
+        ("service_tags", "ignored".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let env = |name: &str| (name == "CONSUL_HTTP_TOKEN").then(|| token.clone());
+    let config = storage_consul::ConsulConfig::from_map_with_env(&stanza, env).unwrap();
+    assert!(config.path.ends_with('/'));
+    let _guard = storage_consul::testing::PrefixGuard::new(
+        dev.http_address(),
+        config.path.clone(),
+        Some(token.clone()),
+    );
+    let storage = storage_consul::ConsulStorage::new(config).unwrap();
+    storage.put("from/stanza", b"1").await.unwrap();
+    assert_eq!(storage.list("from/").await.unwrap(), ["stanza"]);
+
+    let no_env = |_: &str| None;
+    let config = storage_consul::ConsulConfig::from_map_with_env(&stanza, no_env).unwrap();
+    let anonymous = storage_consul::ConsulStorage::new(config).unwrap();
+    assert_denied(
+        anonymous.get("from/stanza").await,
+        "get without token",
+        &token,
+    );
+}
