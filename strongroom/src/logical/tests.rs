@@ -2122,3 +2122,21 @@ async fn bulk_operations_respect_the_backend_transaction_limit() {
         }
     }
 }
+
+#[tokio::test]
+async fn mount_reads_repeat_data_at_the_top_level_like_vault() {
+    let f = kv2().await;
+    for path in ["sys/mounts", "sys/mounts/secret", "sys/mounts/secret/tune"] {
+        let resp = f.ok(Read, path, None).await;
+        assert!(resp.data_at_top_level, "{path}");
+        let body = resp.to_json("r").unwrap();
+        let data = body["data"].as_object().unwrap().clone();
+        for (k, v) in data {
+            assert_eq!(body[&k], v, "{path}: {k}");
+        }
+    }
+    // Ordinary responses do not.
+    let resp = f.ok(Read, "secret/config", None).await;
+    assert!(!resp.data_at_top_level);
+    assert!(resp.to_json("r").unwrap().get("max_versions").is_none());
+}
