@@ -362,7 +362,9 @@ impl Core {
         let initialized = match self.is_initialized().await {
             Ok(v) => v,
             Err(err) => {
-                tracing::warn!(error = %err, "health: cannot read core/seal-config");
+                // Debug, not warn: probes call this every few seconds, and
+                // the outage is already logged by whatever else needs storage.
+                tracing::debug!(error = %err, "health: cannot read core/seal-config");
                 false
             }
         };
