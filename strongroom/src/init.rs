@@ -6,7 +6,8 @@ use seal_core::{Kek, RecoveryKey, RootKey, SealType, TxnOp, UnsealShare};
 use zeroize::Zeroizing;
 
 use crate::config::{
-    RECOVERY_CONFIG_PATH, RECOVERY_KEY_PATH, SEAL_CONFIG_PATH, STORED_KEYS_PATH, SealConfig,
+    CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_CONFIG_PATH, RECOVERY_KEY_PATH, SEAL_CONFIG_PATH,
+    STORED_KEYS_PATH, SealConfig,
 };
 use crate::core::SealKind;
 use crate::types::{InitParams, InitResult};
@@ -176,6 +177,7 @@ impl Core {
             root_token: String::new(),
         };
         let mut plain_writes = Vec::new();
+        let cluster = self.new_cluster_info()?;
         match &self.inner.seal {
             SealKind::Shamir(shamir) => {
                 let kek = Kek::generate()?;
@@ -213,7 +215,7 @@ impl Core {
         };
         plain_writes.push(TxnOp::put(STORED_KEYS_PATH, wrapped));
         let outcome = self
-            .init_barrier(&root, params.root_token_id.as_deref())
+            .init_barrier(&root, &cluster, params.root_token_id.as_deref())
             .await;
         let root_token = match outcome {
             Ok(token) => token,
@@ -232,6 +234,18 @@ impl Core {
         // which marks the store initialized. Before it commits, a crash
         // leaves an interrupted init (refused with advice), never a store
         // that looks initialized without its keys.
+        // The cluster identity is a barrier entry; encrypting it here lets it
+        // ride in the final transaction instead of costing a commit.
+        let cluster_entry = serde_json::to_vec(&cluster)
+            .map_err(|e| CoreError::Config(format!("serializing cluster info: {e}")))
+            .and_then(|raw| Ok(self.inner.barrier.encrypt(CLUSTER_INFO_PATH, &raw)?));
+        match cluster_entry {
+            Ok(ct) => plain_writes.push(TxnOp::put(CLUSTER_INFO_PATH, ct)),
+            Err(e) => {
+                self.seal_barrier_locked();
+                return Err(e);
+            }
+        }
         plain_writes.push(TxnOp::put(SEAL_CONFIG_PATH, barrier_config.to_json()?));
         if let Err(e) = self.inner.physical.transaction(plain_writes).await {
             self.seal_barrier_locked();
@@ -265,11 +279,13 @@ impl Core {
     async fn init_barrier(
         &self,
         root: &RootKey,
+        cluster: &ClusterInfo,
         root_token_id: Option<&str>,
     ) -> Result<Zeroizing<String>, CoreError> {
         self.inner.barrier.initialize(root).await?;
         // Auto seals stay unsealed; a Shamir init seals again afterwards.
-        self.unseal_barrier(root, self.inner.seal.is_auto()).await?;
+        self.unseal_barrier(root, self.inner.seal.is_auto(), Some(cluster.clone()))
+            .await?;
         let logical = self.logical()?;
         let token = logical.create_root_token(root_token_id).await?;
         Ok(Zeroizing::new(token))

@@ -259,7 +259,7 @@ impl Core {
                     .map_err(AutoUnsealFailure::into_core_error)?
             }
         };
-        self.unseal_barrier(&root, true).await
+        self.unseal_barrier(&root, true, None).await
     }
 
     /// Finishes what a Shamir rekey interrupted by a crash left behind (see
@@ -393,11 +393,14 @@ impl Core {
 
     /// Opens the barrier with `root` and brings up what lives behind it.
     /// Called with `op_lock` held.
-    /// `announce` is false for the temporary unseal inside a Shamir init.
+    /// `announce` is false for the temporary unseal inside a Shamir init;
+    /// `new_cluster` is the identity init is about to store (it writes it in
+    /// its final transaction).
     pub(crate) async fn unseal_barrier(
         &self,
         root: &RootKey,
         announce: bool,
+        new_cluster: Option<ClusterInfo>,
     ) -> Result<(), CoreError> {
         match self.inner.barrier.unseal(root).await {
             Ok(()) => {}
@@ -414,7 +417,7 @@ impl Core {
             }
             Err(e) => return Err(e.into()),
         }
-        match self.post_unseal().await {
+        match self.post_unseal(new_cluster).await {
             Ok(()) => {
                 self.inner.manually_sealed.store(false, Ordering::SeqCst);
                 if announce {
@@ -433,14 +436,19 @@ impl Core {
 
     /// Loads what lives behind the barrier: cluster identity and the logical
     /// layer; starts the unsealed-period background tasks.
-    async fn post_unseal(&self) -> Result<(), CoreError> {
+    async fn post_unseal(&self, new_cluster: Option<ClusterInfo>) -> Result<(), CoreError> {
         let storage: Arc<dyn seal_core::Storage> = self.inner.barrier.clone();
-        let cluster = match self.inner.barrier.get(CLUSTER_INFO_PATH).await? {
-            Some(raw) => serde_json::from_slice(&raw).map_err(|e| CoreError::Corrupt {
+        let stored = match new_cluster {
+            Some(info) => Err(info),
+            None => Ok(self.inner.barrier.get(CLUSTER_INFO_PATH).await?),
+        };
+        let cluster = match stored {
+            Err(info) => info,
+            Ok(Some(raw)) => serde_json::from_slice(&raw).map_err(|e| CoreError::Corrupt {
                 path: CLUSTER_INFO_PATH,
                 reason: e.to_string(),
             })?,
-            None => {
+            Ok(None) => {
                 let info = self.new_cluster_info()?;
                 let raw = serde_json::to_vec(&info)
                     .map_err(|e| CoreError::Config(format!("serializing cluster info: {e}")))?;
@@ -463,7 +471,7 @@ impl Core {
         Ok(())
     }
 
-    fn new_cluster_info(&self) -> Result<ClusterInfo, CoreError> {
+    pub(crate) fn new_cluster_info(&self) -> Result<ClusterInfo, CoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let name = match &self.inner.options.cluster_name {
             Some(name) => name.clone(),
@@ -561,7 +569,7 @@ impl Core {
         if !self.is_sealed() {
             return Ok(());
         }
-        match self.unseal_barrier(&root, true).await {
+        match self.unseal_barrier(&root, true, None).await {
             Ok(()) => {
                 *self
                     .inner
