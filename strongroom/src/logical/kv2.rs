@@ -740,7 +740,24 @@ async fn metadata(
             let max_versions = fields.u64("max_versions")?;
             let cas_required = fields.bool("cas_required")?;
             let dva = fields.duration("delete_version_after")?;
-            let custom = fields.string_map("custom_metadata")?;
+            // PATCH follows JSON merge patch: a null value removes that key.
+            let mut removed_keys = Vec::new();
+            let custom = match fields.object("custom_metadata")? {
+                Some(obj) if patch => {
+                    let mut kept = Map::new();
+                    for (k, v) in obj {
+                        if v.is_null() {
+                            removed_keys.push(k.clone());
+                        } else {
+                            kept.insert(k.clone(), v.clone());
+                        }
+                    }
+                    let mut wrapper = Map::new();
+                    wrapper.insert("custom_metadata".to_owned(), Value::Object(kept));
+                    Fields::new(Some(&wrapper)).string_map("custom_metadata")?
+                }
+                _ => fields.string_map("custom_metadata")?,
+            };
             if let Some(custom) = &custom {
                 validate_custom_metadata(custom)?;
             }
@@ -764,6 +781,12 @@ async fn metadata(
                 if patch {
                     let merged = meta.custom_metadata.get_or_insert_with(BTreeMap::new);
                     merged.extend(custom);
+                    for k in &removed_keys {
+                        merged.remove(k);
+                    }
+                    if let Some(total) = meta.custom_metadata.as_ref() {
+                        validate_custom_metadata(total)?;
+                    }
                 } else {
                     meta.custom_metadata = Some(custom);
                 }

@@ -1295,6 +1295,16 @@ async fn kv_v2_metadata_read_write_list_delete() {
         meta["custom_metadata"],
         json!({"owner": "ops", "tier": "1"})
     );
+    f.ok(
+        Patch,
+        "secret/metadata/app/db",
+        Some(json!({"custom_metadata": {"owner": null}, "max_versions": 7})),
+    )
+    .await;
+    let meta = f.data(Read, "secret/metadata/app/db", None).await;
+    assert_eq!(meta["custom_metadata"], json!({"tier": "1"}));
+    assert_eq!(meta["max_versions"], 7);
+    assert_eq!(meta["cas_required"], false);
     assert_eq!(
         f.status(Patch, "secret/metadata/none", Some(json!({})))
             .await,
