@@ -124,8 +124,11 @@ impl TokenEntry {
     }
 
     /// Vault's `auth` block for a response that issues or renews a token.
+    /// The lease is the TTL just granted: the microseconds spent since the
+    /// entry was written are rounded away, so `ttl=1h` reports 3600 like
+    /// Vault rather than 3599.
     pub(crate) fn auth_block(&self, client_token: &str) -> Value {
-        let at = now();
+        let at = now() - time::Duration::milliseconds(500);
         json!({
             "client_token": client_token,
             "accessor": self.accessor,
