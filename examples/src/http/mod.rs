@@ -379,6 +379,24 @@ mod tests {
         assert_eq!(route_template("nothing"), "other");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn query_parsing_never_panics(query in ".{0,64}") {
+            let _ = parse_query(Some(&query));
+        }
+
+        #[test]
+        fn route_templates_never_panic(path in ".{0,64}") {
+            let _ = route_template(&path);
+        }
+
+        #[test]
+        fn health_overrides_never_panic(key in "[a-z]{0,16}", value in ".{0,8}") {
+            let query = BTreeMap::from([(key, value)]);
+            let _ = health::HealthCodes::from_query(&query);
+        }
+    }
+
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused() {
         let body = Body::from(vec![b'a'; 100]);
