@@ -109,6 +109,10 @@ async fn init_write_restart_unseal_read_back() {
         .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["data"]["keys"].as_array().unwrap().len(), 20);
+    // GET with ?list=true is the same LIST.
+    let (code, listed) = server.call("GET", "secret/metadata/app?list=true", Some(&root), None).await;
+    assert_eq!(code, 200, "{listed}");
+    assert_eq!(listed["data"]["keys"], body["data"]["keys"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
