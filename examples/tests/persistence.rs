@@ -110,7 +110,9 @@ async fn init_write_restart_unseal_read_back() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["data"]["keys"].as_array().unwrap().len(), 20);
     // GET with ?list=true is the same LIST.
-    let (code, listed) = server.call("GET", "secret/metadata/app?list=true", Some(&root), None).await;
+    let (code, listed) = server
+        .call("GET", "secret/metadata/app?list=true", Some(&root), None)
+        .await;
     assert_eq!(code, 200, "{listed}");
     assert_eq!(listed["data"]["keys"], body["data"]["keys"]);
 }
