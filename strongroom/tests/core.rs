@@ -1420,3 +1420,17 @@ async fn init_and_unseal_cost_few_durable_writes() {
     let writes = storage.writes.lock().unwrap().clone();
     assert!(writes.is_empty(), "{writes:#?}");
 }
+
+#[tokio::test]
+async fn dropping_an_unsealed_core_releases_the_storage() {
+    let storage = Arc::new(MemoryStorage::new());
+    let seal = Arc::new(InsecureTestSeal::new());
+    let core = auto_core(&storage, &seal).await;
+    core.init(recovery_params(1, 1)).await.unwrap();
+    assert!(!core.is_sealed());
+    drop(core);
+    // Background tasks hold only weak references: nothing keeps the
+    // storage (an open database file) alive once the core is gone.
+    tokio::task::yield_now().await;
+    assert_eq!(Arc::strong_count(&storage), 1);
+}
