@@ -187,45 +187,43 @@ impl KeyCipher {
         aad: &[u8],
         plaintext: &[u8],
     ) -> Result<Vec<u8>, BarrierError> {
-        let mut out = vec![0u8; OVERHEAD + plaintext.len()];
-        let (header, body) = out.split_at_mut(HEADER_LEN);
-        header[..TERM_LEN].copy_from_slice(&term.to_be_bytes());
-        header[TERM_LEN] = VERSION;
-        let nonce_bytes = &mut header[TERM_LEN + 1..];
-        getrandom::fill(nonce_bytes).map_err(|e| BarrierError::Random(e.to_string()))?;
+        // One allocation at final size, filled by copying (no zero-fill
+        // pass first): header, then the plaintext, encrypted in place while
+        // it is still in cache, then the tag.
         let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(nonce_bytes);
-        let (ciphertext, tag) = body.split_at_mut(plaintext.len());
+        getrandom::fill(&mut nonce).map_err(|e| BarrierError::Random(e.to_string()))?;
+        let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
+        out.extend_from_slice(&term.to_be_bytes());
+        out.push(VERSION);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plaintext);
+        let ciphertext = &mut out[HEADER_LEN..];
         let failed = || BarrierError::Encrypt {
             backend: self.backend().name(),
         };
-        match &self.inner {
+        let tag: [u8; TAG_LEN] = match &self.inner {
             #[cfg(feature = "aws-lc")]
             Inner::AwsLc(key) => {
                 use aws_lc_rs::aead::{Aad, Nonce};
-                key.seal_out_of_place_scatter(
-                    Nonce::assume_unique_for_key(nonce),
-                    Aad::from(aad),
-                    plaintext,
-                    ciphertext,
-                    &[],
-                    tag,
-                )
-                .map_err(|_| failed())?;
+                let t = key
+                    .seal_in_place_separate_tag(
+                        Nonce::assume_unique_for_key(nonce),
+                        Aad::from(aad),
+                        ciphertext,
+                    )
+                    .map_err(|_| failed())?;
+                t.as_ref().try_into().map_err(|_| failed())?
             }
             #[cfg(feature = "rustcrypto")]
-            Inner::RustCrypto128(cipher) => {
-                ciphertext.copy_from_slice(plaintext);
-                let t = rc_seal(cipher.as_ref(), &nonce, aad, ciphertext).map_err(|_| failed())?;
-                tag.copy_from_slice(&t);
-            }
+            Inner::RustCrypto128(cipher) => rc_seal(cipher.as_ref(), &nonce, aad, ciphertext)
+                .map_err(|_| failed())?
+                .into(),
             #[cfg(feature = "rustcrypto")]
-            Inner::RustCrypto256(cipher) => {
-                ciphertext.copy_from_slice(plaintext);
-                let t = rc_seal(cipher.as_ref(), &nonce, aad, ciphertext).map_err(|_| failed())?;
-                tag.copy_from_slice(&t);
-            }
-        }
+            Inner::RustCrypto256(cipher) => rc_seal(cipher.as_ref(), &nonce, aad, ciphertext)
+                .map_err(|_| failed())?
+                .into(),
+        };
+        out.extend_from_slice(&tag);
         Ok(out)
     }
 
