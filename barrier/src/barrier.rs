@@ -53,7 +53,6 @@ pub struct Barrier {
     backend: AeadBackend,
     state: RwLock<Option<Arc<Keyring>>>,
     admin: tokio::sync::Mutex<()>,
-    guard_reserved: bool,
 }
 
 impl fmt::Debug for Barrier {
@@ -80,20 +79,7 @@ impl Barrier {
             backend,
             state: RwLock::new(None),
             admin: tokio::sync::Mutex::new(()),
-            guard_reserved: true,
         }
-    }
-
-    /// Lets the encrypted view read and write `core/keyring` and
-    /// `core/master` like any other key. **Test-only**: a write there
-    /// replaces the keyring and makes the store impossible to unseal. It
-    /// exists because seal-core's storage conformance suite uses
-    /// `core/keyring` as an ordinary key; `list` still hides the barrier's
-    /// entries.
-    #[must_use]
-    pub fn insecure_allow_reserved_writes(mut self) -> Self {
-        self.guard_reserved = false;
-        self
     }
 
     /// The AEAD backend in use.
@@ -542,7 +528,7 @@ impl Barrier {
     // ---- internals -------------------------------------------------------
 
     fn check_reserved(&self, op: &'static str, key: &str) -> Result<(), BarrierError> {
-        if self.guard_reserved && RESERVED_PATHS.contains(&key) {
+        if RESERVED_PATHS.contains(&key) {
             return Err(BarrierError::ReservedPath {
                 op,
                 path: key.to_owned(),

@@ -9,13 +9,8 @@ use std::sync::Arc;
 use barrier::{AeadBackend, Barrier};
 use seal_core::{MemoryStorage, RootKey, Storage};
 
-/// The suite's `list_root` case writes `core/keyring` as an ordinary key;
-/// the barrier refuses that by default (it would destroy the keyring), so
-/// the suite runs with the test-only `insecure_allow_reserved_writes`.
-/// Everything else is the default barrier.
 async fn build() -> (Arc<dyn Storage>, ()) {
-    let barrier = Barrier::with_backend(Arc::new(MemoryStorage::new()), AeadBackend::AwsLc)
-        .insecure_allow_reserved_writes();
+    let barrier = Barrier::with_backend(Arc::new(MemoryStorage::new()), AeadBackend::AwsLc);
     let root = RootKey::generate().unwrap();
     barrier.initialize(&root).await.unwrap();
     barrier.unseal(&root).await.unwrap();

@@ -117,7 +117,7 @@ pub async fn list_empty_storage(s: S) {
 }
 
 pub async fn list_root(s: S) {
-    put(&s, "core/keyring", b"k").await;
+    put(&s, "core/mounts", b"k").await;
     put(&s, "core/seal-config", b"c").await;
     put(&s, "sys/token/id/abc", b"t").await;
     put(&s, "top", b"t").await;
