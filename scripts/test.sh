@@ -24,8 +24,7 @@ cargo fetch --quiet
 # deny.toml names the default cache; point it at this run's cache.
 deny_config="$(mktemp)"
 sed "s|^db-path = .*|db-path = \"$STRONGROOM_CACHE/advisory-db\"|" deny.toml > "$deny_config"
-cargo deny --offline --manifest-path Cargo.toml check --config "$deny_config" \
-  advisories licenses sources bans
+cargo deny --offline --config "$deny_config" check advisories licenses sources bans
 rm -f "$deny_config"
 
 step "cargo test (workspace, all features)"
