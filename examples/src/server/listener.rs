@@ -17,6 +17,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ListenerConfig, TlsFiles};
@@ -70,7 +72,7 @@ pub(crate) fn tls_acceptor(address: &SocketAddr, files: &TlsFiles) -> Result<Tls
             files.cert_file.display()
         ))
     })?;
-    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
             fail(format!(
@@ -90,19 +92,16 @@ pub(crate) fn tls_acceptor(address: &SocketAddr, files: &TlsFiles) -> Result<Tls
             files.key_file.display()
         ))
     })?);
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| {
-            fail(format!(
-                "tls_key_file {} is not valid PEM: {e}",
-                files.key_file.display()
-            ))
-        })?
-        .ok_or_else(|| {
-            fail(format!(
-                "tls_key_file {} holds no PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)",
-                files.key_file.display()
-            ))
-        })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| match e {
+        pem::Error::NoItemsFound => fail(format!(
+            "tls_key_file {} holds no PRIVATE KEY block (PKCS#8, PKCS#1 or SEC1)",
+            files.key_file.display()
+        )),
+        other => fail(format!(
+            "tls_key_file {} is not valid PEM: {other}",
+            files.key_file.display()
+        )),
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
