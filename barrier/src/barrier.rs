@@ -149,15 +149,7 @@ impl Barrier {
                 Err(BarrierError::InvalidRootKey)
             };
         }
-        let root_cipher = Arc::new(KeyCipher::new(
-            self.backend,
-            root.expose_secret(),
-            "the root key",
-        )?);
-        let encoded = self
-            .read_keyring(&root_cipher)
-            .await?
-            .ok_or(BarrierError::InvalidRootKey)?;
+        let (encoded, root_cipher) = self.open_keyring_with(root).await?;
         let keyring = self.build_keyring(encoded, Some(root), root_cipher, None)?;
         let active = keyring.active.term;
         self.install(Arc::new(keyring));
@@ -282,15 +274,7 @@ impl Barrier {
             Some(encoded) => (encoded, None, current.root_cipher.clone()),
             None => {
                 let root = self.read_root_key(&current).await?;
-                let root_cipher = Arc::new(KeyCipher::new(
-                    self.backend,
-                    root.expose_secret(),
-                    "the root key",
-                )?);
-                let encoded = self
-                    .read_keyring(&root_cipher)
-                    .await?
-                    .ok_or(BarrierError::InvalidRootKey)?;
+                let (encoded, root_cipher) = self.open_keyring_with(&root).await?;
                 (encoded, Some(root), root_cipher)
             }
         };
@@ -589,6 +573,24 @@ impl Barrier {
     fn generate_term_key(&self, term: u32) -> Result<TermKey, BarrierError> {
         let value = seal_core::random_bytes(TERM_KEY_LEN)?;
         TermKey::new(self.backend, term, value, OffsetDateTime::now_utc(), 0)
+    }
+
+    /// Reads `core/keyring` and opens it with `root`; a keyring that does
+    /// not open is [`BarrierError::InvalidRootKey`].
+    async fn open_keyring_with(
+        &self,
+        root: &RootKey,
+    ) -> Result<(EncodedKeyring, Arc<KeyCipher>), BarrierError> {
+        let root_cipher = Arc::new(KeyCipher::new(
+            self.backend,
+            root.expose_secret(),
+            "the root key",
+        )?);
+        let encoded = self
+            .read_keyring(&root_cipher)
+            .await?
+            .ok_or(BarrierError::InvalidRootKey)?;
+        Ok((encoded, root_cipher))
     }
 
     /// Reads `core/keyring` and opens it with `root_cipher`. `Ok(None)` when

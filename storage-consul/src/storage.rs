@@ -211,6 +211,26 @@ impl ConsulStorage {
         url
     }
 
+    /// GETs `url` for `op` on `key`; transport and retry failures become
+    /// the `StorageError` get and list report.
+    async fn get_reply(
+        &self,
+        op: &'static str,
+        key: &str,
+        url: &str,
+    ) -> Result<Reply, StorageError> {
+        let request = Request {
+            method: Method::GET,
+            path_and_query: url,
+            body: None,
+        };
+        self.inner
+            .client
+            .send(op, key, &request)
+            .await
+            .map_err(|e| e.into_storage(op, key))
+    }
+
     /// Builds the `/v1/txn` body for already validated `ops`, fence first.
     fn txn_body(&self, ops: &[TxnOp], fence: Option<&Fence>) -> Vec<u8> {
         let path = &self.inner.path;
@@ -446,17 +466,7 @@ impl Storage for ConsulStorage {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         validate_key(key)?;
         let url = self.kv_url(&self.full_key(key), "?raw");
-        let request = Request {
-            method: Method::GET,
-            path_and_query: &url,
-            body: None,
-        };
-        let reply = self
-            .inner
-            .client
-            .send("get", key, &request)
-            .await
-            .map_err(|e| e.into_storage("get", key))?;
+        let reply = self.get_reply("get", key, &url).await?;
         match reply.status {
             // Reuses the buffer when reqwest handed over a unique one.
             StatusCode::OK => Ok(Some(Vec::from(reply.body))),
@@ -493,17 +503,7 @@ impl Storage for ConsulStorage {
         validate_prefix(prefix)?;
         let full_prefix = self.full_key(prefix);
         let url = self.kv_url(&full_prefix, "?keys&separator=/");
-        let request = Request {
-            method: Method::GET,
-            path_and_query: &url,
-            body: None,
-        };
-        let reply = self
-            .inner
-            .client
-            .send("list", prefix, &request)
-            .await
-            .map_err(|e| e.into_storage("list", prefix))?;
+        let reply = self.get_reply("list", prefix, &url).await?;
         match reply.status {
             StatusCode::OK => {
                 let keys: Vec<String> = serde_json::from_slice(&reply.body).map_err(|e| {
