@@ -179,7 +179,7 @@ pub struct LeaderStatus {
 /// Zero counts mean "not given", as in Vault. Which counts apply depends on
 /// the seal: Shamir takes `secret_*`, auto seals take `recovery_*`; the
 /// other set is refused.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct InitParams {
     /// Number of unseal key shares (Shamir).
@@ -202,6 +202,29 @@ pub struct InitParams {
     /// Not Vault: use this id for the root token instead of a random one
     /// (the dev server's `-dev-root-token-id`).
     pub root_token_id: Option<String>,
+}
+
+/// `root_token_id` is a token: `Debug` says only whether it is set.
+impl fmt::Debug for InitParams {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InitParams")
+            .field("secret_shares", &self.secret_shares)
+            .field("secret_threshold", &self.secret_threshold)
+            .field("stored_shares", &self.stored_shares)
+            .field("pgp_keys", &self.pgp_keys.as_ref().map(Vec::len))
+            .field("recovery_shares", &self.recovery_shares)
+            .field("recovery_threshold", &self.recovery_threshold)
+            .field(
+                "recovery_pgp_keys",
+                &self.recovery_pgp_keys.as_ref().map(Vec::len),
+            )
+            .field("root_token_pgp_key", &self.root_token_pgp_key.is_some())
+            .field(
+                "root_token_id",
+                &self.root_token_id.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
 }
 
 /// Vault's `sys/init` response body: the keys and the root token, handed out
@@ -411,4 +434,22 @@ pub struct CoreMetrics {
     pub barrier_encryptions: u64,
     /// Automatic key rotations since start.
     pub auto_rotations: u64,
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::InitParams;
+
+    #[test]
+    fn init_params_debug_hides_the_root_token_id() {
+        let params = InitParams {
+            secret_shares: 1,
+            secret_threshold: 1,
+            root_token_id: Some("my-dev-root-token".into()),
+            ..InitParams::default()
+        };
+        let printed = format!("{params:?}");
+        assert!(!printed.contains("my-dev-root-token"), "{printed}");
+        assert!(printed.contains("<redacted>"));
+    }
 }
