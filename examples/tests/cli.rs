@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, bin, free_port, plain_listener, redb_storage};
+use common::{Server, bin, free_port};
 use serde_json::{Value, json};
 
 struct Output {
@@ -39,13 +39,7 @@ async fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_status_and_kv_commands_work_like_vaults() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = Server::start(
-        dir.path(),
-        port,
-        &format!("{}{}", redb_storage(dir.path()), plain_listener(port)),
-    )
-    .await;
+    let server = Server::start_redb(dir.path()).await;
     let addr = server.base.clone();
     let env = [("STRONGROOM_ADDR", addr.as_str())];
 

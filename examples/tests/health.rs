@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Server, free_port, init, plain_listener, redb_storage, unseal};
+use common::{Server, init, unseal};
 use serde_json::json;
 
 async fn code(server: &Server, method: &str, query: &str) -> (u16, String) {
@@ -26,13 +26,7 @@ async fn code(server: &Server, method: &str, query: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_codes_follow_the_lifecycle_and_overrides() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = Server::start(
-        dir.path(),
-        port,
-        &format!("{}{}", redb_storage(dir.path()), plain_listener(port)),
-    )
-    .await;
+    let server = Server::start_redb(dir.path()).await;
 
     // Uninitialised: 501, overridable.
     assert_eq!(code(&server, "GET", "").await.0, 501);

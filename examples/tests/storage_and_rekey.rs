@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, bin, free_port, init, mount_kv, plain_listener, redb_storage, unseal};
+use common::{Server, bin, free_port, init, mount_kv, plain_listener, unseal};
 use serde_json::json;
 use storage_consul::testing::ConsulDev;
 
@@ -71,13 +71,7 @@ async fn cli(addr: &str, token: &str, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_rekey_replaces_the_unseal_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = Server::start(
-        dir.path(),
-        port,
-        &format!("{}{}", redb_storage(dir.path()), plain_listener(port)),
-    )
-    .await;
+    let server = Server::start_redb(dir.path()).await;
     let (old_keys, root) = init(&server, 3, 2).await;
     unseal(&server, &old_keys[..2]).await;
     let addr = server.base.clone();

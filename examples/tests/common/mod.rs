@@ -72,6 +72,14 @@ impl Server {
         server
     }
 
+    /// Starts a server on redb in `dir`, plain HTTP on a free port: the
+    /// setup most tests need.
+    pub async fn start_redb(dir: &Path) -> Server {
+        let port = free_port();
+        let config = format!("{}{}", redb_storage(dir), plain_listener(port));
+        Self::start(dir, port, &config).await
+    }
+
     /// Starts `strongroom server -dev` on `port` with root token `token`.
     pub async fn start_dev(dir: &Path, port: u16, token: &str) -> Server {
         let mut server = Self::spawn(
