@@ -40,7 +40,7 @@ mod storage;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use ha::{HaBackend, HaError, HaLock, MemoryHaBackend};
+pub use ha::{HaBackend, HaError, HaLock, MEMORY_LOCK_WAIT, MemoryHaBackend};
 pub use memory::MemoryStorage;
 pub use seal::{Seal, SealError, SealType, blob};
 pub use secret::{Kek, RecoveryKey, RootKey, SecretError, UnsealShare, random_bytes};

@@ -208,6 +208,21 @@ pub enum StorageError {
         #[source]
         source: Option<BoxError>,
     },
+    /// The write was refused because it is fenced on an HA lock this node
+    /// no longer holds (see [`crate::HaLock::fencing_token`]): another node
+    /// may be active. Nothing of the write was stored, and retrying cannot
+    /// help: the node must step down. The source says which lock and
+    /// session.
+    #[error("{op} {key}: {source}")]
+    Fenced {
+        /// The operation.
+        op: &'static str,
+        /// The key.
+        key: String,
+        /// The backend's refusal.
+        #[source]
+        source: BoxError,
+    },
     /// Any other backend failure (corrupt database, unexpected response).
     #[error("{op} {key}: {source}")]
     Backend {
@@ -225,6 +240,12 @@ impl StorageError {
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
+    }
+
+    /// Whether the write was refused by an HA write fence: this node lost
+    /// the lock and must step down (see [`StorageError::Fenced`]).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
     }
 
     /// Shorthand for a [`StorageError::Backend`].

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use seal_core::testing::InsecureTestSeal;
+use seal_core::testing::{HaHarness, InsecureTestSeal, MemoryHaHarness};
 use seal_core::{MemoryStorage, Seal, Storage};
 
 async fn memory_storage() -> (Arc<dyn Storage>, ()) {
@@ -13,8 +13,13 @@ async fn test_seal() -> (Arc<dyn Seal>, ()) {
     (Arc::new(InsecureTestSeal::new()), ())
 }
 
+async fn memory_ha() -> (Arc<dyn HaHarness>, ()) {
+    (Arc::new(MemoryHaHarness::new()), ())
+}
+
 seal_core::storage_suite!(memory_storage);
 seal_core::seal_suite!(test_seal);
+seal_core::ha_suite!(memory_ha);
 
 #[tokio::test]
 async fn unreachable_test_seal_reports_a_transient_error() {

@@ -10,8 +10,9 @@ use seal_core::StorageError;
 /// Storage calls surface these as the `source` of a [`StorageError`]
 /// (see [`ConsulError::into_storage`]): the transient faults inside
 /// [`StorageError::Unavailable`], ACL refusals as
-/// [`StorageError::PermissionDenied`], everything else inside
-/// [`StorageError::Backend`]. No variant ever carries the ACL token.
+/// [`StorageError::PermissionDenied`], a failed write fence
+/// ([`ConsulError::Fenced`]) inside [`StorageError::Fenced`], everything
+/// else inside [`StorageError::Backend`]. No variant ever carries the ACL token.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsulError {
@@ -190,14 +191,19 @@ impl ConsulError {
                 source: Some(Box::new(self)),
             };
         }
-        if let Self::PermissionDenied { .. } = self {
-            return StorageError::PermissionDenied {
+        match self {
+            Self::PermissionDenied { .. } => StorageError::PermissionDenied {
                 op,
                 key: key.to_owned(),
                 message: self.to_string(),
-            };
+            },
+            Self::Fenced { .. } => StorageError::Fenced {
+                op,
+                key: key.to_owned(),
+                source: Box::new(self),
+            },
+            other => StorageError::backend(op, key, other),
         }
-        StorageError::backend(op, key, self)
     }
 
     pub(crate) fn config(key: &str, message: impl Into<String>) -> Self {
@@ -263,6 +269,18 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("token"), "{err}");
+    }
+
+    #[test]
+    fn fence_refusal_becomes_fenced() {
+        let err = ConsulError::Fenced {
+            lock_key: "vault/core/lock".into(),
+            session: "s1".into(),
+        }
+        .into_storage("put", "k");
+        assert!(err.is_fenced(), "{err}");
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("no longer holds lock"), "{err}");
     }
 
     #[test]

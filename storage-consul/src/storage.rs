@@ -164,8 +164,8 @@ impl ConsulStorage {
 
     /// Makes every later write conditional on `fence` (or unconditional
     /// again with `None`). A write whose fence check fails is refused with
-    /// [`ConsulError::Fenced`] inside [`StorageError::Backend`], and nothing
-    /// of it is written.
+    /// [`StorageError::Fenced`] (its source a [`ConsulError::Fenced`]), and
+    /// nothing of it is written.
     ///
     /// # Errors
     /// [`StorageError::InvalidKey`] for a malformed lock key.
