@@ -398,7 +398,9 @@ async fn the_period_always_ends_before_the_release_under_churn() {
         let leader = one_active(&refs).await;
         match round % 3 {
             0 => assert!(nodes[leader].step_down().await),
-            1 => checking.inner.insecure_break_lock(KEY),
+            1 => {
+                checking.inner.insecure_break_lock(KEY);
+            }
             _ => {
                 nodes[leader].withdraw().await;
                 nodes[leader].contend();
