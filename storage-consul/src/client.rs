@@ -20,14 +20,26 @@ const BACKOFF_START: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Counters about requests to Consul, for metrics and tests.
+///
+/// `max_parallel` bounds storage requests (`in_flight`). HA requests
+/// (session create/renew/destroy, lock acquire/release, and the blocking
+/// queries that watch the lock) take no `max_parallel` permit and are
+/// counted in `ha_in_flight` instead: a blocking query parks for up to
+/// `lock_wait_time` and must not hold a storage permit that long, and a
+/// session renewal must not queue behind a flood of storage writes. Each
+/// contender keeps at most three HA requests in flight (a watch, a renewal
+/// and an acquire or release), so they stay bounded without the semaphore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RequestStats {
-    /// HTTP requests in flight right now.
+    /// Storage requests in flight right now.
     pub in_flight: usize,
-    /// Most requests ever in flight at once (never above `max_parallel`).
+    /// Most storage requests ever in flight at once (never above
+    /// `max_parallel`).
     pub peak_in_flight: usize,
-    /// HTTP requests sent, retries included.
+    /// HA requests (sessions, lock, watches) in flight right now.
+    pub ha_in_flight: usize,
+    /// HTTP requests sent, storage and HA, retries included.
     pub requests: u64,
     /// Retries after a transient failure.
     pub retries: u64,
@@ -39,6 +51,8 @@ pub struct RequestStats {
 pub(crate) struct Reply {
     pub(crate) status: StatusCode,
     pub(crate) body: Bytes,
+    /// `X-Consul-Index`, for blocking queries.
+    pub(crate) index: Option<u64>,
 }
 
 /// One request to send, possibly several times.
@@ -59,6 +73,7 @@ pub(crate) struct Client {
     permits: Semaphore,
     in_flight: AtomicUsize,
     peak_in_flight: AtomicUsize,
+    ha_in_flight: AtomicUsize,
     requests: AtomicU64,
     retries: AtomicU64,
 }
@@ -138,6 +153,7 @@ impl Client {
             permits: Semaphore::new(config.max_parallel),
             in_flight: AtomicUsize::new(0),
             peak_in_flight: AtomicUsize::new(0),
+            ha_in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
         })
@@ -151,6 +167,7 @@ impl Client {
         RequestStats {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             peak_in_flight: self.peak_in_flight.load(Ordering::Relaxed),
+            ha_in_flight: self.ha_in_flight.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
         }
@@ -210,30 +227,49 @@ impl Client {
         let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let result = self.exchange(req).await;
+        let result = self.exchange(req, self.timeout).await;
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         result
     }
 
-    async fn exchange(&self, req: &Request<'_>) -> Result<Reply, ConsulError> {
+    /// Sends one HA request once, without a `max_parallel` permit (see
+    /// [`RequestStats`]), giving up after `timeout`. The HA code retries on
+    /// its own schedule (renewal interval, lock wait time).
+    pub(crate) async fn send_ha(
+        &self,
+        req: &Request<'_>,
+        timeout: Duration,
+    ) -> Result<Reply, ConsulError> {
+        self.ha_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let result = self.exchange(req, timeout).await;
+        self.ha_in_flight.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn exchange(&self, req: &Request<'_>, timeout: Duration) -> Result<Reply, ConsulError> {
         let url = format!("{}{}", self.base, req.path_and_query);
-        let mut builder = self.http.request(req.method.clone(), url);
+        let mut builder = self.http.request(req.method.clone(), url).timeout(timeout);
         if let Some(body) = &req.body {
             builder = builder.body(body.clone());
         }
-        let response = builder.send().await.map_err(|e| self.classify(&e))?;
+        let classify = |e: &reqwest::Error| classify_transport(e, &self.base, timeout);
+        let response = builder.send().await.map_err(|e| classify(&e))?;
         let status = response.status();
-        let body = response.bytes().await.map_err(|e| self.classify(&e))?;
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        let body = response.bytes().await.map_err(|e| classify(&e))?;
         match status {
-            StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => {
-                Ok(Reply { status, body })
-            }
+            StatusCode::OK | StatusCode::NOT_FOUND | StatusCode::CONFLICT => Ok(Reply {
+                status,
+                body,
+                index,
+            }),
             other => Err(status_error(other, &body)),
         }
-    }
-
-    fn classify(&self, err: &reqwest::Error) -> ConsulError {
-        classify_transport(err, &self.base, self.timeout)
     }
 }
 

@@ -99,12 +99,21 @@ pub struct ConsulConfig {
     pub max_parallel: usize,
     /// Read consistency (default [`ConsistencyMode::Default`]).
     pub consistency_mode: ConsistencyMode,
-    /// TTL of the HA lock session (default 15 s). Used by the HA backend.
+    /// TTL of the HA lock session (default 15 s, 1 s..=24 h; the Consul
+    /// servers refuse TTLs below their `session_ttl_min`, 10 s by default).
+    /// A crashed holder's lock is freed after up to twice the TTL (Consul's
+    /// reaping) plus `lock_delay`.
     pub session_ttl: Duration,
-    /// How long an HA lock attempt waits (default 15 s).
+    /// How long one HA lock attempt waits for a held lock to come free
+    /// before returning to the caller (default 15 s). A release wakes the
+    /// waiter at once, whatever this is.
     pub lock_wait_time: Duration,
-    /// Session lock-delay after a holder is lost (default 15 s, Consul's;
-    /// 0..=60 s). Not in Vault: there it is always Consul's 15 s.
+    /// Session lock-delay (default 15 s, Consul's; 0..=60 s): after a
+    /// holder's session is invalidated (not after a clean release), nobody
+    /// may take the lock for this long, giving a paused old holder time to
+    /// notice. Lower it for faster takeover after a crash; fencing already
+    /// stops a deposed holder's writes. Not in Vault: there it is always
+    /// Consul's 15 s.
     pub lock_delay: Duration,
     /// PEM CA bundle that signs the agent's certificate. When set, only
     /// these CAs are trusted.
@@ -337,6 +346,15 @@ impl ConsulConfig {
                 "tls_cert_file",
                 "tls_cert_file and tls_key_file must be set together",
             ));
+        }
+        if self.session_ttl < Duration::from_secs(1) || self.session_ttl > DAY {
+            return Err(ConsulError::config(
+                "session_ttl",
+                "must be between 1s and 24h (and at least the Consul servers' session_ttl_min, 10s unless lowered)",
+            ));
+        }
+        if self.lock_wait_time > DAY {
+            return Err(ConsulError::config("lock_wait_time", "must be at most 24h"));
         }
         if self.lock_delay > MINUTE {
             return Err(ConsulError::config(

@@ -26,6 +26,13 @@
 //! * **Writes can be fenced** on the HA lock ([`WriteFence`]): a
 //!   `check-session` operation first in every transaction.
 //!
+//! [`ConsulHaBackend`] is the [`seal_core::HaBackend`] beside it: leader
+//! election over a Consul session and the `<path>core/lock` key, built on a
+//! `ConsulStorage` whose client it shares. Standbys wait on blocking queries
+//! (a release wakes them at once) with a session kept ready, and holding
+//! the lock arms the storage's write fence, so a deposed node's writes fail
+//! with [`seal_core::StorageError::Fenced`] and mark its lock lost.
+//!
 //! The `testing` feature adds [`testing`]: a real `consul agent -dev` (plain,
 //! ACL or HTTPS mode) and 3-server clusters on loopback ports.
 //!
@@ -52,10 +59,32 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Electing a leader (against a running agent):
+//!
+//! ```no_run
+//! use seal_core::{HaBackend, Storage};
+//! use storage_consul::{ConsulConfig, ConsulHaBackend, ConsulStorage};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let storage = ConsulStorage::new(ConsulConfig::with_address("127.0.0.1:8500")?)?;
+//! let ha = ConsulHaBackend::new(&storage);
+//! let advert = br#"{"api_addr":"https://10.0.0.1:8200"}"#;
+//! match ha.try_lock("core/lock", advert).await? {
+//!     Some(lock) => {
+//!         storage.put("core/hello", b"fenced on the lock").await?;
+//!         lock.release().await?; // the next holder needs no lock-delay
+//!     }
+//!     None => println!("active node: {:?}", ha.holder("core/lock").await?),
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod client;
 mod config;
 mod error;
+mod ha;
 mod storage;
 
 #[cfg(feature = "testing")]
@@ -67,4 +96,5 @@ pub use config::{
     parse_duration,
 };
 pub use error::ConsulError;
+pub use ha::{ConsulHaBackend, SESSION_NAME};
 pub use storage::{ConsulStorage, MAX_TRANSACTION_OPS, WriteFence};

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -13,6 +14,7 @@ use seal_core::{
     MAX_KEY_LEN, Storage, StorageError, StorageLimits, TxnOp, list_children, validate_key,
     validate_prefix,
 };
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, Reply, Request, RequestStats};
 use crate::config::{ConsistencyMode, ConsulConfig};
@@ -63,6 +65,9 @@ struct Fence {
     full_key: String,
     session: String,
     json: Vec<u8>,
+    /// Cancelled when a write is refused by this fence: the HA lock's
+    /// `lost` token, so the node steps down at the first refused write.
+    on_refused: Option<CancellationToken>,
 }
 
 /// A [`Storage`] keeping every entry as a Consul KV pair under a prefix.
@@ -90,6 +95,17 @@ struct Inner {
     max_parallel: usize,
     limits: Limits,
     fence: RwLock<Option<Arc<Fence>>>,
+    ha: HaSettings,
+}
+
+/// The HA lock settings of the configuration this storage was built from,
+/// for the [`crate::ConsulHaBackend`] built on it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HaSettings {
+    pub(crate) session_ttl: Duration,
+    pub(crate) lock_wait_time: Duration,
+    pub(crate) lock_delay: Duration,
+    pub(crate) request_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,6 +145,12 @@ impl ConsulStorage {
         }
         let client = Client::new(&config)?;
         let limits = compute_limits(&config);
+        let ha = HaSettings {
+            session_ttl: config.session_ttl,
+            lock_wait_time: config.lock_wait_time,
+            lock_delay: config.lock_delay,
+            request_timeout: config.request_timeout,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -137,6 +159,7 @@ impl ConsulStorage {
                 max_parallel: config.max_parallel,
                 limits,
                 fence: RwLock::new(None),
+                ha,
             }),
         })
     }
@@ -170,6 +193,16 @@ impl ConsulStorage {
     /// # Errors
     /// [`StorageError::InvalidKey`] for a malformed lock key.
     pub fn set_write_fence(&self, fence: Option<WriteFence>) -> Result<(), StorageError> {
+        self.arm_fence(fence, None)
+    }
+
+    /// [`ConsulStorage::set_write_fence`], cancelling `on_refused` when a
+    /// write is refused by the fence.
+    pub(crate) fn arm_fence(
+        &self,
+        fence: Option<WriteFence>,
+        on_refused: Option<CancellationToken>,
+    ) -> Result<(), StorageError> {
         let prepared = match fence {
             None => None,
             Some(f) => {
@@ -185,6 +218,7 @@ impl ConsulStorage {
                     full_key,
                     session: f.session,
                     json,
+                    on_refused,
                 }))
             }
         };
@@ -196,11 +230,32 @@ impl ConsulStorage {
         Ok(())
     }
 
-    fn full_key(&self, key: &str) -> String {
+    /// The session the write fence checks, if one is armed (the lock's
+    /// [`seal_core::HaLock::fencing_token`] after an HA acquisition).
+    pub fn write_fence_session(&self) -> Option<String> {
+        self.inner
+            .fence
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|f| f.session.clone())
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    pub(crate) fn ha_settings(&self) -> HaSettings {
+        self.inner.ha
+    }
+
+    pub(crate) fn full_key(&self, key: &str) -> String {
         format!("{}{}", self.inner.path, key)
     }
 
-    fn kv_url(&self, full_key: &str, query: &str) -> String {
+    /// `/v1/kv/<encoded full_key><query>`, plus `&consistent` in strong
+    /// mode (`query` must start with `?`).
+    pub(crate) fn kv_url(&self, full_key: &str, query: &str) -> String {
         let mut url = String::with_capacity(full_key.len() + query.len() + 16);
         url.push_str("/v1/kv/");
         url.extend(utf8_percent_encode(full_key, KEY_ENCODE));
@@ -338,7 +393,19 @@ impl ConsulStorage {
         match reply.status {
             StatusCode::OK => Ok(()),
             StatusCode::CONFLICT => {
-                Err(rolled_back(&reply, fence.as_deref()).into_storage(op, key))
+                let err = rolled_back(&reply, fence.as_deref());
+                if let (ConsulError::Fenced { .. }, Some(f)) = (&err, fence.as_deref()) {
+                    tracing::error!(
+                        op,
+                        key,
+                        lock_key = %f.full_key,
+                        "session check failed on write: this node lost the HA lock; stepping down"
+                    );
+                    if let Some(token) = &f.on_refused {
+                        token.cancel();
+                    }
+                }
+                Err(err.into_storage(op, key))
             }
             other => Err(ConsulError::Status {
                 status: other.as_u16(),
@@ -575,6 +642,7 @@ mod tests {
             full_key: format!("vault/{key}"),
             session: "0".repeat(64),
             json: Vec::new(),
+            on_refused: None,
         };
         let mut fenced = Vec::new();
         fenced.extend_from_slice(br#"{"KV":{"Verb":"check-session","Key":"#);
@@ -670,9 +738,11 @@ mod tests {
             full_key: "vault/core/lock".into(),
             session: "s1".into(),
             json: Vec::new(),
+            on_refused: None,
         };
         let reply = Reply {
             status: StatusCode::CONFLICT,
+            index: None,
             body: Bytes::from_static(
                 br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"failed session check for key \"vault/core/lock\", current session \"\" != \"s1\""}]}"#,
             ),
@@ -688,6 +758,7 @@ mod tests {
         );
         let denied = Reply {
             status: StatusCode::CONFLICT,
+            index: None,
             body: Bytes::from_static(
                 br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"Permission denied: token with AccessorID 'x' lacks permission 'key:write' on \"k\""}]}"#,
             ),
@@ -698,6 +769,7 @@ mod tests {
         ));
         let garbage = Reply {
             status: StatusCode::CONFLICT,
+            index: None,
             body: Bytes::from_static(b"<html>"),
         };
         assert!(matches!(
@@ -722,7 +794,7 @@ mod tests {
 
         #[test]
         fn conflict_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let reply = Reply { status: StatusCode::CONFLICT, body: Bytes::from(body) };
+            let reply = Reply { status: StatusCode::CONFLICT, body: Bytes::from(body), index: None };
             let _ = rolled_back(&reply, None);
         }
     }

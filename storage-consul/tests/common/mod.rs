@@ -238,3 +238,105 @@ async fn serve_fault(mut client: TcpStream, upstream: String, fault: Fault) {
         }
     }
 }
+
+/// A loopback proxy in front of the real agent that holds back every
+/// request containing one of its markers (in the request line or body)
+/// until [`GateProxy::open`], and relays everything else at once: a node's
+/// request "in flight" for as long as a test needs, or a node whose lock
+/// watch and session renewals are stuck.
+#[derive(Debug)]
+pub struct GateProxy {
+    pub address: String,
+    open: tokio::sync::watch::Sender<bool>,
+    held: Arc<std::sync::Mutex<Vec<&'static str>>>,
+}
+
+impl GateProxy {
+    pub async fn start(upstream: String, markers: Vec<&'static str>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let (open, gate) = tokio::sync::watch::channel(false);
+        let held = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let held_in = held.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, markers) = (upstream.clone(), markers.clone());
+                let (gate, held) = (gate.clone(), held_in.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    relay_gated(client, server, markers, gate, held).await;
+                });
+            }
+        });
+        Self {
+            address,
+            open,
+            held,
+        }
+    }
+
+    /// How many requests with `marker` are held right now.
+    pub fn held(&self, marker: &str) -> usize {
+        self.held
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| **m == marker)
+            .count()
+    }
+
+    /// Lets every held and later request through.
+    pub fn open(&self) {
+        let _ = self.open.send(true);
+    }
+}
+
+async fn relay_gated(
+    client: TcpStream,
+    server: TcpStream,
+    markers: Vec<&'static str>,
+    mut gate: tokio::sync::watch::Receiver<bool>,
+    held: Arc<std::sync::Mutex<Vec<&'static str>>>,
+) {
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        // The end of the previous read, so a marker split across two
+        // reads is still seen.
+        let mut tail: Vec<u8> = Vec::new();
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut seen = tail.clone();
+            seen.extend_from_slice(&buf[..n]);
+            let hit = markers
+                .iter()
+                .find(|m| seen.windows(m.len()).any(|w| w == m.as_bytes()));
+            if let Some(marker) = hit
+                && !*gate.borrow()
+            {
+                held.lock().unwrap().push(marker);
+                let _ = gate.wait_for(|open| *open).await;
+                let mut list = held.lock().unwrap();
+                if let Some(i) = list.iter().position(|m| m == marker) {
+                    list.remove(i);
+                }
+            }
+            tail = seen[seen.len().saturating_sub(64)..].to_vec();
+            if sw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        let _ = sw.shutdown().await;
+    };
+    let down = async move {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+        let _ = cw.shutdown().await;
+    };
+    tokio::join!(up, down);
+}

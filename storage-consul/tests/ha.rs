@@ -1,0 +1,312 @@
+//! The Consul HA backend against a real Consul dev agent (started with
+//! `session_ttl_min = "1s"` by the harness): the HA conformance suite,
+//! fencing, loss by failed renewal, the ready session and the request
+//! lanes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use seal_core::testing::HaHarness;
+use seal_core::{HaBackend, HaLock, Storage};
+use storage_consul::testing::{PrefixGuard, raw_request, shared_dev, unique_path};
+use storage_consul::{ConsulConfig, ConsulError, ConsulHaBackend, ConsulStorage, SESSION_NAME};
+use tokio::time::Instant;
+
+use common::{GateProxy, consul_source};
+
+const KEY: &str = "core/lock";
+const DEADLINE: Duration = Duration::from_secs(45);
+
+/// Contenders on one key prefix of the shared dev agent: each its own
+/// `ConsulStorage` (own connection pool), as separate nodes would be.
+struct ConsulHa {
+    path: String,
+}
+
+fn config(path: &str, tweak: impl FnOnce(&mut ConsulConfig)) -> ConsulConfig {
+    let mut config = shared_dev().config();
+    config.path = path.to_owned();
+    config.session_ttl = Duration::from_secs(10);
+    config.lock_delay = Duration::from_millis(500);
+    config.lock_wait_time = Duration::from_secs(2);
+    tweak(&mut config);
+    config
+}
+
+fn contender(config: ConsulConfig) -> (ConsulStorage, ConsulHaBackend) {
+    let storage = ConsulStorage::new(config).unwrap();
+    let ha = ConsulHaBackend::new(&storage);
+    (storage, ha)
+}
+
+/// Destroys a session as its expiry would (the lock-delay starts).
+async fn destroy_session(id: &str) {
+    let http = shared_dev().http_address();
+    let path = format!("/v1/session/destroy/{id}");
+    let r = tokio::task::spawn_blocking(move || raw_request(&http, "PUT", &path, None, b""))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+async fn raw(method: &'static str, path: String, body: &'static [u8]) -> serde_json::Value {
+    let http = shared_dev().http_address();
+    let r = tokio::task::spawn_blocking(move || raw_request(&http, method, &path, None, body))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status, 200, "{method}: {}", r.text());
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[async_trait]
+impl HaHarness for ConsulHa {
+    async fn contender(&self, wait: Duration) -> Arc<dyn HaBackend> {
+        Arc::new(contender(config(&self.path, |c| c.lock_wait_time = wait)).1)
+    }
+
+    async fn break_lock(&self, _key: &str, lock: &dyn HaLock) {
+        destroy_session(&lock.fencing_token().unwrap()).await;
+    }
+}
+
+async fn consul_ha() -> (Arc<dyn HaHarness>, PrefixGuard) {
+    let dev = shared_dev();
+    let path = unique_path();
+    let guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
+    (Arc::new(ConsulHa { path }), guard)
+}
+
+seal_core::ha_suite!(consul_ha);
+
+async fn lock_within_deadline(ha: &ConsulHaBackend, value: &[u8]) -> Box<dyn HaLock> {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(lock) = ha.try_lock(KEY, value).await.unwrap() {
+            return lock;
+        }
+        assert!(Instant::now() < deadline, "no lock within {DEADLINE:?}");
+    }
+}
+
+async fn until_lost(lock: &dyn HaLock, what: &str) {
+    tokio::time::timeout(DEADLINE, lock.lost().cancelled())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not reported lost within {DEADLINE:?}"));
+}
+
+/// The library-level fencing scenario: A holds the lock and has a write in
+/// flight (held at a proxy), A's watch and renewals are stuck; A's session
+/// is destroyed as an expiry would; B takes over and writes. A's next write
+/// is refused as fenced and marks A's lock lost at once; A's in-flight write
+/// is refused too; nothing of A's lands; B's data is intact. When A wins the
+/// lock again later, the fence moves to its new session and it writes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposed_holder_cannot_write() {
+    let dev = shared_dev();
+    let path = unique_path();
+    let _guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
+    let gate = GateProxy::start(
+        dev.http_address(),
+        vec!["inflight", "index=", "session/renew"],
+    )
+    .await;
+    let (storage_a, ha_a) = contender(config(&path, |c| c.address = gate.address.clone()));
+    let (storage_b, ha_b) = contender(config(&path, |_| {}));
+
+    let lock_a = ha_a
+        .try_lock(KEY, b"node-a")
+        .await
+        .unwrap()
+        .expect("A wins");
+    assert_eq!(storage_a.write_fence_session(), lock_a.fencing_token());
+    storage_a.put("before", b"from A").await.unwrap();
+
+    let in_flight = {
+        let s = storage_a.clone();
+        tokio::spawn(async move { s.put("inflight", b"from A, late").await })
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while gate.held("inflight") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "A's write never reached the proxy"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    destroy_session(&lock_a.fencing_token().unwrap()).await;
+    let lock_b = lock_within_deadline(&ha_b, b"node-b").await;
+    storage_b.put("b/1", b"from B").await.unwrap();
+
+    let err = storage_a.put("later", b"from A").await.unwrap_err();
+    assert!(err.is_fenced(), "{err:?}");
+    assert!(
+        matches!(consul_source(&err), Some(ConsulError::Fenced { .. })),
+        "{err:?}"
+    );
+    assert!(
+        lock_a.lost().is_cancelled(),
+        "a refused fenced write marks the lock lost at once"
+    );
+
+    gate.open();
+    let err = in_flight.await.unwrap().unwrap_err();
+    assert!(err.is_fenced(), "in-flight write: {err:?}");
+    for err in [
+        storage_a.delete("b/1").await.unwrap_err(),
+        storage_a
+            .transaction(vec![seal_core::TxnOp::put("t", b"x".to_vec())])
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(err.is_fenced(), "{err:?}");
+    }
+    assert_eq!(storage_b.get("inflight").await.unwrap(), None);
+    assert_eq!(storage_b.get("later").await.unwrap(), None);
+    assert_eq!(storage_b.get("t").await.unwrap(), None);
+    assert_eq!(
+        storage_b.get("b/1").await.unwrap().as_deref(),
+        Some(&b"from B"[..])
+    );
+    assert_eq!(
+        storage_b.get("before").await.unwrap().as_deref(),
+        Some(&b"from A"[..])
+    );
+    assert_eq!(
+        ha_a.holder(KEY).await.unwrap().as_deref(),
+        Some(&b"node-b"[..])
+    );
+    // The deposed holder's release does not disturb B.
+    let _ = lock_a.release().await;
+    assert!(!lock_b.lost().is_cancelled());
+
+    lock_b.release().await.unwrap();
+    let lock_a2 = lock_within_deadline(&ha_a, b"node-a").await;
+    assert_eq!(storage_a.write_fence_session(), lock_a2.fencing_token());
+    storage_a.put("after", b"from A again").await.unwrap();
+    lock_a2.release().await.unwrap();
+}
+
+/// Renewals that fail for longer than the TTL make the holder give the
+/// lock up by itself, before Consul reaps the session (at twice the TTL);
+/// another contender then takes over once Consul has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_renewals_lose_the_lock() {
+    let dev = shared_dev();
+    let path = unique_path();
+    let _guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
+    let gate = GateProxy::start(dev.http_address(), vec!["session/renew", "index="]).await;
+    let short = |c: &mut ConsulConfig| {
+        c.session_ttl = Duration::from_secs(1);
+        c.lock_delay = Duration::from_millis(200);
+    };
+    let (storage_a, ha_a) = contender(config(&path, |c| {
+        short(c);
+        c.address = gate.address.clone();
+    }));
+    let (_storage_b, ha_b) = contender(config(&path, short));
+    let lock_a = ha_a.try_lock(KEY, b"a").await.unwrap().expect("A wins");
+    let started = Instant::now();
+    until_lost(lock_a.as_ref(), "A with stuck renewals").await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "lost after {:?}, before its TTL ran out without renewal",
+        started.elapsed()
+    );
+    let _b = lock_within_deadline(&ha_b, b"b").await;
+    let err = storage_a.put("x", b"1").await.unwrap_err();
+    assert!(err.is_fenced(), "{err:?}");
+    gate.open();
+}
+
+/// A standby keeps its session between attempts, so when the lock comes
+/// free it takes it with the session it already had; the session carries
+/// the configured TTL, lock-delay, `release` behaviour and no node checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_keeps_a_ready_session() {
+    let dev = shared_dev();
+    let path = unique_path();
+    let _guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
+    let (_sa, ha_a) = contender(config(&path, |_| {}));
+    let (_sb, ha_b) = contender(config(&path, |c| {
+        c.lock_wait_time = Duration::from_millis(200);
+        c.session_ttl = Duration::from_secs(30);
+        c.lock_delay = Duration::from_millis(1500);
+    }));
+    let lock_a = ha_a.try_lock(KEY, b"a").await.unwrap().expect("A wins");
+    assert!(ha_b.try_lock(KEY, b"b").await.unwrap().is_none());
+    // A raft index after B's session was created.
+    let marker = format!("/v1/kv/{path}marker");
+    raw("PUT", marker.clone(), b"m").await;
+    let index = raw("GET", marker, b"").await[0]["ModifyIndex"]
+        .as_u64()
+        .unwrap();
+
+    lock_a.release().await.unwrap();
+    let lock_b = ha_b.try_lock(KEY, b"b").await.unwrap().expect("B wins");
+    let id = lock_b.fencing_token().unwrap();
+    let info = raw("GET", format!("/v1/session/info/{id}"), b"").await;
+    let info = &info[0];
+    assert!(
+        info["CreateIndex"].as_u64().unwrap() < index,
+        "B took the lock with a session created after the release: {info}"
+    );
+    assert_eq!(info["Name"], SESSION_NAME);
+    assert_eq!(info["Behavior"], "release");
+    assert_eq!(info["LockDelay"], 1_500_000_000u64);
+    assert_eq!(
+        storage_consul::parse_duration(info["TTL"].as_str().unwrap()),
+        Some(Duration::from_secs(30))
+    );
+    let checks = |field: &str| info[field].as_array().map_or(0, Vec::len);
+    assert_eq!(checks("NodeChecks") + checks("Checks"), 0, "{info}");
+    lock_b.release().await.unwrap();
+    let gone = raw("GET", format!("/v1/session/info/{id}"), b"").await;
+    assert!(
+        gone.as_array().is_none_or(Vec::is_empty),
+        "released session still exists: {gone}"
+    );
+}
+
+/// With `max_parallel = 1`, a standby parked in a blocking query on the
+/// lock does not hold the only storage permit: storage requests go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_queries_take_no_storage_permit() {
+    let dev = shared_dev();
+    let path = unique_path();
+    let _guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
+    let (_sa, ha_a) = contender(config(&path, |_| {}));
+    let (storage_b, ha_b) = contender(config(&path, |c| {
+        c.max_parallel = 1;
+        c.lock_wait_time = Duration::from_secs(60);
+    }));
+    let lock_a = ha_a.try_lock(KEY, b"a").await.unwrap().expect("A wins");
+    let waiter = {
+        let ha_b = ha_b.clone();
+        tokio::spawn(async move { ha_b.try_lock(KEY, b"b").await.unwrap().is_some() })
+    };
+    let deadline = Instant::now() + DEADLINE;
+    while storage_b.request_stats().ha_in_flight == 0 {
+        assert!(Instant::now() < deadline, "B never waited on the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    storage_b.reset_peak_in_flight();
+    for i in 0..20 {
+        storage_b.put(&format!("k{i}"), b"v").await.unwrap();
+        assert_eq!(
+            storage_b.get(&format!("k{i}")).await.unwrap().unwrap(),
+            b"v"
+        );
+    }
+    let stats = storage_b.request_stats();
+    assert!(stats.peak_in_flight <= 1, "{stats:?}");
+    assert!(!waiter.is_finished(), "B still waits for the lock");
+    lock_a.release().await.unwrap();
+    assert!(waiter.await.unwrap(), "B wins once A releases");
+}
