@@ -145,9 +145,47 @@ pub struct ConsulConfig {
     pub redirect_addr: Option<String>,
     /// Vault's generic `cluster_addr`, kept for the server.
     pub cluster_addr: Option<String>,
+    /// Vault's Consul service registration settings (`service`,
+    /// `service_tags`, `service_address`, `check_timeout`,
+    /// `disable_registration`), read from the same stanza as Vault does.
+    pub registration: RegistrationConfig,
     /// Settings accepted for compatibility but not acted on, with the
     /// reason; the backend logs them once at start.
     pub ignored: Vec<(String, &'static str)>,
+}
+
+/// Settings of the Consul service registration (Vault's
+/// `service_registration "consul"`, or the same keys in `storage "consul"`),
+/// for [`crate::ConsulServiceRegistration`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistrationConfig {
+    /// Turns registration off (`disable_registration`, default false).
+    pub disable_registration: bool,
+    /// The Consul service name (`service`, default `vault`).
+    pub service: String,
+    /// Extra tags (`service_tags`, comma-separated; trimmed, deduplicated,
+    /// sorted), before `active`/`standby` and `initialized`.
+    pub service_tags: Vec<String>,
+    /// The address registered for the service (`service_address`); `None`
+    /// registers the host of the node's `api_addr`, and `Some("")` lets
+    /// Consul use the node's address.
+    pub service_address: Option<String>,
+    /// TTL of the "Vault Sealed Status" check (`check_timeout`, default
+    /// 5 s, at least 100 ms); the node pushes it every half of that.
+    pub check_timeout: Duration,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            disable_registration: false,
+            service: "vault".to_owned(),
+            service_tags: Vec::new(),
+            service_address: None,
+            check_timeout: Duration::from_secs(5),
+        }
+    }
 }
 
 impl Default for ConsulConfig {
@@ -174,12 +212,11 @@ impl Default for ConsulConfig {
             ha_enabled: true,
             redirect_addr: None,
             cluster_addr: None,
+            registration: RegistrationConfig::default(),
             ignored: Vec::new(),
         }
     }
 }
-
-const SERVICE_REGISTRATION: &str = "service registration is not done by the storage backend; use the server's service_registration";
 
 impl ConsulConfig {
     /// A configuration for the agent at `address` (`host:port` or
@@ -306,13 +343,25 @@ impl ConsulConfig {
                         "request forwarding is configured on the server",
                     ));
                 }
-                "disable_registration"
-                | "service"
-                | "service_tags"
-                | "service_meta"
-                | "service_address"
-                | "check_timeout" => {
-                    c.ignored.push((key.clone(), SERVICE_REGISTRATION));
+                "disable_registration" => {
+                    c.registration.disable_registration = parse_bool(key, v)?;
+                }
+                "service" => c.registration.service = parse_service_name(v)?,
+                "service_tags" => c.registration.service_tags = parse_tags(v),
+                "service_address" => c.registration.service_address = Some(v.to_owned()),
+                "check_timeout" => {
+                    c.registration.check_timeout = parse_duration_in(
+                        key,
+                        v,
+                        Duration::from_millis(100),
+                        Duration::from_secs(3600),
+                    )?;
+                }
+                "service_meta" => {
+                    c.ignored.push((
+                        key.clone(),
+                        "service_meta is not supported yet; the registration carries external-source=vault only",
+                    ));
                 }
                 _ => {
                     return Err(ConsulError::config(
@@ -468,6 +517,34 @@ fn normalize_path(v: &str) -> Result<String, ConsulError> {
     seal_core::validate_prefix(&path)
         .map_err(|e| ConsulError::config("path", format!("{path:?}: {e}")))?;
     Ok(path)
+}
+
+/// A Consul service name: what DNS (`<tag>.<service>.service.consul`)
+/// can carry — ASCII letters, digits and dashes.
+fn parse_service_name(v: &str) -> Result<String, ConsulError> {
+    let valid =
+        !v.is_empty() && v.len() <= 63 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+    if !valid {
+        return Err(ConsulError::config(
+            "service",
+            format!(
+                "{v:?} is not a usable Consul service name (1-63 ASCII letters, digits or dashes, as DNS needs)"
+            ),
+        ));
+    }
+    Ok(v.to_owned())
+}
+
+/// Vault's `service_tags`: comma-separated, trimmed, empty ones dropped,
+/// deduplicated and sorted.
+fn parse_tags(v: &str) -> Vec<String> {
+    let tags: std::collections::BTreeSet<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    tags.into_iter().collect()
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, ConsulError> {
@@ -655,8 +732,72 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_secs(5));
         assert_eq!(c.max_retries, 2);
         assert_eq!(c.redirect_addr.as_deref(), Some("https://10.0.0.1:8200"));
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        assert_eq!(c.registration.service, "vault");
+        assert_eq!(c.registration.service_tags, ["a", "b"]);
+        assert_eq!(c.registration.check_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn registration_settings_parse() {
+        let c = ConsulConfig::from_map_with_env(&BTreeMap::new(), no_env).unwrap();
+        assert_eq!(c.registration, RegistrationConfig::default());
+        assert_eq!(c.registration.service, "vault");
+        assert_eq!(c.registration.check_timeout, Duration::from_secs(5));
+        let c = ConsulConfig::from_map_with_env(
+            &map(&[
+                ("service", "secrets-prod"),
+                ("service_tags", " z, a ,,a,m "),
+                ("service_address", "10.1.2.3"),
+                ("check_timeout", "750ms"),
+                ("disable_registration", "true"),
+                ("service_meta", "x"),
+            ]),
+            no_env,
+        )
+        .unwrap();
+        let r = &c.registration;
+        assert_eq!(r.service, "secrets-prod");
+        assert_eq!(r.service_tags, ["a", "m", "z"]);
+        assert_eq!(r.service_address.as_deref(), Some("10.1.2.3"));
+        assert_eq!(r.check_timeout, Duration::from_millis(750));
+        assert!(r.disable_registration);
         let ignored: Vec<&str> = c.ignored.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(ignored, ["check_timeout", "service", "service_tags"]);
+        assert_eq!(ignored, ["service_meta"]);
+        let empty =
+            ConsulConfig::from_map_with_env(&map(&[("service_address", "")]), no_env).unwrap();
+        assert_eq!(empty.registration.service_address.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn ha_settings_parse_and_are_checked() {
+        let c = ConsulConfig::from_map_with_env(
+            &map(&[
+                ("session_ttl", "1s"),
+                ("lock_wait_time", "250ms"),
+                ("lock_delay", "0"),
+            ]),
+            no_env,
+        )
+        .unwrap();
+        assert_eq!(c.session_ttl, Duration::from_secs(1));
+        assert_eq!(c.lock_wait_time, Duration::from_millis(250));
+        assert_eq!(c.lock_delay, Duration::ZERO);
+        assert_eq!(
+            ConsulConfig::default().lock_delay,
+            Duration::from_secs(15),
+            "Consul's and Vault's default"
+        );
+        let bad = ConsulConfig {
+            session_ttl: Duration::from_millis(10),
+            ..ConsulConfig::default()
+        };
+        assert!(
+            bad.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("session_ttl")
+        );
     }
 
     #[test]
@@ -723,6 +864,16 @@ mod tests {
             ("tls_min_version", "tls10"),
             ("tls_min_version", "ssl3"),
             ("max_retries", "100"),
+            ("session_ttl", "500ms"),
+            ("lock_wait_time", "2d"),
+            ("lock_wait_time", "-1s"),
+            ("lock_delay", "-1s"),
+            ("check_timeout", "50ms"),
+            ("check_timeout", "forever"),
+            ("disable_registration", "nope"),
+            ("service", ""),
+            ("service", "vault.prod"),
+            ("service", "väult"),
         ] {
             let err = ConsulConfig::from_map_with_env(&map(&[(key, value)]), no_env)
                 .expect_err(&format!("{key}={value} accepted"));
@@ -777,6 +928,21 @@ mod tests {
             let mut m = BTreeMap::new();
             m.insert(key, value);
             let _ = ConsulConfig::from_map_with_env(&m, no_env);
+        }
+
+        #[test]
+        fn ha_and_registration_values_never_panic(
+            key in proptest::sample::select(vec![
+                "session_ttl", "lock_wait_time", "lock_delay", "check_timeout",
+                "service", "service_tags", "service_address", "disable_registration",
+            ]),
+            value in "\\PC{0,40}|[0-9]{1,25}(ns|us|ms|s|m|h)?|[0-9.]{1,10}s",
+        ) {
+            let mut m = BTreeMap::new();
+            m.insert(key.to_owned(), value);
+            if let Ok(c) = ConsulConfig::from_map_with_env(&m, no_env) {
+                prop_assert!(c.validate().is_ok());
+            }
         }
     }
 }

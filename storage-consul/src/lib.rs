@@ -33,6 +33,11 @@
 //! the lock arms the storage's write fence, so a deposed node's writes fail
 //! with [`seal_core::StorageError::Fenced`] and mark its lock lost.
 //!
+//! [`ConsulServiceRegistration`] publishes the node's role and seal state
+//! as Vault's `service_registration "consul"` does: service `vault` with
+//! tags `active`/`standby` and `initialized`, and a TTL check that is
+//! critical while the node is sealed.
+//!
 //! The `testing` feature adds [`testing`]: a real `consul agent -dev` (plain,
 //! ACL or HTTPS mode) and 3-server clusters on loopback ports.
 //!
@@ -85,6 +90,7 @@ mod client;
 mod config;
 mod error;
 mod ha;
+mod registration;
 mod storage;
 
 #[cfg(feature = "testing")]
@@ -92,9 +98,10 @@ pub mod testing;
 
 pub use client::RequestStats;
 pub use config::{
-    CONSUL_DEFAULT_MAX_SIZE, ConsistencyMode, ConsulConfig, ConsulToken, Scheme, TlsMinVersion,
-    parse_duration,
+    CONSUL_DEFAULT_MAX_SIZE, ConsistencyMode, ConsulConfig, ConsulToken, RegistrationConfig,
+    Scheme, TlsMinVersion, parse_duration,
 };
 pub use error::ConsulError;
 pub use ha::{ConsulHaBackend, SESSION_NAME};
+pub use registration::{ConsulServiceRegistration, RegistrationState, SEALED_CHECK_NAME};
 pub use storage::{ConsulStorage, MAX_TRANSACTION_OPS, WriteFence};
