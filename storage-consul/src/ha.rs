@@ -174,6 +174,15 @@ fn go_duration(d: Duration) -> String {
 }
 
 fn ha_error(op: &'static str, key: &str, err: &ConsulError) -> HaError {
+    if let ConsulError::PermissionDenied { .. } = err {
+        return HaError::Backend {
+            op,
+            key: key.to_owned(),
+            message: format!(
+                "{err}; the HA lock also needs `session_prefix \"\" {{ policy = \"write\" }}` (sessions are created on the agent's node)"
+            ),
+        };
+    }
     if err.is_transient() {
         HaError::Unavailable {
             op,
@@ -743,8 +752,11 @@ impl ConsulLock {
             shared.clone(),
             key.to_owned(),
             full_key.clone(),
-            session.id.clone(),
-            session.dead.clone(),
+            SessionView {
+                id: session.id.clone(),
+                dead: session.dead.clone(),
+                stop_renewal: session.stop.clone(),
+            },
             lost.clone(),
             stop.clone(),
         ));
@@ -768,11 +780,15 @@ async fn watch_lock(
     shared: Arc<Shared>,
     key: String,
     full_key: String,
-    session_id: String,
-    dead: CancellationToken,
+    session: SessionView,
     lost: CancellationToken,
     stop: CancellationToken,
 ) {
+    let SessionView {
+        id: session_id,
+        dead,
+        stop_renewal,
+    } = session;
     let storage = &shared.storage;
     let wait = shared
         .settings
@@ -818,8 +834,16 @@ async fn watch_lock(
     if let Err(e) = release_key(storage, &full_key, &session_id).await {
         tracing::debug!(error = %e, "releasing a lost HA lock failed");
     }
+    stop_renewal.cancel();
     destroy_session(storage, &session_id).await;
     shared.prepare_in_background(key);
+}
+
+/// What the lock's watch needs of its session.
+struct SessionView {
+    id: String,
+    dead: CancellationToken,
+    stop_renewal: CancellationToken,
 }
 
 #[async_trait]

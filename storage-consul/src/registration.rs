@@ -306,13 +306,25 @@ impl Inner {
         body.to_string().into_bytes()
     }
 
+    /// # Errors
+    /// An ACL refusal names the `service:write` rule it needs.
     async fn register(&self, state: RegistrationState) -> Result<(), ConsulError> {
         let reply = self
             .put(
                 "/v1/agent/service/register",
                 Some(self.registration_body(state)),
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                ConsulError::PermissionDenied { status, body } => ConsulError::PermissionDenied {
+                    status,
+                    body: format!(
+                        "{body}; registering needs `service \"{}\" {{ policy = \"write\" }}`",
+                        self.config.service
+                    ),
+                },
+                other => other,
+            })?;
         match reply.status {
             StatusCode::OK => Ok(()),
             other => Err(status_error(other, &reply)),

@@ -182,3 +182,62 @@ async fn stanza_with_env_token_works() {
         &token,
     );
 }
+
+/// The HA lock and the service registration work with a token that may
+/// write them, and a wrong token gives a clear error without the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_lock_and_registration_under_acls() {
+    use seal_core::HaBackend;
+    use storage_consul::{ConsulHaBackend, ConsulServiceRegistration, RegistrationState};
+
+    let (storage, _guard) = isolated(acl_dev(), |_| {});
+    let ha = ConsulHaBackend::new(&storage);
+    let lock = ha
+        .try_lock("core/lock", b"a")
+        .await
+        .unwrap()
+        .expect("free lock");
+    storage.put("fenced", b"1").await.unwrap();
+    assert_eq!(
+        ha.holder("core/lock").await.unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+    lock.release().await.unwrap();
+
+    let wrong = uuid::Uuid::new_v4().to_string();
+    let (denied, _guard2) = isolated(acl_dev(), |c| {
+        c.token = Some(ConsulToken::new(wrong.clone()))
+    });
+    let err = ConsulHaBackend::new(&denied)
+        .try_lock("core/lock", b"b")
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("ACL") && text.contains("session"), "{text}");
+    assert!(!text.contains(&wrong), "the token leaked into {text}");
+
+    let mut config = acl_dev().config();
+    config.registration.service = format!("vault-acl-{}", &wrong[..8]);
+    let reg = ConsulServiceRegistration::start(
+        &config,
+        "http://127.0.0.1:18299",
+        RegistrationState::starting(),
+    )
+    .unwrap();
+    let token = acl_dev().management_token().unwrap().to_owned();
+    let path = format!("/v1/catalog/service/{}", config.registration.service);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
+    loop {
+        let raw = raw_request(&acl_dev().http_address(), "GET", &path, Some(&token), b"").unwrap();
+        let entries: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
+        if entries.as_array().is_some_and(|a| a.len() == 1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not registered: {entries}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    reg.deregister().await.unwrap();
+}
