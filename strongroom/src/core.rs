@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::CoreError;
 use crate::config::{ClusterInfo, RECOVERY_CONFIG_PATH, SEAL_CONFIG_PATH, SealConfig};
+use crate::generate_root::GenerateRootOp;
 use crate::logical::{Logical, LogicalRequest, LogicalResponse};
 use crate::rekey::RekeySlots;
 use crate::types::{CoreMetrics, CoreOptions, HealthStatus, LeaderStatus, SealStatus, VERSION};
@@ -82,6 +83,8 @@ pub(crate) struct Inner {
     /// their back (until restart or an explicit unseal).
     pub(crate) manually_sealed: AtomicBool,
     pub(crate) rekey: tokio::sync::Mutex<RekeySlots>,
+    /// The root generation in progress (memory only).
+    pub(crate) generate_root: tokio::sync::Mutex<Option<GenerateRootOp>>,
     pub(crate) counters: Counters,
     pub(crate) last_auto_unseal_error: RwLock<Option<String>>,
 }
@@ -210,6 +213,7 @@ impl CoreBuilder {
                 initialized: AtomicBool::new(false),
                 manually_sealed: AtomicBool::new(false),
                 rekey: tokio::sync::Mutex::new(RekeySlots::default()),
+                generate_root: tokio::sync::Mutex::new(None),
                 counters: Counters::default(),
                 last_auto_unseal_error: RwLock::new(None),
             }),

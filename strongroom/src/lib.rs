@@ -51,6 +51,7 @@ mod auth;
 mod config;
 mod core;
 mod error;
+mod generate_root;
 mod init;
 pub mod logical;
 mod rekey;
@@ -60,6 +61,9 @@ mod unseal;
 
 pub use crate::core::{Core, CoreBuilder};
 pub use error::CoreError;
+pub use generate_root::{
+    GenerateRootStatus, ROOT_TOKEN_OTP_LENGTH, decode_root_token, encode_root_token,
+};
 pub use logical::{LogicalError, LogicalRequest, LogicalResponse, Operation, TokenEntry};
 pub use rotate::RotationConfigUpdate;
 pub use seal_core::SealType;

@@ -26,7 +26,7 @@ use crate::init::{make_shares, render_shares};
 use crate::types::{
     RekeyParams, RekeyStatus, RekeyUpdateResult, RekeyVerifyResult, RekeyVerifyStatus,
 };
-use crate::unseal::{decode_stored_keys, encode_stored_keys};
+use crate::unseal::encode_stored_keys;
 use crate::{Core, CoreError};
 
 /// The new secret waiting for its shares to be verified.
@@ -416,44 +416,18 @@ impl Core {
     /// Checks that `secret` (combined from current keys) is the current KEK
     /// or recovery key.
     async fn verify_current_secret(&self, secret: &[u8], recovery: bool) -> Result<(), CoreError> {
-        if recovery {
-            return self.verify_recovery_key(secret).await.map_err(|e| match e {
-                CoreError::InvalidKey(_) => CoreError::InvalidKey(
-                    "rekey: the recovery keys entered are not the current recovery keys; \
-                     progress was reset, enter the current recovery keys again"
-                        .into(),
-                ),
-                other => other,
-            });
+        if self.secret_opens_current_keys(secret).await? {
+            return Ok(());
         }
-        let wrong = || {
-            CoreError::InvalidKey(
-                "rekey: the unseal keys entered are not the current unseal keys; progress was \
-                 reset, enter the current unseal keys again"
-                    .into(),
-            )
-        };
-        let kek = Kek::from_bytes(secret).map_err(|_| wrong())?;
-        let probe = ShamirSeal::new();
-        probe.set_kek(kek);
-        let blob = self
-            .inner
-            .physical
-            .get(STORED_KEYS_PATH)
-            .await?
-            .ok_or(CoreError::Corrupt {
-                path: STORED_KEYS_PATH,
-                reason: "missing while unsealed".into(),
-            })?;
-        let plain = probe
-            .decrypt(&blob, STORED_KEYS_PATH.as_bytes())
-            .await
-            .map_err(|_| wrong())?;
-        decode_stored_keys(&plain).map_err(|reason| CoreError::Corrupt {
-            path: STORED_KEYS_PATH,
-            reason,
-        })?;
-        Ok(())
+        Err(CoreError::InvalidKey(if recovery {
+            "rekey: the recovery keys entered are not the current recovery keys; progress was \
+             reset, enter the current recovery keys again"
+                .into()
+        } else {
+            "rekey: the unseal keys entered are not the current unseal keys; progress was \
+             reset, enter the current unseal keys again"
+                .into()
+        }))
     }
 
     /// Puts the new secret in effect.

@@ -346,6 +346,44 @@ impl Core {
         }
     }
 
+    /// Whether `secret`, combined from key shares, is this store's current
+    /// authorizing secret: the KEK that opens the stored root key (Shamir)
+    /// or the stored recovery key (auto seal), compared in constant time.
+    /// What generate-root and rekey check before acting.
+    pub(crate) async fn secret_opens_current_keys(&self, secret: &[u8]) -> Result<bool, CoreError> {
+        if self.inner.seal.is_auto() {
+            return match self.verify_recovery_key(secret).await {
+                Ok(()) => Ok(true),
+                Err(CoreError::InvalidKey(_)) => Ok(false),
+                Err(e) => Err(e),
+            };
+        }
+        let Ok(kek) = Kek::from_bytes(secret) else {
+            return Ok(false);
+        };
+        let probe = ShamirSeal::new();
+        probe.set_kek(kek);
+        let blob = self
+            .inner
+            .physical
+            .get(STORED_KEYS_PATH)
+            .await?
+            .ok_or(CoreError::Corrupt {
+                path: STORED_KEYS_PATH,
+                reason: "missing although the storage is initialized".into(),
+            })?;
+        match probe.decrypt(&blob, STORED_KEYS_PATH.as_bytes()).await {
+            Ok(plain) => {
+                decode_stored_keys(&plain).map_err(|reason| CoreError::Corrupt {
+                    path: STORED_KEYS_PATH,
+                    reason,
+                })?;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
+        }
+    }
+
     /// Decrypts `core/recovery-key` through the seal.
     pub(crate) async fn load_recovery_key(&self) -> Result<RecoveryKey, CoreError> {
         let blob = self
@@ -531,6 +569,7 @@ impl Core {
         let _op = self.inner.op_lock.lock().await;
         self.seal_barrier_locked();
         self.inner.rekey.lock().await.clear();
+        self.inner.generate_root.lock().await.take();
         if self.inner.seal.is_auto() {
             self.inner.manually_sealed.store(true, Ordering::SeqCst);
         }
@@ -550,6 +589,7 @@ impl Core {
             tracing::info!("vault is sealed for shutdown: keys dropped from memory");
         }
         self.inner.rekey.lock().await.clear();
+        self.inner.generate_root.lock().await.take();
     }
 
     /// One auto-unseal attempt: fetch the root key through the seal and open

@@ -75,6 +75,18 @@ pub(crate) async fn handle(
             let status = state.core.key_status(request.token_str()).await?;
             ok(&sys_envelope(&request.request_id, json!(status)))
         }
+        // Vault's unauthenticated paths (vault CLI, hvac) answer bare JSON;
+        // OpenBao's authenticated ones (the bao CLI) the usual envelope.
+        "sys/generate-root/attempt" => generate_root_attempt(state, request, false).await?,
+        "sys/generate-root/update" => generate_root_update(state, request, false).await?,
+        "sys/generate-root-token/attempt" => generate_root_attempt(state, request, true).await?,
+        "sys/generate-root-token/update" => generate_root_update(state, request, true).await?,
+        "sys/decode-token" => {
+            if !is_write {
+                return Err(HttpError::method_not_allowed());
+            }
+            decode_token(request)?
+        }
         "sys/metrics" => {
             only(method, &[Method::GET])?;
             metrics(state, request).await?
@@ -197,6 +209,99 @@ async fn rotate_config(state: &AppState, request: &ApiRequest) -> Result<Respons
         }
         _ => Err(HttpError::method_not_allowed()),
     }
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct GenerateRootInitBody {
+    otp: Option<String>,
+    pgp_key: Option<String>,
+}
+
+/// The generate-root status as Vault (bare) or OpenBao (`data` envelope)
+/// answers it.
+fn generate_root_response(
+    request: &ApiRequest,
+    status: &strongroom::GenerateRootStatus,
+    enveloped: bool,
+) -> Response {
+    if enveloped {
+        ok(&sys_envelope(&request.request_id, json!(status)))
+    } else {
+        ok(status)
+    }
+}
+
+/// `sys/generate-root/attempt` (Vault, no token) and
+/// `sys/generate-root-token/attempt` (OpenBao, token required).
+async fn generate_root_attempt(
+    state: &AppState,
+    request: &ApiRequest,
+    authenticated: bool,
+) -> Result<Response, HttpError> {
+    if authenticated {
+        state.core.check_token(request.token_str()).await?;
+    }
+    match request.method.as_str() {
+        "GET" => {
+            let status = state.core.generate_root_status().await?;
+            Ok(generate_root_response(request, &status, authenticated))
+        }
+        "PUT" | "POST" => {
+            let body: GenerateRootInitBody = request.parse()?;
+            // Moved into a wiping buffer at once.
+            let otp = body.otp.map(zeroize::Zeroizing::new);
+            let status = state
+                .core
+                .generate_root_init(otp.as_deref().map(String::as_str), body.pgp_key.as_deref())
+                .await?;
+            Ok(generate_root_response(request, &status, authenticated))
+        }
+        "DELETE" => {
+            state.core.generate_root_cancel().await?;
+            Ok(no_content())
+        }
+        _ => Err(HttpError::method_not_allowed()),
+    }
+}
+
+/// `sys/generate-root/update` and `sys/generate-root-token/update`.
+async fn generate_root_update(
+    state: &AppState,
+    request: &ApiRequest,
+    authenticated: bool,
+) -> Result<Response, HttpError> {
+    if request.method != Method::PUT && request.method != Method::POST {
+        return Err(HttpError::method_not_allowed());
+    }
+    if authenticated {
+        state.core.check_token(request.token_str()).await?;
+    }
+    let (key, nonce) = request.parse::<RekeyKeyBody>()?.parts()?;
+    let status = state.core.generate_root_update(key.trim(), &nonce).await?;
+    Ok(generate_root_response(request, &status, authenticated))
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct DecodeTokenBody {
+    encoded_token: String,
+    otp: String,
+}
+
+/// `sys/decode-token` (Vault 1.13+): XOR-decodes a generated root token
+/// with its OTP, so clients need not do it themselves.
+fn decode_token(request: &ApiRequest) -> Result<Response, HttpError> {
+    let body: DecodeTokenBody = request.parse()?;
+    let (encoded, otp) = (
+        zeroize::Zeroizing::new(body.encoded_token),
+        zeroize::Zeroizing::new(body.otp),
+    );
+    let token = strongroom::decode_root_token(&encoded, &otp)?;
+    Ok(ok(&sys_envelope(
+        &request.request_id,
+        json!({ "token": token.as_str() }),
+    )))
 }
 
 #[derive(Debug, Default, Deserialize)]

