@@ -13,7 +13,7 @@
 //! compare in constant time.
 //!
 //! With the `testing` feature the crate also ships the conformance suites
-//! ([`storage_suite!`], [`seal_suite!`]) every implementation must pass, and
+//! ([`storage_suite!`], [`seal_suite!`], [`ha_suite!`]) every implementation must pass, and
 //! an [`testing::InsecureTestSeal`] for tests that need an auto seal without a
 //! cloud.
 //!

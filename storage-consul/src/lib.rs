@@ -91,6 +91,7 @@ mod config;
 mod error;
 mod ha;
 mod registration;
+mod session;
 mod storage;
 
 #[cfg(feature = "testing")]
@@ -102,6 +103,7 @@ pub use config::{
     Scheme, TlsMinVersion, parse_duration,
 };
 pub use error::ConsulError;
-pub use ha::{ConsulHaBackend, SESSION_NAME};
+pub use ha::ConsulHaBackend;
 pub use registration::{ConsulServiceRegistration, RegistrationState, SEALED_CHECK_NAME};
+pub use session::SESSION_NAME;
 pub use storage::{ConsulStorage, MAX_TRANSACTION_OPS, WriteFence};
