@@ -112,6 +112,19 @@ impl Session {
                         ),
                     }
                 }
+                // A fresh agent whose node the servers have not
+                // registered yet (anti-entropy catches up within seconds).
+                ConsulError::Status { status: 500, body }
+                    if body.contains("Missing node registration") =>
+                {
+                    HaError::Unavailable {
+                        op: "creating the session for",
+                        key: key.to_owned(),
+                        message: format!(
+                            "{e}; the Consul agent's node is not in the catalog yet (agent just started?), retry shortly"
+                        ),
+                    }
+                }
                 _ => ha_error("creating the session for", key, &e),
             })?;
         #[derive(serde::Deserialize)]

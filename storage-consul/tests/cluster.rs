@@ -97,3 +97,84 @@ async fn quorum_loss_is_no_leader_then_recovers_without_loss() {
     );
     drop(cluster);
 }
+
+/// The HA lock across a Consul leader failover: the holder and a standby
+/// talk to the two followers; the raft leader crashes. Renewals and watches
+/// fail for the length of the election, shorter than the session TTL, so
+/// the holder keeps its lock (Consul resets session TTLs on failover): its
+/// fenced writes keep landing, the standby still cannot take the lock, and
+/// a release afterwards hands over to the standby at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_lock_survives_a_consul_leader_failover() {
+    use seal_core::HaBackend;
+    use storage_consul::ConsulHaBackend;
+
+    let cluster = tokio::task::spawn_blocking(|| ConsulCluster::start(3))
+        .await
+        .unwrap();
+    let leader = cluster.leader().unwrap();
+    let (a_node, b_node) = ((leader + 1) % 3, (leader + 2) % 3);
+    let contender = |node: usize, wait: Duration| {
+        let mut config = cluster.config(node);
+        config.path = "ha-failover/".to_owned();
+        config.session_ttl = Duration::from_secs(15);
+        config.lock_delay = Duration::from_secs(1);
+        config.lock_wait_time = wait;
+        let storage = ConsulStorage::new(config).unwrap();
+        let ha = ConsulHaBackend::new(&storage);
+        (storage, ha)
+    };
+    let (storage_a, ha_a) = contender(a_node, Duration::from_millis(500));
+    let (_storage_b, ha_b) = contender(b_node, Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
+    // A fresh agent may not be in the catalog yet: a transient error.
+    let lock = loop {
+        match ha_a.try_lock("core/lock", b"a").await {
+            Ok(lock) => break lock.expect("A wins"),
+            Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(err) => panic!("{err}"),
+        }
+    };
+    storage_a.put("before", b"1").await.unwrap();
+
+    cluster.kill(leader);
+    // Writes fail while there is no leader, then land again, still fenced
+    // on A's session.
+    loop {
+        match storage_a.put("after", b"2").await {
+            Ok(()) => break,
+            Err(err) => {
+                assert!(err.is_transient(), "{err:?}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no leader again: {err}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    assert!(!lock.lost().is_cancelled(), "the election cost A its lock");
+    let standby = loop {
+        match ha_b.try_lock("core/lock", b"b").await {
+            Ok(r) => break r,
+            Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {}
+            Err(err) => panic!("{err}"),
+        }
+    };
+    assert!(standby.is_none(), "B took a lock A still holds");
+    assert_eq!(
+        ha_b.holder("core/lock").await.unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+    lock.release().await.unwrap();
+    let (_storage_b2, ha_b2) = contender(b_node, Duration::from_secs(30));
+    let started = std::time::Instant::now();
+    assert!(ha_b2.try_lock("core/lock", b"b").await.unwrap().is_some());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

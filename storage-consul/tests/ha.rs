@@ -310,3 +310,19 @@ async fn blocking_queries_take_no_storage_permit() {
     lock_a.release().await.unwrap();
     assert!(waiter.await.unwrap(), "B wins once A releases");
 }
+
+/// Someone deleting the lock key (`consul kv delete`) takes the lock away:
+/// the holder reports it lost and its writes are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_lock_key_is_lost() {
+    let dev = shared_dev();
+    let path = unique_path();
+    let _guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
+    let (storage, ha) = contender(config(&path, |_| {}));
+    let lock = ha.try_lock(KEY, b"a").await.unwrap().expect("A wins");
+    raw("DELETE", format!("/v1/kv/{path}{KEY}"), b"").await;
+    until_lost(lock.as_ref(), "holder of a deleted key").await;
+    let err = storage.put("x", b"1").await.unwrap_err();
+    assert!(err.is_fenced(), "{err:?}");
+    assert_eq!(ha.holder(KEY).await.unwrap(), None);
+}
