@@ -53,7 +53,9 @@ pub trait HaBackend: Send + Sync + Debug + 'static {
     /// Tries to take the lock at `key` (relative to the backend's storage
     /// prefix, e.g. `core/lock`), advertising `value` (the node's
     /// addresses), waiting at most the backend's lock wait time (see the
-    /// trait docs). `Ok(None)` means another contender holds it.
+    /// trait docs). `Ok(None)`: not taken within the wait time, because
+    /// another contender holds it (see [`HaBackend::holder`]) or a
+    /// lock-delay still holds it back.
     ///
     /// # Errors
     /// [`HaError`] when the backend cannot be asked; nothing is held then.

@@ -339,6 +339,9 @@ impl HaBackend for ConsulHaBackend {
             uncertain: false,
         };
         let mut seen_holder: Option<String> = None;
+        // Refusals of a free key in a row: the first may be a race with a
+        // release (retried at once), later ones are lock-delay.
+        let mut free_refusals = 0u32;
         loop {
             let session_id = match attempt.session.as_ref() {
                 Some(s) if !s.dead.is_cancelled() => s.id.clone(),
@@ -387,13 +390,17 @@ impl HaBackend for ConsulHaBackend {
                     if now >= deadline {
                         return Ok(None);
                     }
-                    tokio::time::sleep_until((now + retry).min(deadline)).await;
+                    if free_refusals > 0 {
+                        tokio::time::sleep_until((now + retry).min(deadline)).await;
+                    }
+                    free_refusals += 1;
                 }
                 Some(h) if h == session_id => {
                     // Granted between our answer and our look (another call
                     // of ours cannot share this session): try again.
                 }
                 Some(h) => {
+                    free_refusals = 0;
                     if seen_holder.as_ref().is_some_and(|seen| *seen != h) {
                         // Released and taken by someone else meanwhile:
                         // let the caller refresh the holder.

@@ -106,11 +106,13 @@ impl ConsulServiceRegistration {
     /// `config.registration`, starting from `state`. The first
     /// registration is sent from the background loop at once; a Consul
     /// that is down is retried every second, never failing the caller.
-    /// Must be called inside a Tokio runtime.
     ///
     /// # Errors
     /// [`ConsulError::Config`] for a malformed `api_addr` or configuration;
     /// the errors of building the HTTP client (TLS files).
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime (the loop is spawned on it).
     pub fn start(
         config: &ConsulConfig,
         api_addr: &str,
