@@ -33,6 +33,7 @@ use hcl::edit::expr::Expression;
 use hcl::edit::structure::{Attribute, Block, Body};
 
 use crate::error::Error;
+use crate::metrics::TelemetrySettings;
 
 /// Vault's default `max_request_size` for a listener: 32 MiB.
 pub(crate) const DEFAULT_MAX_REQUEST_SIZE: usize = 32 * 1024 * 1024;
@@ -59,6 +60,8 @@ pub(crate) struct ServerConfig {
     /// Not Vault: the longest wait between auto-unseal attempts while the
     /// seal fails (the core's default when `None`).
     pub(crate) auto_unseal_max_backoff: Option<std::time::Duration>,
+    /// The `telemetry` stanza's Prometheus settings.
+    pub(crate) telemetry: TelemetrySettings,
     /// Settings that were accepted but have no effect, for a startup warning.
     pub(crate) warnings: Vec<String>,
 }
@@ -201,6 +204,7 @@ struct Partial {
     log_format: Option<LogFormat>,
     disable_mlock: Option<bool>,
     auto_unseal_max_backoff: Option<std::time::Duration>,
+    telemetry: Option<TelemetrySettings>,
     warnings: Vec<String>,
 }
 
@@ -226,6 +230,7 @@ impl Partial {
             log_format: self.log_format.unwrap_or_default(),
             disable_mlock: self.disable_mlock.unwrap_or(false),
             auto_unseal_max_backoff: self.auto_unseal_max_backoff,
+            telemetry: self.telemetry.unwrap_or_default(),
             warnings: self.warnings,
         })
     }
@@ -246,6 +251,9 @@ impl Partial {
         base.auto_unseal_max_backoff = self
             .auto_unseal_max_backoff
             .or(base.auto_unseal_max_backoff);
+        if let Some(telemetry) = self.telemetry {
+            base.telemetry = telemetry;
+        }
         base.warnings.extend(self.warnings);
         base
     }
@@ -477,7 +485,13 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                 out.seal = parse_seal(&ctx, block)?;
             }
             "listener" => out.listeners.push(parse_listener(&ctx, block)?),
-            "telemetry" | "service_registration" | "ha_storage" | "user_lockout" => {
+            "telemetry" => {
+                if out.telemetry.is_some() {
+                    return Err(ctx.invalid(block.span(), "only one telemetry stanza is allowed"));
+                }
+                out.telemetry = Some(parse_telemetry(&ctx, block, &mut out.warnings)?);
+            }
+            "service_registration" | "ha_storage" | "user_lockout" => {
                 if block.ident.as_str() == "ha_storage" {
                     return Err(ctx.invalid(
                         block.span(),
@@ -494,12 +508,104 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
             other => {
                 return Err(ctx.invalid(
                     block.span(),
-                    format!("unknown stanza {other:?}; known: storage, seal, listener"),
+                    format!("unknown stanza {other:?}; known: storage, seal, listener, telemetry, service_registration"),
                 ));
             }
         }
     }
     Ok(out)
+}
+
+/// `telemetry` keys Vault knows for sinks this server does not have
+/// (statsd, Circonus, DogStatsD, Stackdriver) or tuning it does not need:
+/// accepted with a warning so a Vault config file still loads.
+const IGNORED_TELEMETRY: &[&str] = &[
+    "usage_gauge_period",
+    "maximum_gauge_cardinality",
+    "enable_hostname_label",
+    "metrics_prefix",
+    "lease_metrics_epsilon",
+    "num_lease_metrics_buckets",
+    "add_lease_metrics_namespace_labels",
+    "filter_default",
+    "prefix_filter",
+    "statsite_address",
+    "statsd_address",
+    "dogstatsd_addr",
+    "dogstatsd_tags",
+    "circonus_api_token",
+    "circonus_api_app",
+    "circonus_api_url",
+    "circonus_submission_interval",
+    "circonus_submission_url",
+    "circonus_check_id",
+    "circonus_check_force_metric_activation",
+    "circonus_check_instance_id",
+    "circonus_check_search_tag",
+    "circonus_check_display_name",
+    "circonus_check_tags",
+    "circonus_broker_id",
+    "circonus_broker_select_tag",
+    "stackdriver_project_id",
+    "stackdriver_location",
+    "stackdriver_namespace",
+    "stackdriver_debug_logs",
+];
+
+/// A Vault duration: `"30s"`, `"24h"`, a bare number of seconds, or 0.
+fn vault_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    humantime::parse_duration(text).ok()
+}
+
+fn parse_telemetry(
+    ctx: &Ctx<'_>,
+    block: &Block,
+    warnings: &mut Vec<String>,
+) -> Result<TelemetrySettings, Error> {
+    if !block.labels.is_empty() {
+        return Err(ctx.invalid(block.span(), "the telemetry stanza takes no label"));
+    }
+    let mut settings = TelemetrySettings::default();
+    for attr in block.body.attributes() {
+        let key = attr.key.as_str();
+        match key {
+            "prometheus_retention_time" => {
+                let text = ctx.string(attr)?;
+                settings.prometheus_retention = vault_duration(&text).ok_or_else(|| {
+                    ctx.invalid(
+                        attr.span(),
+                        format!("prometheus_retention_time {text:?} is not a duration such as \"30s\" or \"24h\" (0 disables Prometheus)"),
+                    )
+                })?;
+            }
+            "disable_hostname" => settings.disable_hostname = ctx.boolean(attr)?,
+            _ if IGNORED_TELEMETRY.contains(&key) => warnings.push(format!(
+                "{}:{}: telemetry {key} is accepted for Vault compatibility but has no effect (only the Prometheus sink exists)",
+                ctx.path.display(),
+                ctx.line_of(attr.span())
+            )),
+            other => {
+                return Err(ctx.invalid(
+                    attr.span(),
+                    format!("telemetry has no setting {other:?}; known: prometheus_retention_time, disable_hostname"),
+                ));
+            }
+        }
+    }
+    if let Some(inner) = block.body.blocks().next() {
+        return Err(ctx.invalid(
+            inner.span(),
+            format!(
+                "unexpected block {:?} inside the telemetry stanza",
+                inner.ident.as_str()
+            ),
+        ));
+    }
+    Ok(settings)
 }
 
 fn parse_storage(ctx: &Ctx<'_>, block: &Block) -> Result<StorageConfig, Error> {
@@ -859,6 +965,37 @@ listener "tcp" {
             "storage \"inmem\" {}\nlistener \"tcp\" { tls_disable = 1 }\nseal \"transit\" {}\n",
         );
         assert!(err.contains("line 3") && err.contains("transit"), "{err}");
+    }
+
+    #[test]
+    fn the_telemetry_stanza_sets_the_prometheus_sink() {
+        let base = "storage \"inmem\" {}\nlistener \"tcp\" { tls_disable = 1 }\n";
+        assert_eq!(parse_ok(base).telemetry, TelemetrySettings::default());
+        let cfg = parse_ok(&format!(
+            "{base}telemetry {{\n  prometheus_retention_time = \"30s\"\n  disable_hostname = true\n  statsd_address = \"x:1\"\n}}\n"
+        ));
+        assert_eq!(
+            cfg.telemetry,
+            TelemetrySettings {
+                prometheus_retention: std::time::Duration::from_secs(30),
+                disable_hostname: true,
+            }
+        );
+        assert!(
+            cfg.warnings.iter().any(|w| w.contains("statsd_address")),
+            "{:?}",
+            cfg.warnings
+        );
+        let cfg = parse_ok(&format!(
+            "{base}telemetry {{\n  prometheus_retention_time = 0\n}}\n"
+        ));
+        assert!(cfg.telemetry.prometheus_retention.is_zero());
+        let err = parse_err(&format!(
+            "{base}telemetry {{\n  prometheus_retention_time = \"soon\"\n}}\n"
+        ));
+        assert!(err.contains("line 4") && err.contains("soon"), "{err}");
+        let err = parse_err(&format!("{base}telemetry {{\n  bogus = 1\n}}\n"));
+        assert!(err.contains("line 4") && err.contains("bogus"), "{err}");
     }
 
     #[test]

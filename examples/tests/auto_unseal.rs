@@ -36,6 +36,9 @@ listener "tcp" {{
 }}
 cluster_name            = "auto-unseal-test"
 auto_unseal_max_backoff = "1s"
+telemetry {{
+  disable_hostname = true
+}}
 "#,
         storage = redb_storage(dir),
         endpoint = moto.endpoint(),
@@ -163,12 +166,16 @@ async fn kms_auto_unseal_survives_restarts_and_outages() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("\nstrongroom_core_unsealed 0\n"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("\nvault_core_unsealed 0\n"), "{metrics}");
     assert!(
         !metrics.contains("strongroom_core_auto_unseal_failures_total 0\n"),
+        "{metrics}"
+    );
+    // The KMS is down: the seal has been unreachable for a measurable time.
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("vault_core_seal_unreachable_time ") && !l.ends_with(" 0")),
         "{metrics}"
     );
 

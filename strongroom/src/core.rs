@@ -53,6 +53,9 @@ pub(crate) struct Counters {
     pub(crate) unseal_failures: AtomicU64,
     pub(crate) unseals: AtomicU64,
     pub(crate) auto_rotations: AtomicU64,
+    /// Unix milliseconds of the first failed attempt to use the seal in the
+    /// current run of failures (0: the seal was reachable when last used).
+    pub(crate) seal_unreachable_since_ms: AtomicU64,
 }
 
 /// What exists only while unsealed.
@@ -432,6 +435,10 @@ impl Core {
             barrier_term,
             barrier_encryptions,
             auto_rotations: c.auto_rotations.load(Ordering::Relaxed),
+            seal_unreachable_since: match c.seal_unreachable_since_ms.load(Ordering::Relaxed) {
+                0 => None,
+                ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+            },
         }
     }
 

@@ -434,6 +434,10 @@ pub struct CoreMetrics {
     pub barrier_encryptions: u64,
     /// Automatic key rotations since start.
     pub auto_rotations: u64,
+    /// Since when the seal has been failing (unreachable or refusing
+    /// access) when this node tried to use it; `None` once it worked again.
+    /// Drives Vault's `vault.core.seal.unreachable.time`.
+    pub seal_unreachable_since: Option<std::time::SystemTime>,
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use barrier::BarrierError;
 use base64::Engine as _;
@@ -611,6 +611,10 @@ impl Core {
         }
         match self.unseal_barrier(&root, true, None).await {
             Ok(()) => {
+                self.inner
+                    .counters
+                    .seal_unreachable_since_ms
+                    .store(0, Ordering::Relaxed);
                 *self
                     .inner
                     .last_auto_unseal_error
@@ -633,6 +637,22 @@ impl Core {
                 .auto_unseal_failures
                 .fetch_add(1, Ordering::Relaxed);
             tracing::warn!(reason = failure.kind(), "failed to unseal core: {message}");
+        }
+        if matches!(
+            failure,
+            AutoUnsealFailure::Unreachable(_) | AutoUnsealFailure::AccessDenied(_)
+        ) {
+            let now = SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| {
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+                });
+            // Keep the start of the run of failures.
+            let _ = self
+                .inner
+                .counters
+                .seal_unreachable_since_ms
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         }
         *self
             .inner

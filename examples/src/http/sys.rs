@@ -14,6 +14,7 @@ use strongroom::{InitParams, RekeyParams};
 use super::health::HealthCodes;
 use super::response::{self, HttpError, json_response, no_content, ok, sys_envelope};
 use super::{ApiRequest, AppState};
+use crate::metrics::{Format, NodeSample, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 
 /// Answers `request` if it is one of the core's `sys/*` endpoints;
 /// `Ok(None)` hands it to the logical router.
@@ -369,16 +370,37 @@ async fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, Htt
     if !state.unauthenticated_metrics {
         state.core.check_token(request.token_str()).await?;
     }
-    let core_metrics = state.core.metrics().await;
-    match request.query.get("format").map(String::as_str) {
-        Some("prometheus") => Ok(response::text(
-            200,
-            state.metrics.prometheus(&core_metrics),
-            "text/plain; version=0.0.4; charset=utf-8",
-        )),
-        None | Some("" | "json") => Ok(ok(&state.metrics.json(&core_metrics))),
-        Some(other) => Err(HttpError::bad_request(format!(
-            "unknown metrics format {other:?}; use \"prometheus\" or leave format out for JSON"
-        ))),
+    let format = Format::negotiate(
+        request.query.get("format").map(String::as_str),
+        request.accept.as_deref(),
+    )
+    .map_err(HttpError::bad_request)?;
+    let node = node_sample(state).await;
+    let content_type = match format {
+        Format::Json => return Ok(ok(&state.metrics.json(&node))),
+        Format::Prometheus => PROMETHEUS_CONTENT_TYPE,
+        Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+    };
+    if !state.metrics.prometheus_enabled() {
+        return Err(HttpError::bad_request(
+            "prometheus is not enabled: set telemetry { prometheus_retention_time = \"30s\" } (0 disables it)",
+        ));
+    }
+    let body = state
+        .metrics
+        .text(format, &node)
+        .map_err(|_| HttpError::new(500, "encoding the metrics failed"))?;
+    Ok(response::text(200, body, content_type))
+}
+
+/// What the metrics sample from the core at scrape time.
+async fn node_sample(state: &AppState) -> NodeSample {
+    let core = state.core.metrics().await;
+    let health = state.core.health().await;
+    NodeSample {
+        // Without HA an unsealed node is the active one (Vault's HAState).
+        active: !core.sealed && !health.standby,
+        cluster: health.cluster_name,
+        core,
     }
 }

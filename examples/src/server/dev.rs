@@ -46,6 +46,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
         log_format: LogFormat::Standard,
         disable_mlock: true,
         auto_unseal_max_backoff: None,
+        telemetry: crate::metrics::TelemetrySettings::default(),
         warnings: Vec::new(),
     })
 }

@@ -22,7 +22,7 @@ use crate::cli::ServerArgs;
 use crate::config::{LogFormat, ServerConfig, StorageConfig};
 use crate::error::Error;
 use crate::http::{AppState, router};
-use crate::metrics::Metrics;
+use crate::metrics::{MeteredStorage, Metrics};
 
 /// Crates whose logs follow the configured level; everything else (hyper,
 /// the AWS SDK) logs warnings only.
@@ -149,7 +149,14 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         tracing::warn!("{warning}");
     }
 
-    let storage = backend::open_storage(&config.storage)?;
+    let metrics = Arc::new(Metrics::new(
+        config.telemetry.clone(),
+        config.storage.kind(),
+    ));
+    let storage: Arc<dyn seal_core::Storage> = Arc::new(MeteredStorage::new(
+        backend::open_storage(&config.storage)?,
+        metrics.storage.clone(),
+    ));
     let seal = backend::build_seal(config.seal.as_ref()).await?;
     let seal_name = if seal.is_some() { "awskms" } else { "shamir" };
     let auto = seal.is_some();
@@ -213,7 +220,6 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     println!("==> Strongroom server started! Log data will stream in below:\n");
     tracing::info!(api_addr = %api_addr, seal = seal_name, storage = config.storage.kind(), "server started");
 
-    let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let mut tasks = Vec::new();
     for b in bound {
