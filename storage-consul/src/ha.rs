@@ -342,6 +342,7 @@ impl HaBackend for ConsulHaBackend {
         // Refusals of a free key in a row: the first may be a race with a
         // release (retried at once), later ones are lock-delay.
         let mut free_refusals = 0u32;
+        let mut replaced_session = false;
         loop {
             let session_id = match attempt.session.as_ref() {
                 Some(s) if !s.dead.is_cancelled() => s.id.clone(),
@@ -365,9 +366,12 @@ impl HaBackend for ConsulHaBackend {
                     )?)));
                 }
                 Ok(false) => attempt.uncertain = false,
-                Err(ConsulError::Status { status: 500, body }) if body.contains("session") => {
+                Err(ConsulError::Status { status: 500, body })
+                    if body.contains("session") && !replaced_session =>
+                {
                     // `invalid session`: it was invalidated since; take a
-                    // new one. The guard destroys the old one.
+                    // new one (once per call). The guard destroys the old.
+                    replaced_session = true;
                     tracing::warn!(session = %session_id, %body, "HA session no longer valid; creating a new one");
                     if let Some(s) = attempt.session.as_ref() {
                         s.dead.cancel();

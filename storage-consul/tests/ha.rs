@@ -326,3 +326,61 @@ async fn deleted_lock_key_is_lost() {
     assert!(err.is_fenced(), "{err:?}");
     assert_eq!(ha.holder(KEY).await.unwrap(), None);
 }
+
+/// A standby whose ready session was invalidated (destroyed behind its
+/// back, as a Consul restore or an operator would) notices at its next
+/// acquire and takes the lock with a fresh session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standby_replaces_an_invalidated_ready_session() {
+    let dev = tokio::task::spawn_blocking(storage_consul::testing::ConsulDev::start)
+        .await
+        .unwrap();
+    let http = dev.http_address();
+    let list = |http: String| async move {
+        let r = tokio::task::spawn_blocking(move || {
+            raw_request(&http, "GET", "/v1/session/list", None, b"")
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["ID"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let mk = |wait: Duration| {
+        let mut c = dev.config();
+        c.path = "replace/".to_owned();
+        c.session_ttl = Duration::from_secs(30);
+        c.lock_wait_time = wait;
+        contender(c).1
+    };
+    let a = mk(Duration::from_millis(200));
+    let b = mk(Duration::from_millis(200));
+    let lock_a = a.try_lock(KEY, b"a").await.unwrap().expect("A wins");
+    assert!(b.try_lock(KEY, b"b").await.unwrap().is_none());
+    let a_session = lock_a.fencing_token().unwrap();
+    let ready: Vec<String> = list(http.clone())
+        .await
+        .into_iter()
+        .filter(|id| *id != a_session)
+        .collect();
+    assert_eq!(
+        ready.len(),
+        1,
+        "B keeps exactly one ready session: {ready:?}"
+    );
+    let path = format!("/v1/session/destroy/{}", ready[0]);
+    let h = http.clone();
+    tokio::task::spawn_blocking(move || raw_request(&h, "PUT", &path, None, b""))
+        .await
+        .unwrap()
+        .unwrap();
+    lock_a.release().await.unwrap();
+    let lock_b = b.try_lock(KEY, b"b").await.unwrap().expect("B wins");
+    let b_session = lock_b.fencing_token().unwrap();
+    assert_ne!(b_session, ready[0]);
+    assert_eq!(list(http).await, [b_session]);
+}
