@@ -43,8 +43,9 @@ pub(crate) const DEFAULT_MAX_REQUEST_SIZE: usize = 32 * 1024 * 1024;
 pub(crate) struct ServerConfig {
     /// Where ciphertext lives.
     pub(crate) storage: StorageConfig,
-    /// What protects the root key; `None` means Shamir unseal keys.
-    pub(crate) seal: Option<SealConfig>,
+    /// The auto seals, enabled and disabled (migration sources); none
+    /// enabled means Shamir unseal keys.
+    pub(crate) seals: Vec<SealConfig>,
     /// The HTTP listeners (at least one).
     pub(crate) listeners: Vec<ListenerConfig>,
     /// The address clients should use to reach this node (advertised in HA).
@@ -62,6 +63,9 @@ pub(crate) struct ServerConfig {
     pub(crate) auto_unseal_max_backoff: Option<std::time::Duration>,
     /// The `telemetry` stanza's Prometheus settings.
     pub(crate) telemetry: TelemetrySettings,
+    /// Not Vault: how often each auto seal's health is checked while
+    /// unsealed (the core's default, 10 min, when `None`).
+    pub(crate) seal_health_check_interval: Option<std::time::Duration>,
     /// Settings that were accepted but have no effect, for a startup warning.
     pub(crate) warnings: Vec<String>,
 }
@@ -96,16 +100,26 @@ impl StorageConfig {
     }
 }
 
-/// The `seal` stanza (absent = Shamir).
+/// One `seal "awskms"` stanza (none = Shamir). Several enabled stanzas
+/// are Vault 1.16's multi-seal (`enable_multiseal = true`, a `name` and a
+/// `priority` each); a stanza with `disabled = "true"` is the seal a
+/// migration moves away from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum SealConfig {
-    /// AWS KMS auto-unseal; the attributes go to `AwsKmsConfig::from_map`.
-    AwsKms {
-        /// The stanza's attributes, values as strings.
-        settings: BTreeMap<String, String>,
-        /// Where the stanza starts, for error messages.
-        line: usize,
-    },
+pub(crate) struct SealConfig {
+    /// The seal's name (`name`, or a second label; the type by default).
+    pub(crate) name: String,
+    /// Lower is tried first (`priority`, 1 by default).
+    pub(crate) priority: u32,
+    /// Vault's `disabled`: the migration source.
+    pub(crate) disabled: bool,
+    /// Not Vault: break-glass, the root key also wrapped under the
+    /// recovery key.
+    pub(crate) recovery_unseal: bool,
+    /// The AWS KMS attributes for `AwsKmsConfig::from_map`, values as
+    /// strings (without the four above).
+    pub(crate) settings: BTreeMap<String, String>,
+    /// Where the stanza starts, for error messages.
+    pub(crate) line: usize,
 }
 
 /// One `listener "tcp"` stanza.
@@ -196,7 +210,9 @@ pub(crate) fn parse(text: &str, path: &Path) -> Result<ServerConfig, Error> {
 #[derive(Debug, Default)]
 struct Partial {
     storage: Option<StorageConfig>,
-    seal: Option<SealConfig>,
+    seals: Option<Vec<SealConfig>>,
+    enable_multiseal: Option<bool>,
+    seal_health_check_interval: Option<std::time::Duration>,
     listeners: Vec<ListenerConfig>,
     api_addr: Option<String>,
     cluster_name: Option<String>,
@@ -220,9 +236,12 @@ impl Partial {
                 message: "no listener stanza; add for example listener \"tcp\" { address = \"127.0.0.1:8200\" } with tls_cert_file and tls_key_file (or tls_disable = true) on their own lines".into(),
             });
         }
+        let seals = self.seals.unwrap_or_default();
+        check_seals(&seals, self.enable_multiseal.unwrap_or(false), path)?;
         Ok(ServerConfig {
             storage,
-            seal: self.seal,
+            seals,
+            seal_health_check_interval: self.seal_health_check_interval,
             listeners: self.listeners,
             api_addr: self.api_addr,
             cluster_name: self.cluster_name,
@@ -239,9 +258,12 @@ impl Partial {
         if let Some(storage) = self.storage {
             base.storage = storage;
         }
-        if self.seal.is_some() {
-            base.seal = self.seal;
+        if let Some(seals) = self.seals {
+            base.seals = seals;
         }
+        base.seal_health_check_interval = self
+            .seal_health_check_interval
+            .or(base.seal_health_check_interval);
         base.listeners.extend(self.listeners);
         base.api_addr = self.api_addr.or(base.api_addr);
         base.cluster_name = self.cluster_name.or(base.cluster_name);
@@ -440,6 +462,20 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                 });
             }
             "disable_mlock" => out.disable_mlock = Some(ctx.boolean(attr)?),
+            "enable_multiseal" => out.enable_multiseal = Some(ctx.boolean(attr)?),
+            "seal_health_check_interval" => {
+                let text = ctx.string(attr)?;
+                let every = humantime::parse_duration(text.trim())
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        ctx.invalid(
+                            attr.span(),
+                            format!("seal_health_check_interval {text:?} is not a positive duration such as \"10m\""),
+                        )
+                    })?;
+                out.seal_health_check_interval = Some(every);
+            }
             "auto_unseal_max_backoff" => {
                 let text = ctx.string(attr)?;
                 let wait = humantime::parse_duration(text.trim())
@@ -461,7 +497,7 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
             _ => {
                 return Err(ctx.invalid(
                     attr.span(),
-                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, auto_unseal_max_backoff and the storage, seal and listener stanzas"),
+                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval and the storage, seal and listener stanzas"),
                 ));
             }
         }
@@ -476,13 +512,10 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                 out.storage = Some(parse_storage(&ctx, block)?);
             }
             "seal" => {
-                if out.seal.is_some() {
-                    return Err(ctx.invalid(
-                        block.span(),
-                        "only one seal stanza is allowed (seal migration is not configured this way)",
-                    ));
+                let seals = out.seals.get_or_insert_with(Vec::new);
+                if let Some(seal) = parse_seal(&ctx, block)? {
+                    seals.push(seal);
                 }
-                out.seal = parse_seal(&ctx, block)?;
             }
             "listener" => out.listeners.push(parse_listener(&ctx, block)?),
             "telemetry" => {
@@ -648,29 +681,64 @@ fn parse_storage(ctx: &Ctx<'_>, block: &Block) -> Result<StorageConfig, Error> {
 }
 
 fn parse_seal(ctx: &Ctx<'_>, block: &Block) -> Result<Option<SealConfig>, Error> {
-    let kind = block_label(
-        ctx,
-        block,
-        "seal",
-        "seal \"awskms\" { kms_key_id = \"...\" }",
-    )?;
-    match kind.as_str() {
+    let labels: Vec<&str> = block.labels.iter().map(|l| l.as_str()).collect();
+    let (kind, label_name) = match labels.as_slice() {
+        [kind] => (*kind, None),
+        [kind, name] => (*kind, Some((*name).to_owned())),
+        _ => {
+            return Err(ctx.invalid(
+                block.span(),
+                "seal stanza needs a type label and optionally a name, e.g. seal \"awskms\" { kms_key_id = \"...\" }",
+            ));
+        }
+    };
+    let mut settings = ctx.settings(&block.body)?;
+    let flag = |settings: &mut BTreeMap<String, String>, key: &str| -> Result<bool, Error> {
+        match settings.remove(key) {
+            None => Ok(false),
+            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "t" | "yes" => Ok(true),
+                "false" | "0" | "f" | "no" | "" => Ok(false),
+                _ => Err(ctx.invalid(
+                    attr_span(&block.body, key),
+                    format!("{key} must be true or false, got {v:?}"),
+                )),
+            },
+        }
+    };
+    let disabled = flag(&mut settings, "disabled")?;
+    let recovery_unseal = flag(&mut settings, "recovery_unseal")?;
+    match kind {
         "awskms" => {
-            let settings = ctx.settings(&block.body)?;
-            if settings
-                .get("disabled")
-                .is_some_and(|v| matches!(v.as_str(), "true" | "1"))
-            {
-                return Err(ctx.invalid(
-                    block.span(),
-                    "seal \"awskms\" with disabled = true (seal migration) is not supported by this server yet",
-                ));
+            let name = match (settings.remove("name"), label_name) {
+                (Some(n), _) | (None, Some(n)) => n,
+                (None, None) => "awskms".to_owned(),
+            };
+            if name.is_empty() {
+                return Err(ctx.invalid(block.span(), "the seal name must not be empty"));
             }
-            Ok(Some(SealConfig::AwsKms {
+            let priority = match settings.remove("priority") {
+                None => 1,
+                Some(p) => p.trim().parse::<u32>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                    ctx.invalid(
+                        attr_span(&block.body, "priority"),
+                        format!("priority must be a whole number of 1 or more, got {p:?}"),
+                    )
+                })?,
+            };
+            Ok(Some(SealConfig {
+                name,
+                priority,
+                disabled,
+                recovery_unseal,
                 settings,
                 line: ctx.line_of(block.span()),
             }))
         }
+        "shamir" if disabled => Err(ctx.invalid(
+            block.span(),
+            "Shamir seals cannot be set disabled: to migrate to Shamir, mark the awskms seal disabled = \"true\" and leave no other seal enabled",
+        )),
         "shamir" => Ok(None),
         other => Err(ctx.invalid(
             block.span(),
@@ -679,6 +747,46 @@ fn parse_seal(ctx: &Ctx<'_>, block: &Block) -> Result<Option<SealConfig>, Error>
             ),
         )),
     }
+}
+
+/// Vault 1.16's multi-seal rules: several enabled seals need
+/// `enable_multiseal = true` and distinct names and priorities.
+fn check_seals(seals: &[SealConfig], multiseal: bool, path: &Path) -> Result<(), Error> {
+    let enabled: Vec<&SealConfig> = seals.iter().filter(|s| !s.disabled).collect();
+    let invalid = |line: usize, message: String| Error::ConfigInvalid {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    if enabled.len() > 1 && !multiseal {
+        return Err(invalid(
+            enabled[1].line,
+            "more than one enabled seal stanza: set enable_multiseal = true to wrap the root key with several seals (give each a name and a priority), or mark the old seal disabled = \"true\" to migrate".into(),
+        ));
+    }
+    for group in [enabled, seals.iter().filter(|s| s.disabled).collect()] {
+        for (i, seal) in group.iter().enumerate() {
+            if let Some(other) = group[..i].iter().find(|o| o.name == seal.name) {
+                return Err(invalid(
+                    seal.line,
+                    format!(
+                        "seal name {:?} is also used at line {}: give each seal its own name",
+                        seal.name, other.line
+                    ),
+                ));
+            }
+            if let Some(other) = group[..i].iter().find(|o| o.priority == seal.priority) {
+                return Err(invalid(
+                    seal.line,
+                    format!(
+                        "seal priority {} is also used at line {}: give each seal its own priority",
+                        seal.priority, other.line
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn attr_span(body: &Body, key: &str) -> Option<Range<usize>> {
@@ -851,7 +959,7 @@ auto_unseal_max_backoff = "2s"
                 path: "/tmp/x.redb".into()
             }
         );
-        let Some(SealConfig::AwsKms { settings, line }) = &cfg.seal else {
+        let Some(SealConfig { settings, line, .. }) = cfg.seals.first() else {
             panic!()
         };
         assert_eq!(settings["kms_key_id"], "alias/k");
@@ -871,6 +979,39 @@ auto_unseal_max_backoff = "2s"
             Some(std::time::Duration::from_secs(2))
         );
         assert_eq!(cfg.warnings.len(), 1, "ui is accepted with a warning");
+    }
+
+    #[test]
+    fn several_seals_follow_vaults_multiseal_rules() {
+        let base = "storage \"inmem\" {}\nlistener \"tcp\" {\n  tls_disable = true\n}\n";
+        let east =
+            "seal \"awskms\" {\n  name = \"east\"\n  priority = 1\n  kms_key_id = \"a\"\n}\n";
+        let west = "seal \"awskms\" \"west\" {\n  priority = \"2\"\n  kms_key_id = \"b\"\n  recovery_unseal = true\n}\n";
+        let err = parse_err(&format!("{base}{east}{west}"));
+        assert!(err.contains("enable_multiseal = true"), "{err}");
+        let cfg = parse_ok(&format!("{base}enable_multiseal = true\n{east}{west}"));
+        let seals: Vec<_> = cfg
+            .seals
+            .iter()
+            .map(|s| (s.name.as_str(), s.priority, s.disabled, s.recovery_unseal))
+            .collect();
+        assert_eq!(seals, [("east", 1, false, false), ("west", 2, false, true)]);
+        assert!(!cfg.seals[0].settings.contains_key("name"));
+        assert_eq!(cfg.seals[1].settings["kms_key_id"], "b");
+
+        let same = west.replace("\"2\"", "1");
+        let err = parse_err(&format!("{base}enable_multiseal = true\n{east}{same}"));
+        assert!(err.contains("priority 1 is also used"), "{err}");
+
+        // Migration: the old seal disabled beside the new one.
+        let old =
+            "seal \"awskms\" {\n  name = \"old\"\n  disabled = \"true\"\n  kms_key_id = \"o\"\n}\n";
+        let cfg = parse_ok(&format!("{base}{east}{old}"));
+        assert!(cfg.seals[1].disabled && !cfg.seals[0].disabled);
+        let err = parse_err(&format!(
+            "{base}seal \"shamir\" {{\n  disabled = true\n}}\n"
+        ));
+        assert!(err.contains("Shamir seals cannot be set disabled"), "{err}");
     }
 
     #[test]

@@ -370,6 +370,10 @@ impl Seal for AwsKmsSeal {
         format::finish(prefix, &ciphertext)
     }
 
+    async fn rewrap(&self, blob: &[u8], aad: &[u8]) -> Result<Option<Vec<u8>>, SealError> {
+        AwsKmsSeal::rewrap(self, blob, aad).await
+    }
+
     async fn decrypt(&self, blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         let parsed = format::parse(blob)?;
         // No KeyId: KMS finds the key from the wrapped key itself, so blobs

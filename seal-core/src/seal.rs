@@ -94,6 +94,19 @@ pub trait Seal: Send + Sync + Debug + 'static {
     /// are not this seal's blob; remote failures for KMS-backed seals.
     async fn decrypt(&self, blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError>;
 
+    /// Re-encrypts `blob` under the seal's current key when it was made
+    /// under an earlier one (a changed key id), as Vault's `UpgradeKeys`
+    /// does after unseal. `Ok(None)`: keep the blob as it is (the default,
+    /// for seals whose key never changes under them).
+    ///
+    /// # Errors
+    /// [`SealError::Decrypt`] when the blob does not open with `aad`;
+    /// remote failures for KMS-backed seals.
+    async fn rewrap(&self, blob: &[u8], aad: &[u8]) -> Result<Option<Vec<u8>>, SealError> {
+        let _ = (blob, aad);
+        Ok(None)
+    }
+
     /// Checks the seal works end to end by encrypting and decrypting a test
     /// value.
     ///

@@ -18,6 +18,10 @@ pub(crate) const RECOVERY_KEY_PATH: &str = "core/recovery-key";
 /// KEK (plain seal blob), removed in the same transaction that stores the
 /// new wrapped root key.
 pub(crate) const REKEY_PENDING_PATH: &str = "core/hsm/barrier-unseal-keys-rekey-pending";
+/// During a Shamir → auto seal migration only: the migration record (plain
+/// JSON, every key in it wrapped), removed by the migration's last
+/// transaction.
+pub(crate) const MIGRATION_PATH: &str = "core/seal-migration";
 /// Cluster name and id, inside the barrier.
 pub(crate) const CLUSTER_INFO_PATH: &str = "core/cluster/local/info";
 

@@ -13,8 +13,13 @@ use crate::CoreError;
 use crate::config::{ClusterInfo, RECOVERY_CONFIG_PATH, SEAL_CONFIG_PATH, SealConfig};
 use crate::generate_root::GenerateRootOp;
 use crate::logical::{Logical, LogicalRequest, LogicalResponse};
+use crate::migrate::{Migration, MigrationHook};
 use crate::rekey::RekeySlots;
-use crate::types::{CoreMetrics, CoreOptions, HealthStatus, LeaderStatus, SealStatus, VERSION};
+use crate::seal_set::{NamedSeal, SealBackendStatus, SealSet};
+use crate::types::{
+    CoreMetrics, CoreOptions, HealthStatus, LeaderStatus, SealBackendStatusReport, SealStatus,
+    VERSION,
+};
 
 /// The seal protecting the root key, as the core needs to see it.
 #[derive(Debug, Clone)]
@@ -22,8 +27,9 @@ pub(crate) enum SealKind {
     /// Operators hold the KEK's shares; the core owns the seal so it can
     /// install and forget the KEK.
     Shamir(Arc<ShamirSeal>),
-    /// A seal that unseals on its own (AWS KMS, the insecure test seal).
-    Auto(Arc<dyn Seal>),
+    /// Auto seals (AWS KMS, the insecure test seal): one, or several
+    /// wrapping the same keys (multi-seal).
+    Auto(Arc<SealSet>),
 }
 
 impl SealKind {
@@ -71,6 +77,15 @@ pub(crate) struct Inner {
     pub(crate) physical: Arc<dyn Storage>,
     pub(crate) barrier: Arc<Barrier>,
     pub(crate) seal: SealKind,
+    /// The disabled seals of a migration away from them (`disabled =
+    /// "true"` in the config).
+    pub(crate) migrate_from: Option<Arc<SealSet>>,
+    /// The migration this node is in, if any (see `migrate`).
+    pub(crate) migration: RwLock<Option<Migration>>,
+    /// Break-glass: also wrap the root key under the recovery key.
+    pub(crate) recovery_unseal: bool,
+    /// Called after each durable migration step.
+    pub(crate) migration_hook: Option<MigrationHook>,
     pub(crate) ha: Option<Arc<dyn HaBackend>>,
     pub(crate) options: CoreOptions,
     /// Orders the state changes (init, the end of an unseal, seal, rekey
@@ -120,12 +135,26 @@ impl fmt::Debug for Core {
 }
 
 /// Assembles a [`Core`] from injected parts (see [`Core::builder`]).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CoreBuilder {
     storage: Option<Arc<dyn Storage>>,
-    auto_seal: Option<Arc<dyn Seal>>,
+    auto_seals: Option<Vec<NamedSeal>>,
+    migrate_from: Vec<NamedSeal>,
+    recovery_unseal: bool,
+    migration_hook: Option<MigrationHook>,
     ha: Option<Arc<dyn HaBackend>>,
     options: CoreOptions,
+}
+
+impl fmt::Debug for CoreBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CoreBuilder")
+            .field("auto_seals", &self.auto_seals.as_ref().map(Vec::len))
+            .field("migrate_from", &self.migrate_from.len())
+            .field("recovery_unseal", &self.recovery_unseal)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 impl CoreBuilder {
@@ -140,7 +169,7 @@ impl CoreBuilder {
     /// creates its own [`ShamirSeal`] and operators enter key shares.
     #[must_use]
     pub fn shamir(mut self) -> Self {
-        self.auto_seal = None;
+        self.auto_seals = None;
         self
     }
 
@@ -148,7 +177,43 @@ impl CoreBuilder {
     /// seal): the core unseals itself and init hands out recovery keys.
     #[must_use]
     pub fn auto_seal(mut self, seal: Arc<dyn Seal>) -> Self {
-        self.auto_seal = Some(seal);
+        self.auto_seals = Some(vec![NamedSeal::single(seal)]);
+        self
+    }
+
+    /// Protects the root key with several auto seals at once (Vault 1.16's
+    /// multi-seal): each wraps it, any one unseals, tried by priority.
+    #[must_use]
+    pub fn auto_seals(mut self, seals: Vec<NamedSeal>) -> Self {
+        self.auto_seals = Some(seals);
+        self
+    }
+
+    /// The seals this node migrates away from (Vault's `disabled = "true"`
+    /// stanzas). With [`shamir`](Self::shamir) it is a migration to Shamir;
+    /// with auto seals, from these to those. The migration runs when the
+    /// keys are entered with `migrate` ([`Core::unseal_migrate`]).
+    #[must_use]
+    pub fn migrate_from(mut self, seals: Vec<NamedSeal>) -> Self {
+        self.migrate_from = seals;
+        self
+    }
+
+    /// Break-glass (off by default): also wrap the root key under the
+    /// recovery key, so a quorum of recovery-key holders can unseal when
+    /// every auto seal is gone. They become able to unseal: that is the
+    /// point, and the trade-off.
+    #[must_use]
+    pub fn recovery_unseal(mut self, on: bool) -> Self {
+        self.recovery_unseal = on;
+        self
+    }
+
+    /// Called after each durable step of a seal migration (logging, tests
+    /// that stop there as a crash would).
+    #[must_use]
+    pub fn migration_hook(mut self, hook: MigrationHook) -> Self {
+        self.migration_hook = Some(hook);
         self
     }
 
@@ -185,15 +250,35 @@ impl CoreBuilder {
         let storage = self.storage.ok_or_else(|| {
             CoreError::Config("no storage given: call CoreBuilder::storage".into())
         })?;
-        let seal = match self.auto_seal {
-            Some(seal) if seal.seal_type() == SealType::Shamir => {
+        let seal = match self.auto_seals {
+            Some(seals) if seals.iter().any(|s| s.seal.seal_type() == SealType::Shamir) => {
                 return Err(CoreError::Config(
                     "a Shamir seal is not an auto seal: call CoreBuilder::shamir instead".into(),
                 ));
             }
-            Some(seal) => SealKind::Auto(seal),
+            Some(seals) => SealKind::Auto(Arc::new(
+                SealSet::new(seals, false).map_err(CoreError::Config)?,
+            )),
             None => SealKind::Shamir(Arc::new(ShamirSeal::new())),
         };
+        let migrate_from = if self.migrate_from.is_empty() {
+            None
+        } else {
+            Some(Arc::new(
+                SealSet::new(self.migrate_from, true).map_err(CoreError::Config)?,
+            ))
+        };
+        if self.recovery_unseal {
+            if seal.is_auto() {
+                tracing::warn!(
+                    "recovery_unseal (break-glass) is on: the root key is also wrapped under the \
+                     recovery key, so a quorum of recovery-key holders can unseal without any \
+                     auto seal; guard the recovery keys like unseal keys"
+                );
+            } else {
+                tracing::warn!("recovery_unseal has no effect with Shamir unseal keys");
+            }
+        }
         if self.options.auto_unseal_initial_backoff.is_zero()
             || self.options.auto_unseal_max_backoff < self.options.auto_unseal_initial_backoff
         {
@@ -208,6 +293,10 @@ impl CoreBuilder {
                 physical: storage,
                 barrier,
                 seal,
+                migrate_from,
+                migration: RwLock::new(None),
+                recovery_unseal: self.recovery_unseal,
+                migration_hook: self.migration_hook,
                 ha: self.ha,
                 options: self.options,
                 op_lock: tokio::sync::Mutex::new(()),
@@ -232,7 +321,13 @@ impl CoreBuilder {
             }
             Err(e) => return Err(e),
         }
-        if core.inner.seal.is_auto() && core.is_initialized().await? {
+        if core.pending_migration() == Some(Migration::AutoToAuto) {
+            core.confirm_auto_to_auto().await;
+        }
+        if core.inner.seal.is_auto()
+            && core.pending_migration().is_none()
+            && core.is_initialized().await?
+        {
             // One attempt now; the retry loop is the caller's to start.
             if let Err(failure) = core.try_auto_unseal().await {
                 core.record_auto_unseal_failure(&failure);
@@ -248,24 +343,14 @@ impl Core {
         CoreBuilder::default()
     }
 
-    /// Refuses to run a Shamir core on storage an auto seal initialized (and
-    /// the reverse): that is a seal migration, which is not supported yet,
-    /// and guessing would lock operators out.
+    /// Compares the stored seal config with this node's seals: the same
+    /// kind runs as usual; another kind is a seal migration (see
+    /// `migrate`), which this node then waits for.
     async fn check_stored_seal_type(&self) -> Result<(), CoreError> {
         let Some(config) = SealConfig::load(&*self.inner.physical, SEAL_CONFIG_PATH).await? else {
             return Ok(());
         };
-        let configured = self.inner.seal.seal_type();
-        let stored_auto = config.seal_type != SealType::Shamir.as_str();
-        if stored_auto != configured.is_auto() {
-            return Err(CoreError::Config(format!(
-                "the storage was initialized with a {:?} seal but this node is configured with a \
-                 {} seal; seal migration is not supported: configure the seal the storage was \
-                 initialized with",
-                config.seal_type,
-                configured.as_str()
-            )));
-        }
+        self.decide_migration(&config)?;
         self.inner.initialized.store(true, Ordering::SeqCst);
         Ok(())
     }
@@ -322,7 +407,11 @@ impl Core {
     /// The configuration whose shares unseal this node: the barrier config
     /// for Shamir, the recovery config for auto seals.
     pub(crate) async fn unseal_config(&self) -> Result<Option<SealConfig>, CoreError> {
-        let path = if self.inner.seal.is_auto() {
+        let recovery = match self.pending_migration() {
+            Some(m) => m.takes_recovery_keys(),
+            None => self.inner.seal.is_auto(),
+        };
+        let path = if recovery {
             RECOVERY_CONFIG_PATH
         } else {
             SEAL_CONFIG_PATH
@@ -354,10 +443,13 @@ impl Core {
             nonce: progress.nonce.unwrap_or_default(),
             version: VERSION.to_owned(),
             build_date: String::new(),
-            migration: false,
+            migration: self.pending_migration().is_some(),
             cluster_name: cluster.as_ref().map(|c| c.name.clone()),
             cluster_id: cluster.map(|c| c.id),
-            recovery_seal: self.inner.seal.is_auto(),
+            recovery_seal: match self.pending_migration() {
+                Some(m) => m.takes_recovery_keys(),
+                None => self.inner.seal.is_auto(),
+            },
             storage_type: Some(self.inner.options.storage_type.clone()),
         })
     }
@@ -421,6 +513,7 @@ impl Core {
     /// A snapshot of the core's figures for `sys/metrics`.
     pub async fn metrics(&self) -> CoreMetrics {
         let c = &self.inner.counters;
+        let backends = self.seal_backend_status();
         let (barrier_term, barrier_encryptions) = match self.inner.barrier.key_status().await {
             Ok(status) => (status.term, status.encryptions),
             Err(_) => (0, 0),
@@ -439,6 +532,46 @@ impl Core {
                 0 => None,
                 ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
             },
+            seals: backends.backends,
+            seals_fully_wrapped: backends.fully_wrapped,
+            seal_migration_pending: self.pending_migration().is_some(),
+        }
+    }
+
+    /// Vault's `sys/seal-backend-status`: each seal's health, and whether
+    /// every enabled seal holds a checked wrap of the keys
+    /// (`fully_wrapped`). Disabled (migration source) seals are listed with
+    /// `disabled: true`.
+    pub fn seal_backend_status(&self) -> SealBackendStatusReport {
+        let (mut backends, fully_wrapped) = match &self.inner.seal {
+            SealKind::Shamir(_) => (
+                vec![SealBackendStatus {
+                    name: "shamir".into(),
+                    seal_type: "shamir".into(),
+                    priority: 1,
+                    healthy: true,
+                    configured: true,
+                    disabled: false,
+                    unhealthy_since: None,
+                    last_error: None,
+                }],
+                !self.is_sealed(),
+            ),
+            SealKind::Auto(set) => (set.backend_status(), set.fully_wrapped()),
+        };
+        let enabled_healthy = backends.iter().all(|b| b.healthy);
+        let unhealthy_since = backends
+            .iter()
+            .filter_map(|b| b.unhealthy_since.clone())
+            .min();
+        if let Some(from) = &self.inner.migrate_from {
+            backends.extend(from.backend_status());
+        }
+        SealBackendStatusReport {
+            healthy: enabled_healthy,
+            unhealthy_since,
+            fully_wrapped,
+            backends,
         }
     }
 

@@ -178,6 +178,7 @@ impl Core {
         };
         let mut plain_writes = Vec::new();
         let cluster = self.new_cluster_info()?;
+        let mut recovery_key = None;
         match &self.inner.seal {
             SealKind::Shamir(shamir) => {
                 let kek = Kek::generate()?;
@@ -196,16 +197,28 @@ impl Core {
                     })?;
                 (result.recovery_keys, result.recovery_keys_base64) = render_shares(&key_shares);
                 plain_writes.push(TxnOp::put(RECOVERY_KEY_PATH, blob));
+                recovery_key = Some(recovery);
                 plain_writes.push(TxnOp::put(
                     RECOVERY_CONFIG_PATH,
                     SealConfig::new(SealType::Shamir.as_str(), shares, threshold).to_json()?,
                 ));
             }
         }
-        let wrapped = seal
-            .encrypt(&stored_keys, STORED_KEYS_PATH.as_bytes())
-            .await
-            .map_err(|e| CoreError::seal("wrapping the root key with the seal failed", e));
+        let wrapped = match &self.inner.seal {
+            SealKind::Auto(set) => {
+                self.wrap_root_for_store(
+                    set,
+                    &stored_keys,
+                    recovery_key.as_ref().map(RecoveryKey::expose_secret),
+                )
+                .await
+            }
+            SealKind::Shamir(_) => seal
+                .encrypt(&stored_keys, STORED_KEYS_PATH.as_bytes())
+                .await
+                .map_err(|e| CoreError::seal("wrapping the root key with the seal failed", e)),
+        };
+        drop(recovery_key);
         let wrapped = match wrapped {
             Ok(w) => w,
             Err(e) => {

@@ -48,14 +48,18 @@
 //! ```
 
 mod auth;
+mod break_glass;
 mod config;
 mod core;
 mod error;
 mod generate_root;
 mod init;
 pub mod logical;
+mod migrate;
 mod rekey;
 mod rotate;
+mod seal_set;
+mod seal_upkeep;
 mod types;
 mod unseal;
 
@@ -65,10 +69,12 @@ pub use generate_root::{
     GenerateRootStatus, ROOT_TOKEN_OTP_LENGTH, decode_root_token, encode_root_token,
 };
 pub use logical::{LogicalError, LogicalRequest, LogicalResponse, Operation, TokenEntry};
+pub use migrate::{MigrationHook, MigrationStep};
 pub use rotate::RotationConfigUpdate;
 pub use seal_core::SealType;
+pub use seal_set::{NamedSeal, SealBackendStatus};
 pub use types::{
     CoreMetrics, CoreOptions, HealthStatus, InitParams, InitResult, KeyStatus, LeaderStatus,
     RekeyParams, RekeyStatus, RekeyUpdateResult, RekeyVerifyResult, RekeyVerifyStatus,
-    RotationConfig, SealStatus, VERSION,
+    RotationConfig, SealBackendStatusReport, SealStatus, VERSION,
 };

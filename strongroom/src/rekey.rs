@@ -465,13 +465,30 @@ impl Core {
                     CoreError::seal("wrapping the new recovery key with the seal failed", e)
                 })?;
             let config = SealConfig::new(SealType::Shamir.as_str(), shares, threshold);
-            self.inner
-                .physical
-                .transaction(vec![
-                    TxnOp::put(RECOVERY_KEY_PATH, blob),
-                    TxnOp::put(RECOVERY_CONFIG_PATH, config.to_json()?),
-                ])
+            let mut ops = vec![
+                TxnOp::put(RECOVERY_KEY_PATH, blob),
+                TxnOp::put(RECOVERY_CONFIG_PATH, config.to_json()?),
+            ];
+            // The break-glass copy follows the new recovery key in the same
+            // transaction: the old recovery keys must not unseal any more.
+            if let SealKind::Auto(set) = &self.inner.seal
+                && let Some(stored) = self.inner.physical.get(STORED_KEYS_PATH).await?
+                && (self.inner.recovery_unseal || crate::break_glass::has_recovery_slot(&stored))
+            {
+                let root = set
+                    .unwrap_any(&stored, STORED_KEYS_PATH.as_bytes())
+                    .await
+                    .map_err(|e| CoreError::seal("reading the stored keys failed", e))?;
+                let restamped = crate::break_glass::restamp(
+                    set,
+                    &stored,
+                    &root,
+                    self.inner.recovery_unseal.then_some(key.expose_secret()),
+                )
                 .await?;
+                ops.push(TxnOp::put(STORED_KEYS_PATH, restamped));
+            }
+            self.inner.physical.transaction(ops).await?;
             tracing::info!(shares, threshold, "recovery keys rekeyed");
             return Ok(());
         }

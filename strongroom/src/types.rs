@@ -36,6 +36,9 @@ pub struct CoreOptions {
     /// Longest wait of the auto-unseal retry loop (the backoff doubles up to
     /// this, with jitter).
     pub auto_unseal_max_backoff: Duration,
+    /// How often, while unsealed, each auto seal's health is checked (a
+    /// tenth of it while one is failing or a wrap is missing). Vault: 10 min.
+    pub seal_health_check_interval: Duration,
 }
 
 impl Default for CoreOptions {
@@ -47,6 +50,7 @@ impl Default for CoreOptions {
             auto_rotate_check_interval: Duration::from_secs(300),
             auto_unseal_initial_backoff: Duration::from_secs(1),
             auto_unseal_max_backoff: Duration::from_secs(30),
+            seal_health_check_interval: Duration::from_secs(600),
         }
     }
 }
@@ -76,6 +80,12 @@ impl CoreOptions {
     pub fn with_auto_unseal_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.auto_unseal_initial_backoff = initial;
         self.auto_unseal_max_backoff = max;
+        self
+    }
+
+    /// Sets how often each auto seal's health is checked while unsealed.
+    pub fn with_seal_health_check_interval(mut self, every: Duration) -> Self {
+        self.seal_health_check_interval = every;
         self
     }
 
@@ -122,6 +132,20 @@ pub struct SealStatus {
     /// The storage backend's name.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub storage_type: Option<String>,
+}
+
+/// Vault's `sys/seal-backend-status` body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealBackendStatusReport {
+    /// Whether every enabled seal is healthy.
+    pub healthy: bool,
+    /// Since when the first enabled seal has been failing (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unhealthy_since: Option<String>,
+    /// Whether every enabled seal holds a checked wrap of the stored keys.
+    pub fully_wrapped: bool,
+    /// Each seal, enabled ones by priority, then disabled ones.
+    pub backends: Vec<crate::seal_set::SealBackendStatus>,
 }
 
 /// Vault's `sys/health` body. The HTTP layer picks the status code from
@@ -438,6 +462,12 @@ pub struct CoreMetrics {
     /// access) when this node tried to use it; `None` once it worked again.
     /// Drives Vault's `vault.core.seal.unreachable.time`.
     pub seal_unreachable_since: Option<std::time::SystemTime>,
+    /// Each seal's health (as `sys/seal-backend-status`).
+    pub seals: Vec<crate::seal_set::SealBackendStatus>,
+    /// Whether every enabled seal holds a checked wrap.
+    pub seals_fully_wrapped: bool,
+    /// Whether a seal migration is pending.
+    pub seal_migration_pending: bool,
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub(crate) enum AutoUnsealFailure {
     /// The stored root key blob is missing, malformed, or decrypts to
     /// something that is not a root key for this keyring.
     Corrupt(String),
+    /// A seal migration is pending: the operator enters the keys.
+    Migration,
     /// Storage or another internal failure.
     Other(CoreError),
 }
@@ -51,6 +53,7 @@ impl AutoUnsealFailure {
             Self::AccessDenied(_) => "seal_access_denied",
             Self::WrongKey(_) => "wrong_key",
             Self::Corrupt(_) => "corrupt_stored_keys",
+            Self::Migration => "seal_migration_pending",
             Self::Other(_) => "internal",
         }
     }
@@ -66,6 +69,7 @@ impl AutoUnsealFailure {
                 path: STORED_KEYS_PATH,
                 reason,
             },
+            Self::Migration => CoreError::InvalidRequest(Self::Migration.to_string()),
             Self::Other(e) => e,
         }
     }
@@ -114,6 +118,10 @@ impl std::fmt::Display for AutoUnsealFailure {
                 f,
                 "fetching stored unseal keys failed: {reason}; restore \
                  core/hsm/barrier-unseal-keys from a backup of the storage"
+            ),
+            Self::Migration => f.write_str(
+                "cannot auto-unseal during seal migration: enter the keys with `operator unseal \
+                 -migrate`",
             ),
             Self::Other(e) => write!(f, "auto-unseal failed: {e}"),
         }
@@ -174,12 +182,54 @@ impl Core {
     /// [`CoreError::NotInitialized`]; [`CoreError::Seal`] when the auto seal
     /// fails to fetch the root key; storage errors.
     pub async fn unseal(&self, key: &str) -> Result<SealStatus, CoreError> {
+        self.unseal_with(key, false).await
+    }
+
+    /// Enters one key of a seal migration (`sys/unseal` with `migrate:
+    /// true`, `operator unseal -migrate`): unseal keys when migrating from
+    /// Shamir, recovery keys when migrating from an auto seal. At the
+    /// threshold the migration runs (see the crate's seal migration docs)
+    /// and the node unseals under its new seal.
+    ///
+    /// # Errors
+    /// As [`unseal`](Self::unseal); [`CoreError::InvalidRequest`] when no
+    /// migration is pending; seal and storage errors of the migration
+    /// steps (what was committed stays; run it again to finish).
+    pub async fn unseal_migrate(&self, key: &str) -> Result<SealStatus, CoreError> {
+        self.unseal_with(key, true).await
+    }
+
+    async fn unseal_with(&self, key: &str, migrate: bool) -> Result<SealStatus, CoreError> {
         let share = seal_shamir::parse_share(key)?;
         if !self.is_sealed() {
             return self.seal_status().await;
         }
         if !self.is_initialized().await? {
             return Err(CoreError::NotInitialized);
+        }
+        match (self.pending_migration(), migrate) {
+            (Some(m), false) => {
+                return Err(CoreError::InvalidRequest(format!(
+                    "migrate option not provided and seal migration is pending: this node's \
+                     configuration changes the seal; enter the {} keys with `operator unseal \
+                     -migrate` (sys/unseal with \"migrate\": true) to migrate, or restore the \
+                     previous seal configuration",
+                    if m.takes_recovery_keys() {
+                        "recovery"
+                    } else {
+                        "unseal"
+                    }
+                )));
+            }
+            (None, true) => {
+                return Err(CoreError::InvalidRequest(
+                    "can't perform a seal migration, no migration seal found: the configured \
+                     seal is the one the storage uses; unseal without -migrate, or change the \
+                     seal configuration first (see the README's seal migration section)"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
         let config = self.unseal_config().await?.ok_or(CoreError::Corrupt {
             path: if self.inner.seal.is_auto() {
@@ -220,7 +270,16 @@ impl Core {
         if !self.is_sealed() {
             return Ok(());
         }
-        let outcome = self.unseal_with_secret_locked(secret).await;
+        let outcome = match self.pending_migration() {
+            Some(migration) => {
+                let outcome = self.run_migration(migration, secret).await;
+                if outcome.is_err() {
+                    self.inner.barrier.seal();
+                }
+                outcome
+            }
+            None => self.unseal_with_secret_locked(secret).await,
+        };
         if outcome.is_err() {
             // Never keep a KEK that did not lead to an unsealed barrier.
             if let SealKind::Shamir(shamir) = &self.inner.seal {
@@ -250,14 +309,10 @@ impl Core {
                         ),
                         other => other.into_core_error(),
                     })?;
-                self.recover_interrupted_rekey(shamir, root).await?
+                let root = self.recover_interrupted_rekey(shamir, root).await?;
+                self.recover_interrupted_migration(shamir, root).await?
             }
-            SealKind::Auto(_) => {
-                self.verify_recovery_key(secret).await?;
-                self.fetch_stored_root_key()
-                    .await
-                    .map_err(AutoUnsealFailure::into_core_error)?
-            }
+            SealKind::Auto(_) => self.root_key_for_recovery_unseal(secret).await?,
         };
         self.unseal_barrier(&root, true, None).await
     }
@@ -321,6 +376,46 @@ impl Core {
                 Ok(pending)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The root key for an unseal with recovery keys on an auto seal: the
+    /// recovery key is checked through the seals and the root key fetched
+    /// through them; when every seal fails and break-glass wrapped the root
+    /// key under the recovery key, that copy opens instead.
+    async fn root_key_for_recovery_unseal(&self, secret: &[u8]) -> Result<RootKey, CoreError> {
+        let seal_failure = match self.verify_recovery_key(secret).await {
+            Ok(()) => match self.fetch_stored_root_key().await {
+                Ok(root) => return Ok(root),
+                Err(
+                    failure @ (AutoUnsealFailure::Unreachable(_)
+                    | AutoUnsealFailure::AccessDenied(_)),
+                ) => failure.to_string(),
+                Err(other) => return Err(other.into_core_error()),
+            },
+            Err(e @ CoreError::Seal { .. }) => e.to_string(),
+            Err(other) => return Err(other),
+        };
+        let stored = self
+            .inner
+            .physical
+            .get(STORED_KEYS_PATH)
+            .await?
+            .unwrap_or_default();
+        match crate::break_glass::open_recovery_slot(&stored, secret).await? {
+            Some(root) => {
+                tracing::warn!(
+                    "unsealed with the recovery keys through the break-glass copy of the root \
+                     key: no auto seal could be used ({seal_failure})"
+                );
+                Ok(root)
+            }
+            None => Err(CoreError::InvalidRequest(format!(
+                "recovery keys cannot unseal this node: every auto seal failed ({seal_failure}), \
+                 and recovery keys only authorize operations unless break-glass \
+                 (recovery_unseal = true) wrapped the root key under them before the outage; \
+                 restore access to a seal key"
+            ))),
         }
     }
 
@@ -497,6 +592,9 @@ impl Core {
         let logical = Arc::new(Logical::new(storage).await?);
         let background = CancellationToken::new();
         spawn_rotation_check(Arc::downgrade(&self.inner), background.clone());
+        if self.inner.seal.is_auto() {
+            crate::seal_upkeep::spawn(Arc::downgrade(&self.inner), background.clone());
+        }
         *self
             .inner
             .unsealed
@@ -598,6 +696,9 @@ impl Core {
         if !self.is_sealed() {
             return Ok(());
         }
+        if self.pending_migration().is_some() {
+            return Err(AutoUnsealFailure::Migration);
+        }
         match self.is_initialized().await {
             Ok(true) => {}
             Ok(false) => return Err(AutoUnsealFailure::NotInitialized),
@@ -629,7 +730,10 @@ impl Core {
 
     pub(crate) fn record_auto_unseal_failure(&self, failure: &AutoUnsealFailure) {
         let message = failure.to_string();
-        if matches!(failure, AutoUnsealFailure::NotInitialized) {
+        if matches!(
+            failure,
+            AutoUnsealFailure::NotInitialized | AutoUnsealFailure::Migration
+        ) {
             tracing::info!(reason = failure.kind(), "auto-unseal waiting: {message}");
         } else {
             self.inner
@@ -687,6 +791,7 @@ async fn auto_unseal_loop(weak: Weak<Inner>) {
         let Some(inner) = weak.upgrade() else { return };
         let core = Core { inner };
         if !core.inner.seal.is_auto()
+            || core.pending_migration().is_some()
             || !core.is_sealed()
             || core.inner.manually_sealed.load(Ordering::SeqCst)
         {

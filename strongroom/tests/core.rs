@@ -960,7 +960,8 @@ async fn concurrent_unseal_submissions_lose_no_share() {
 }
 
 #[tokio::test]
-async fn builder_refuses_a_mismatched_seal() {
+async fn a_changed_seal_waits_for_a_migration() {
+    // Shamir storage, auto seal configured: a migration, not a guess.
     let storage = Arc::new(MemoryStorage::new());
     shamir_core(&storage)
         .await
@@ -968,18 +969,40 @@ async fn builder_refuses_a_mismatched_seal() {
         .await
         .unwrap();
     let seal: Arc<dyn Seal> = Arc::new(InsecureTestSeal::new());
-    let err = Core::builder()
+    let core = Core::builder()
         .storage(storage.clone())
-        .auto_seal(seal)
+        .auto_seal(seal.clone())
         .build()
         .await
-        .unwrap_err();
+        .unwrap();
+    assert!(core.is_sealed());
+    assert!(core.seal_status().await.unwrap().migration);
+
+    // Auto-seal storage, Shamir configured without the old seal disabled:
+    // refused with Vault's words.
+    let storage = Arc::new(MemoryStorage::new());
+    auto_core(&storage, &Arc::new(InsecureTestSeal::new()))
+        .await
+        .init(recovery_params(1, 1))
+        .await
+        .unwrap();
+    let err = shamir_core_result(&storage).await.unwrap_err();
     assert!(
-        err.to_string().contains("seal migration is not supported"),
+        err.to_string()
+            .contains("no disabled seal in configuration"),
         "{err}"
     );
     let err = Core::builder().build().await.unwrap_err();
     assert!(err.to_string().contains("no storage given"), "{err}");
+}
+
+async fn shamir_core_result(storage: &Arc<MemoryStorage>) -> Result<Core, CoreError> {
+    Core::builder()
+        .storage(storage.clone())
+        .shamir()
+        .options(fast_options())
+        .build()
+        .await
 }
 
 #[tokio::test]

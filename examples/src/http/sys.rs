@@ -39,6 +39,10 @@ pub(crate) async fn handle(
             only(method, &[Method::GET])?;
             ok(&state.core.seal_status().await?)
         }
+        "sys/seal-backend-status" => {
+            only(method, &[Method::GET])?;
+            ok(&state.core.seal_backend_status())
+        }
         "sys/unseal" => {
             if !is_write {
                 return Err(HttpError::method_not_allowed());
@@ -142,15 +146,13 @@ struct UnsealBody {
 async fn unseal(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
     let body: UnsealBody = request.parse()?;
     let key = body.key.map(zeroize::Zeroizing::new);
-    if body.migrate {
-        return Err(HttpError::bad_request(
-            "seal migration is not supported by this server; unseal without \"migrate\"",
-        ));
-    }
     let status = if body.reset {
         state.core.unseal_reset().await?
     } else {
         match key.as_deref() {
+            Some(key) if !key.trim().is_empty() && body.migrate => {
+                state.core.unseal_migrate(key.trim()).await?
+            }
             Some(key) if !key.trim().is_empty() => state.core.unseal(key.trim()).await?,
             _ => {
                 return Err(HttpError::bad_request(

@@ -219,26 +219,29 @@ impl Timer {
 /// the core keeps).
 #[derive(Debug)]
 struct Sampled {
-    labels: Vec<(String, String)>,
-    value: f64,
+    /// One value per label set (several for per-seal gauges).
+    series: Vec<(Vec<(String, String)>, f64)>,
     kind: MetricType,
 }
 
 impl EncodeMetric for Sampled {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let mut family = encoder.encode_family(&self.labels)?;
-        // Whole numbers print as integers (`1`, not `1.0`), as Vault's do.
-        let whole = self.value.fract() == 0.0 && self.value.abs() < 9.0e15;
-        match (self.kind, whole) {
-            (MetricType::Counter, true) => {
-                family.encode_counter::<NoLabelSet, _, u64>(&(self.value as u64), None)
+        for (labels, value) in &self.series {
+            let mut family = encoder.encode_family(labels)?;
+            // Whole numbers print as integers (`1`, not `1.0`), as Vault's do.
+            let whole = value.fract() == 0.0 && value.abs() < 9.0e15;
+            match (self.kind, whole) {
+                (MetricType::Counter, true) => {
+                    family.encode_counter::<NoLabelSet, _, u64>(&(*value as u64), None)?;
+                }
+                (MetricType::Counter, false) => {
+                    family.encode_counter::<NoLabelSet, _, f64>(value, None)?;
+                }
+                (_, true) => family.encode_gauge(&(*value as i64))?,
+                (_, false) => family.encode_gauge(value)?,
             }
-            (MetricType::Counter, false) => {
-                family.encode_counter::<NoLabelSet, _, f64>(&self.value, None)
-            }
-            (_, true) => family.encode_gauge(&(self.value as i64)),
-            (_, false) => family.encode_gauge(&self.value),
         }
+        Ok(())
     }
 
     fn metric_type(&self) -> MetricType {
@@ -458,16 +461,14 @@ impl Metrics {
                 None => key.to_owned(),
             };
             let sampled = Sampled {
-                labels: labels.to_vec(),
-                value,
+                series: vec![(labels.to_vec(), value)],
                 kind: MetricType::Gauge,
             };
             (key, help, sampled)
         };
         let counter = |key: &str, help: &'static str, value: u64| {
             let sampled = Sampled {
-                labels: Vec::new(),
-                value: value as f64,
+                series: vec![(Vec::new(), value as f64)],
                 kind: MetricType::Counter,
             };
             (key.to_owned(), help, sampled)
@@ -503,6 +504,43 @@ impl Metrics {
                 "vault.core.seal.unreachable.time",
                 "Milliseconds since the seal (KMS) last failed to answer when used; 0 when it works",
                 since,
+                &cluster,
+            ));
+        }
+        if !core.seals.is_empty() {
+            // One series per seal (Vault's seal backend status, as a gauge).
+            let series = core
+                .seals
+                .iter()
+                .map(|seal| {
+                    let mut labels = cluster.clone();
+                    labels.extend([
+                        ("name".to_owned(), seal.name.clone()),
+                        ("type".to_owned(), seal.seal_type.clone()),
+                        ("priority".to_owned(), seal.priority.to_string()),
+                        ("disabled".to_owned(), seal.disabled.to_string()),
+                    ]);
+                    (labels, flag(seal.healthy))
+                })
+                .collect();
+            out.push((
+                "strongroom.seal.healthy".to_owned(),
+                "1 while the seal answers (encrypt, decrypt, health checks), 0 while it fails",
+                Sampled {
+                    series,
+                    kind: MetricType::Gauge,
+                },
+            ));
+            out.push(gauge(
+                "strongroom.seal.fully_wrapped",
+                "1 when every enabled seal holds a checked wrap of the stored keys",
+                flag(core.seals_fully_wrapped),
+                &cluster,
+            ));
+            out.push(gauge(
+                "strongroom.seal.migration_pending",
+                "1 while a seal migration waits for its keys (operator unseal -migrate)",
+                flag(core.seal_migration_pending),
                 &cluster,
             ));
         }
@@ -597,12 +635,14 @@ impl Metrics {
         let mut gauges = Vec::new();
         let mut counters = Vec::new();
         for (key, _, sampled) in self.sampled(node) {
-            if sampled.kind == MetricType::Counter {
-                counters.push(json!({"Name": key, "Count": sampled.value, "Sum": sampled.value, "Labels": labels(&sampled.labels)}));
-            } else {
-                gauges.push(
-                    json!({"Name": key, "Value": sampled.value, "Labels": labels(&sampled.labels)}),
-                );
+            for (series_labels, value) in &sampled.series {
+                if sampled.kind == MetricType::Counter {
+                    counters.push(json!({"Name": key, "Count": value, "Sum": value, "Labels": labels(series_labels)}));
+                } else {
+                    gauges.push(
+                        json!({"Name": key, "Value": value, "Labels": labels(series_labels)}),
+                    );
+                }
             }
         }
         for (key, counter) in &self.counters {

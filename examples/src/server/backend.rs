@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use seal_core::{MemoryStorage, Seal, Storage};
+use seal_core::{MemoryStorage, Storage};
 
 use crate::config::{SealConfig, StorageConfig};
 use crate::error::Error;
@@ -53,7 +53,17 @@ pub(crate) fn open_storage(config: &StorageConfig) -> Result<Arc<dyn Storage>, E
     }
 }
 
-/// Builds the configured auto seal (`None` = Shamir).
+/// The seals the config names, as the core's builder takes them.
+pub(crate) struct Seals {
+    /// Enabled auto seals (empty = Shamir).
+    pub(crate) enabled: Vec<strongroom::NamedSeal>,
+    /// Disabled seals: the source of a seal migration.
+    pub(crate) disabled: Vec<strongroom::NamedSeal>,
+    /// Break-glass on (any enabled stanza says `recovery_unseal = true`).
+    pub(crate) recovery_unseal: bool,
+}
+
+/// Builds every configured auto seal.
 ///
 /// Building does not contact the KMS: a KMS that is down at start leaves
 /// the node sealed and the auto-unseal loop retrying, instead of a server
@@ -61,32 +71,59 @@ pub(crate) fn open_storage(config: &StorageConfig) -> Result<Arc<dyn Storage>, E
 ///
 /// # Errors
 ///
-/// [`Error::Backend`] when the stanza is inconsistent (no key id, bad
+/// [`Error::Backend`] when a stanza is inconsistent (no key id, bad
 /// durations), naming the stanza's line.
-pub(crate) async fn build_seal(
-    config: Option<&SealConfig>,
-) -> Result<Option<Arc<dyn Seal>>, Error> {
-    let Some(SealConfig::AwsKms { settings, line }) = config else {
-        return Ok(None);
+pub(crate) async fn build_seals(configs: &[SealConfig]) -> Result<Seals, Error> {
+    let mut seals = Seals {
+        enabled: Vec::new(),
+        disabled: Vec::new(),
+        recovery_unseal: configs.iter().any(|c| !c.disabled && c.recovery_unseal),
     };
-    let what = format!("seal \"awskms\" (config line {line})");
-    let mut kms_config =
-        seal_awskms::AwsKmsConfig::from_map(settings).map_err(|e| Error::Backend {
-            what: what.clone(),
-            message: e.to_string(),
-        })?;
-    kms_config.apply_env();
-    let seal = seal_awskms::AwsKmsSeal::new(kms_config)
-        .await
-        .map_err(|e| Error::Backend {
-            what,
-            message: e.to_string(),
-        })?;
-    tracing::info!(
-        key_id = seal.key_id(),
-        region = seal.region(),
-        endpoint = seal.endpoint().unwrap_or("(AWS default)"),
-        "awskms seal configured"
-    );
-    Ok(Some(Arc::new(seal)))
+    // The AWSKMS_* / VAULT_AWSKMS_* environment overrides name one key: they
+    // apply when there is a single seal, never to one of several.
+    let single = configs.len() == 1;
+    for config in configs {
+        let what = if config.name == "awskms" {
+            format!("seal \"awskms\" (config line {})", config.line)
+        } else {
+            format!(
+                "seal \"awskms\" {:?} (config line {})",
+                config.name, config.line
+            )
+        };
+        let mut kms_config =
+            seal_awskms::AwsKmsConfig::from_map(&config.settings).map_err(|e| Error::Backend {
+                what: what.clone(),
+                message: e.to_string(),
+            })?;
+        if single {
+            kms_config.apply_env();
+        }
+        let seal = seal_awskms::AwsKmsSeal::new(kms_config)
+            .await
+            .map_err(|e| Error::Backend {
+                what,
+                message: e.to_string(),
+            })?;
+        tracing::info!(
+            name = %config.name,
+            priority = config.priority,
+            disabled = config.disabled,
+            key_id = seal.key_id(),
+            region = seal.region(),
+            endpoint = seal.endpoint().unwrap_or("(AWS default)"),
+            "awskms seal configured"
+        );
+        let named = strongroom::NamedSeal {
+            name: config.name.clone(),
+            priority: config.priority,
+            seal: Arc::new(seal),
+        };
+        if config.disabled {
+            seals.disabled.push(named);
+        } else {
+            seals.enabled.push(named);
+        }
+    }
+    Ok(seals)
 }

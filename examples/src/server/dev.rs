@@ -33,7 +33,8 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
     }
     Ok(ServerConfig {
         storage: StorageConfig::Inmem,
-        seal: None,
+        seals: Vec::new(),
+        seal_health_check_interval: None,
         listeners: vec![ListenerConfig {
             address,
             tls: None,

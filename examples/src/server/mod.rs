@@ -9,6 +9,7 @@
 //! process exits.
 
 mod backend;
+mod crash_hook;
 mod dev;
 mod listener;
 
@@ -157,9 +158,9 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         backend::open_storage(&config.storage)?,
         metrics.storage.clone(),
     ));
-    let seal = backend::build_seal(config.seal.as_ref()).await?;
-    let seal_name = if seal.is_some() { "awskms" } else { "shamir" };
-    let auto = seal.is_some();
+    let seals = backend::build_seals(&config.seals).await?;
+    let auto = !seals.enabled.is_empty();
+    let seal_name = if auto { "awskms" } else { "shamir" };
 
     let bound = listener::bind_all(&config.listeners).await?;
     let api_addr = config
@@ -175,11 +176,22 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         let initial = options.auto_unseal_initial_backoff.min(max);
         options = options.with_auto_unseal_backoff(initial, max);
     }
-    let mut builder = Core::builder().storage(storage).options(options);
-    builder = match seal {
-        Some(seal) => builder.auto_seal(seal),
-        None => builder.shamir(),
+    if let Some(every) = config.seal_health_check_interval {
+        options = options.with_seal_health_check_interval(every);
+    }
+    let mut builder = Core::builder()
+        .storage(storage)
+        .options(options)
+        .migrate_from(seals.disabled)
+        .recovery_unseal(seals.recovery_unseal);
+    builder = if auto {
+        builder.auto_seals(seals.enabled)
+    } else {
+        builder.shamir()
     };
+    if let Some(hook) = crash_hook::from_env()? {
+        builder = builder.migration_hook(hook);
+    }
     let core = builder.build().await.map_err(|e| Error::Core {
         what: "starting the core".into(),
         message: e.to_string(),

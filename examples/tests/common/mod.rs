@@ -98,6 +98,11 @@ impl Server {
 
     /// Starts the binary with `args` without waiting.
     pub fn spawn(dir: &Path, port: u16, args: &[&str]) -> Server {
+        Self::spawn_with_env(dir, port, args, &[])
+    }
+
+    /// Like [`Server::spawn`], with extra environment variables.
+    pub fn spawn_with_env(dir: &Path, port: u16, args: &[&str], env: &[(&str, &str)]) -> Server {
         let log_path = dir.join("server.log");
         let log = File::options()
             .create(true)
@@ -108,6 +113,7 @@ impl Server {
             .args(args)
             .env_remove("VAULT_ADDR")
             .env_remove("STRONGROOM_ADDR")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)

@@ -1,0 +1,117 @@
+//! Keeping every auto seal's wrap of the keys current while unsealed.
+//!
+//! Right after an unseal, and again whenever a seal that was failing
+//! answers again, the stored root key and recovery key are brought up to
+//! date with the configured seals ([`SealSet::refresh`]): a seal that was
+//! down when the keys were last written, or that was just added to the
+//! config, gets its wrap; a seal whose KMS key changed is re-wrapped; a
+//! seal removed from the config loses its wrap; the break-glass copy
+//! follows `recovery_unseal`. Between refreshes each seal's health is
+//! checked (Vault: every 10 minutes, every minute while unhealthy), which
+//! `sys/seal-backend-status` and the metrics report.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use seal_core::TxnOp;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{RECOVERY_KEY_PATH, STORED_KEYS_PATH};
+use crate::core::{Core, Inner, SealKind};
+use crate::seal_set::SealSet;
+use crate::{CoreError, break_glass};
+
+/// Starts the upkeep loop for this unsealed period.
+pub(crate) fn spawn(weak: Weak<Inner>, stop: CancellationToken) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        loop {
+            let Some(inner) = weak.upgrade() else { return };
+            let core = Core { inner };
+            let SealKind::Auto(set) = &core.inner.seal else {
+                return;
+            };
+            let set = set.clone();
+            if set.fully_wrapped() {
+                set.check_health().await;
+            }
+            if !set.fully_wrapped() {
+                match core.refresh_seal_wraps(&set).await {
+                    Ok(()) | Err(CoreError::Sealed) => {}
+                    Err(e) => tracing::warn!(error = %e, "refreshing the seals' wraps failed"),
+                }
+            }
+            let every = core.inner.options.seal_health_check_interval;
+            let wait = if set.all_healthy() && set.fully_wrapped() {
+                every
+            } else {
+                (every / 10).max(Duration::from_millis(100))
+            };
+            drop(core);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    });
+}
+
+impl Core {
+    /// Brings the stored root key and recovery key up to date with the
+    /// configured seals (see the module docs), in one transaction under
+    /// the operation lock so it never races a rekey or a migration.
+    pub(crate) async fn refresh_seal_wraps(&self, set: &SealSet) -> Result<(), CoreError> {
+        let _op = self.inner.op_lock.lock().await;
+        if self.is_sealed() {
+            return Err(CoreError::Sealed);
+        }
+        let stored = self.inner.physical.get(STORED_KEYS_PATH).await?;
+        let recovery = self.inner.physical.get(RECOVERY_KEY_PATH).await?;
+        let (Some(stored), Some(recovery)) = (stored, recovery) else {
+            return Ok(());
+        };
+        let root_plain = set
+            .unwrap_any(&stored, STORED_KEYS_PATH.as_bytes())
+            .await
+            .map_err(|e| CoreError::seal("reading the stored keys for a refresh failed", e))?;
+        let rk_plain = set
+            .unwrap_any(&recovery, RECOVERY_KEY_PATH.as_bytes())
+            .await
+            .map_err(|e| CoreError::seal("reading the recovery key for a refresh failed", e))?;
+        let root = set
+            .refresh(&stored, &root_plain, STORED_KEYS_PATH.as_bytes())
+            .await
+            .map_err(|e| CoreError::seal("re-wrapping the stored keys failed", e))?;
+        let rk = set
+            .refresh(&recovery, &rk_plain, RECOVERY_KEY_PATH.as_bytes())
+            .await
+            .map_err(|e| CoreError::seal("re-wrapping the recovery key failed", e))?;
+        let refreshed = root.replacement.unwrap_or_else(|| stored.clone());
+        let with_glass = break_glass::restamp(
+            set,
+            &refreshed,
+            &root_plain,
+            self.inner.recovery_unseal.then_some(&rk_plain[..]),
+        )
+        .await?;
+        let mut ops = Vec::new();
+        if with_glass != stored {
+            ops.push(TxnOp::put(STORED_KEYS_PATH, with_glass));
+        }
+        if let Some(new_rk) = rk.replacement {
+            ops.push(TxnOp::put(RECOVERY_KEY_PATH, new_rk));
+        }
+        if !ops.is_empty() {
+            self.inner.physical.transaction(ops).await?;
+            tracing::info!(
+                seals = ?set.names(),
+                complete = root.complete && rk.complete,
+                "the seals' wraps of the stored keys were refreshed"
+            );
+        }
+        set.set_fully_wrapped(root.complete && rk.complete);
+        Ok(())
+    }
+}

@@ -1,0 +1,574 @@
+//! Seal migration, several seals at once, and break-glass, specified
+//! through the core's API over `MemoryStorage` with seal-core's
+//! `InsecureTestSeal` (which can play an unreachable KMS). A "restart" is a
+//! new core over the same storage; a "crash" at a migration step is the
+//! migration hook stopping the migration right after that durable step.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use seal_core::MemoryStorage;
+use seal_core::testing::InsecureTestSeal;
+use strongroom::{
+    Core, CoreBuilder, CoreError, CoreOptions, InitParams, InitResult, MigrationStep, NamedSeal,
+    RekeyParams,
+};
+
+const PATH: &str = "app/secret";
+
+fn options() -> CoreOptions {
+    CoreOptions::new("inmem")
+        .with_auto_unseal_backoff(Duration::from_millis(10), Duration::from_millis(50))
+        .with_seal_health_check_interval(Duration::from_millis(200))
+}
+
+fn builder(storage: &Arc<MemoryStorage>) -> CoreBuilder {
+    Core::builder().storage(storage.clone()).options(options())
+}
+
+fn named(name: &str, priority: u32, seal: &Arc<InsecureTestSeal>) -> NamedSeal {
+    NamedSeal {
+        name: name.into(),
+        priority,
+        seal: seal.clone(),
+    }
+}
+
+async fn write(core: &Core) {
+    core.barrier()
+        .put(PATH, b"kept across migrations")
+        .await
+        .unwrap();
+}
+
+async fn readable(core: &Core) {
+    assert_eq!(
+        core.barrier().get(PATH).await.unwrap().as_deref(),
+        Some(&b"kept across migrations"[..])
+    );
+}
+
+async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn init_shamir(storage: &Arc<MemoryStorage>) -> InitResult {
+    let core = builder(storage).shamir().build().await.unwrap();
+    let init = core
+        .init(InitParams {
+            secret_shares: 3,
+            secret_threshold: 2,
+            ..InitParams::default()
+        })
+        .await
+        .unwrap();
+    for k in &init.keys[..2] {
+        core.unseal(k).await.unwrap();
+    }
+    write(&core).await;
+    core.shutdown().await;
+    init
+}
+
+async fn init_auto(storage: &Arc<MemoryStorage>, seals: Vec<NamedSeal>, glass: bool) -> InitResult {
+    let core = builder(storage)
+        .auto_seals(seals)
+        .recovery_unseal(glass)
+        .build()
+        .await
+        .unwrap();
+    let init = core
+        .init(InitParams {
+            recovery_shares: 3,
+            recovery_threshold: 2,
+            ..InitParams::default()
+        })
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    write(&core).await;
+    core.shutdown().await;
+    init
+}
+
+async fn migrate_with(core: &Core, keys: &[String]) -> Result<(), CoreError> {
+    for k in keys {
+        core.unseal_migrate(k).await?;
+    }
+    Ok(())
+}
+
+async fn stop_after(step: MigrationStep) -> strongroom::MigrationHook {
+    Arc::new(move |done| {
+        if done == step {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+}
+
+#[tokio::test]
+async fn shamir_to_auto_and_the_unseal_keys_become_recovery_keys() {
+    let storage = Arc::new(MemoryStorage::new());
+    let init = init_shamir(&storage).await;
+    let kms = Arc::new(InsecureTestSeal::new());
+
+    let core = builder(&storage)
+        .auto_seal(kms.clone())
+        .build()
+        .await
+        .unwrap();
+    let status = core.seal_status().await.unwrap();
+    assert!(status.sealed && status.migration, "{status:?}");
+    assert_eq!((status.t, status.n), (2, 3));
+    let err = core.unseal(&init.keys[0]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("migrate option not provided and seal migration is pending"),
+        "{err}"
+    );
+    assert_eq!(err.status(), 400);
+    migrate_with(&core, &init.keys[1..3]).await.unwrap();
+    let status = core.seal_status().await.unwrap();
+    assert!(!status.sealed && !status.migration, "{status:?}");
+    assert!(status.recovery_seal);
+    readable(&core).await;
+    core.shutdown().await;
+
+    // Restart: auto-unsealed; the old unseal keys authorize as recovery keys.
+    let core = builder(&storage)
+        .auto_seal(kms.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+    let started = core.generate_root_init(None, None).await.unwrap();
+    core.generate_root_update(&init.keys[0], &started.nonce)
+        .await
+        .unwrap();
+    let done = core
+        .generate_root_update(&init.keys[2], &started.nonce)
+        .await
+        .unwrap();
+    assert!(done.complete);
+    // Unseal without -migrate on a migrated node: nothing to migrate.
+    core.seal(&init.root_token).await.unwrap();
+    let err = core.unseal_migrate(&init.keys[0]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("can't perform a seal migration, no migration seal found"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn auto_to_shamir_and_the_recovery_keys_become_unseal_keys() {
+    let storage = Arc::new(MemoryStorage::new());
+    let kms = Arc::new(InsecureTestSeal::new());
+    let init = init_auto(&storage, vec![NamedSeal::single(kms.clone())], false).await;
+
+    // Shamir without the old seal disabled: refused with Vault's words.
+    let err = builder(&storage).shamir().build().await.unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "cannot seal migrate from \"test\" to Shamir, no disabled seal in configuration"
+        ),
+        "{err}"
+    );
+
+    let core = builder(&storage)
+        .shamir()
+        .migrate_from(vec![NamedSeal::single(kms.clone())])
+        .build()
+        .await
+        .unwrap();
+    let status = core.seal_status().await.unwrap();
+    assert!(status.sealed && status.migration && status.recovery_seal);
+    migrate_with(&core, &init.recovery_keys[..2]).await.unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+    core.shutdown().await;
+
+    // A plain Shamir node now; the recovery keys unseal it.
+    let core = builder(&storage).shamir().build().await.unwrap();
+    let status = core.seal_status().await.unwrap();
+    assert_eq!(
+        (status.seal_type.as_str(), status.t, status.n),
+        ("shamir", 2, 3)
+    );
+    for k in &init.recovery_keys[1..3] {
+        core.unseal(k).await.unwrap();
+    }
+    assert!(!core.is_sealed());
+    readable(&core).await;
+}
+
+#[tokio::test]
+async fn auto_to_auto_moves_the_wraps_to_the_new_key() {
+    let storage = Arc::new(MemoryStorage::new());
+    let old = Arc::new(InsecureTestSeal::new());
+    let new = Arc::new(InsecureTestSeal::new());
+    let init = init_auto(&storage, vec![named("old", 1, &old)], false).await;
+
+    let core = builder(&storage)
+        .auto_seals(vec![named("new", 1, &new)])
+        .migrate_from(vec![named("old", 1, &old)])
+        .build()
+        .await
+        .unwrap();
+    assert!(core.seal_status().await.unwrap().migration);
+    assert!(core.is_sealed(), "no auto-unseal during a migration");
+    // Wrong recovery keys are refused and nothing changes.
+    let other = init_auto(
+        &Arc::new(MemoryStorage::new()),
+        vec![named("x", 1, &old)],
+        false,
+    )
+    .await;
+    let err = migrate_with(&core, &other.recovery_keys[..2])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("invalid recovery key"), "{err}");
+    migrate_with(&core, &init.recovery_keys[..2]).await.unwrap();
+    readable(&core).await;
+    core.shutdown().await;
+
+    // The old key may go: only the new one is needed.
+    old.set_unreachable(true);
+    let core = builder(&storage)
+        .auto_seals(vec![named("new", 1, &new)])
+        .build()
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+    core.shutdown().await;
+    // A leftover disabled stanza is harmless: the migration is finished.
+    let core = builder(&storage)
+        .auto_seals(vec![named("new", 1, &new)])
+        .migrate_from(vec![named("old", 1, &old)])
+        .build()
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    assert!(!core.seal_status().await.unwrap().migration);
+}
+
+#[tokio::test]
+async fn shamir_to_auto_survives_a_crash_at_every_step() {
+    for step in [
+        MigrationStep::ShamirToAutoRecordWritten,
+        MigrationStep::ShamirToAutoKeyringRekeyed,
+        MigrationStep::ShamirToAutoCommitted,
+    ] {
+        let storage = Arc::new(MemoryStorage::new());
+        let init = init_shamir(&storage).await;
+        let kms = Arc::new(InsecureTestSeal::new());
+        let crashing = builder(&storage)
+            .auto_seal(kms.clone())
+            .migration_hook(stop_after(step).await)
+            .build()
+            .await
+            .unwrap();
+        let err = migrate_with(&crashing, &init.keys[..2]).await.unwrap_err();
+        assert!(err.to_string().contains(step.as_str()), "{step}: {err}");
+        assert!(crashing.is_sealed(), "{step}");
+        drop(crashing);
+
+        if step != MigrationStep::ShamirToAutoCommitted {
+            // Going back to the Shamir config works at every step...
+            let back = builder(&storage).shamir().build().await.unwrap();
+            for k in &init.keys[..2] {
+                back.unseal(k).await.unwrap();
+            }
+            readable(&back).await;
+            back.shutdown().await;
+        }
+        // ...and so does finishing the migration.
+        let core = builder(&storage)
+            .auto_seal(kms.clone())
+            .build()
+            .await
+            .unwrap();
+        if step == MigrationStep::ShamirToAutoCommitted {
+            assert!(!core.is_sealed(), "{step}: committed means migrated");
+        } else {
+            assert!(core.seal_status().await.unwrap().migration, "{step}");
+            migrate_with(&core, &init.keys[1..3]).await.unwrap();
+        }
+        readable(&core).await;
+        core.shutdown().await;
+        let core = builder(&storage)
+            .auto_seal(kms.clone())
+            .build()
+            .await
+            .unwrap();
+        assert!(!core.is_sealed(), "{step}");
+        readable(&core).await;
+    }
+}
+
+#[tokio::test]
+async fn auto_migrations_commit_in_one_step() {
+    // auto -> shamir, stopped right after its one durable step.
+    let storage = Arc::new(MemoryStorage::new());
+    let kms = Arc::new(InsecureTestSeal::new());
+    let init = init_auto(&storage, vec![NamedSeal::single(kms.clone())], false).await;
+    let crashing = builder(&storage)
+        .shamir()
+        .migrate_from(vec![NamedSeal::single(kms.clone())])
+        .migration_hook(stop_after(MigrationStep::AutoToShamirCommitted).await)
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        migrate_with(&crashing, &init.recovery_keys[..2])
+            .await
+            .is_err()
+    );
+    drop(crashing);
+    let core = builder(&storage).shamir().build().await.unwrap();
+    for k in &init.recovery_keys[..2] {
+        core.unseal(k).await.unwrap();
+    }
+    readable(&core).await;
+
+    // auto -> auto, likewise.
+    let storage = Arc::new(MemoryStorage::new());
+    let (a, b) = (
+        Arc::new(InsecureTestSeal::new()),
+        Arc::new(InsecureTestSeal::new()),
+    );
+    let init = init_auto(&storage, vec![named("a", 1, &a)], false).await;
+    let crashing = builder(&storage)
+        .auto_seals(vec![named("b", 1, &b)])
+        .migrate_from(vec![named("a", 1, &a)])
+        .migration_hook(stop_after(MigrationStep::AutoToAutoCommitted).await)
+        .build()
+        .await
+        .unwrap();
+    assert!(
+        migrate_with(&crashing, &init.recovery_keys[..2])
+            .await
+            .is_err()
+    );
+    drop(crashing);
+    a.set_unreachable(true);
+    let core = builder(&storage)
+        .auto_seals(vec![named("b", 1, &b)])
+        .build()
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+}
+
+#[tokio::test]
+async fn any_one_of_several_seals_unseals_and_a_returning_seal_is_rewrapped() {
+    let storage = Arc::new(MemoryStorage::new());
+    let (east, west) = (
+        Arc::new(InsecureTestSeal::new()),
+        Arc::new(InsecureTestSeal::new()),
+    );
+    let seals = || vec![named("east", 1, &east), named("west", 2, &west)];
+    init_auto(&storage, seals(), false).await;
+
+    // The primary is gone; a restarted node unseals through the secondary.
+    east.set_unreachable(true);
+    let core = builder(&storage).auto_seals(seals()).build().await.unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+    let status = core.seal_backend_status();
+    assert!(!status.healthy);
+    assert!(!status.backends[0].healthy && status.backends[0].unhealthy_since.is_some());
+    assert!(status.backends[1].healthy);
+    assert!(!status.fully_wrapped);
+    let metrics = core.metrics().await;
+    assert_eq!(metrics.seals.len(), 2);
+    assert!(!metrics.seals[0].healthy);
+
+    // It returns: the upkeep loop sees it and checks (or refreshes) its wrap.
+    east.set_unreachable(false);
+    wait_until("the primary is healthy and fully wrapped", async || {
+        let s = core.seal_backend_status();
+        s.healthy && s.fully_wrapped
+    })
+    .await;
+    core.shutdown().await;
+
+    // A seal added while it is down gets its wrap when it answers.
+    let north = Arc::new(InsecureTestSeal::new());
+    north.set_unreachable(true);
+    let three = || {
+        vec![
+            named("east", 1, &east),
+            named("west", 2, &west),
+            named("north", 3, &north),
+        ]
+    };
+    let core = builder(&storage).auto_seals(three()).build().await.unwrap();
+    assert!(!core.is_sealed());
+    wait_until("the others are wrapped", async || {
+        !core.seal_backend_status().backends[2].healthy
+    })
+    .await;
+    assert!(!core.seal_backend_status().fully_wrapped);
+    north.set_unreachable(false);
+    wait_until("north holds a wrap", async || {
+        core.seal_backend_status().fully_wrapped
+    })
+    .await;
+    core.shutdown().await;
+    east.set_unreachable(true);
+    west.set_unreachable(true);
+    let core = builder(&storage).auto_seals(three()).build().await.unwrap();
+    assert!(!core.is_sealed(), "north alone unseals");
+    readable(&core).await;
+    core.shutdown().await;
+
+    // Removing a seal from the config drops its wrap at the next unseal.
+    east.set_unreachable(false);
+    west.set_unreachable(false);
+    let core = builder(&storage)
+        .auto_seals(vec![named("west", 1, &west)])
+        .build()
+        .await
+        .unwrap();
+    wait_until("the wraps are refreshed", async || {
+        core.seal_backend_status().fully_wrapped
+    })
+    .await;
+    core.shutdown().await;
+    west.set_unreachable(true);
+    let core = builder(&storage)
+        .auto_seals(vec![named("east", 1, &east)])
+        .build()
+        .await
+        .unwrap();
+    assert!(core.is_sealed(), "east's wrap was removed with it");
+}
+
+#[tokio::test]
+async fn break_glass_unseals_with_recovery_keys_when_every_seal_is_gone() {
+    let storage = Arc::new(MemoryStorage::new());
+    let (a, b) = (
+        Arc::new(InsecureTestSeal::new()),
+        Arc::new(InsecureTestSeal::new()),
+    );
+    let seals = || vec![named("a", 1, &a), named("b", 2, &b)];
+    let init = init_auto(&storage, seals(), true).await;
+
+    a.set_unreachable(true);
+    b.set_unreachable(true);
+    let core = builder(&storage)
+        .auto_seals(seals())
+        .recovery_unseal(true)
+        .build()
+        .await
+        .unwrap();
+    assert!(core.is_sealed());
+    // Wrong recovery keys do not open the copy.
+    let elsewhere = Arc::new(InsecureTestSeal::new());
+    let other = init_auto(
+        &Arc::new(MemoryStorage::new()),
+        vec![named("a", 1, &elsewhere)],
+        false,
+    )
+    .await;
+    core.unseal(&other.recovery_keys[0]).await.unwrap();
+    let err = core.unseal(&other.recovery_keys[1]).await.unwrap_err();
+    assert!(err.to_string().starts_with("invalid recovery key"), "{err}");
+    core.unseal(&init.recovery_keys[0]).await.unwrap();
+    core.unseal(&init.recovery_keys[2]).await.unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+    core.shutdown().await;
+
+    // A recovery rekey moves the copy to the new recovery keys.
+    a.set_unreachable(false);
+    let core = builder(&storage)
+        .auto_seals(seals())
+        .recovery_unseal(true)
+        .build()
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    let started = core
+        .rekey_init(
+            &init.root_token,
+            RekeyParams {
+                secret_shares: 2,
+                secret_threshold: 2,
+                ..RekeyParams::default()
+            },
+            true,
+        )
+        .await
+        .unwrap();
+    core.rekey_update(
+        &init.root_token,
+        &init.recovery_keys[0],
+        &started.nonce,
+        true,
+    )
+    .await
+    .unwrap();
+    let rekeyed = core
+        .rekey_update(
+            &init.root_token,
+            &init.recovery_keys[1],
+            &started.nonce,
+            true,
+        )
+        .await
+        .unwrap();
+    let new_keys = rekeyed.keys.clone();
+    core.shutdown().await;
+    a.set_unreachable(true);
+    let core = builder(&storage)
+        .auto_seals(seals())
+        .recovery_unseal(true)
+        .build()
+        .await
+        .unwrap();
+    core.unseal(&init.recovery_keys[0]).await.unwrap();
+    let err = core.unseal(&init.recovery_keys[1]).await.unwrap_err();
+    assert!(err.to_string().starts_with("invalid recovery key"), "{err}");
+    for k in &new_keys {
+        core.unseal(k).await.unwrap();
+    }
+    assert!(!core.is_sealed());
+    core.shutdown().await;
+
+    // Off: the next unseal removes the copy; recovery keys then cannot
+    // unseal, and say why.
+    a.set_unreachable(false);
+    b.set_unreachable(false);
+    let core = builder(&storage).auto_seals(seals()).build().await.unwrap();
+    wait_until("the copy is removed", async || {
+        core.seal_backend_status().fully_wrapped
+    })
+    .await;
+    core.shutdown().await;
+    a.set_unreachable(true);
+    b.set_unreachable(true);
+    let core = builder(&storage).auto_seals(seals()).build().await.unwrap();
+    core.unseal(&new_keys[0]).await.unwrap();
+    let err = core.unseal(&new_keys[1]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("recovery keys cannot unseal this node"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("recovery_unseal"), "{err}");
+    assert!(core.is_sealed());
+}
