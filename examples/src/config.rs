@@ -66,8 +66,27 @@ pub(crate) struct ServerConfig {
     /// Not Vault: how often each auto seal's health is checked while
     /// unsealed (the core's default, 10 min, when `None`).
     pub(crate) seal_health_check_interval: Option<std::time::Duration>,
+    /// `service_registration "kubernetes"`: label this pod with the node's
+    /// role and seal state.
+    pub(crate) kubernetes: Option<KubernetesRegistrationConfig>,
     /// Settings that were accepted but have no effect, for a startup warning.
     pub(crate) warnings: Vec<String>,
+}
+
+/// The `service_registration "kubernetes"` stanza. The environment
+/// (`VAULT_K8S_NAMESPACE`, `VAULT_K8S_POD_NAME`) overrides the file, as in
+/// Vault; the Helm chart sets both from the downward API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KubernetesRegistrationConfig {
+    /// The pod's namespace.
+    pub(crate) namespace: Option<String>,
+    /// The pod's name.
+    pub(crate) pod_name: Option<String>,
+    /// Not Vault (which waits 5 s): how long to wait before patching labels
+    /// again after a failure.
+    pub(crate) retry_interval: Option<std::time::Duration>,
+    /// Where the stanza starts, for error messages.
+    pub(crate) line: usize,
 }
 
 /// The `storage` stanza.
@@ -174,20 +193,25 @@ impl Scalar {
 }
 
 /// Reads and parses one or more config files (later files add listeners and
-/// override single settings, like Vault's `-config` repeated).
+/// override single settings, like Vault's `-config` repeated), after filling
+/// the listed `placeholders` from the environment ([`crate::placeholders`]).
 ///
 /// # Errors
 ///
 /// [`Error::ConfigRead`] when a file cannot be read, [`Error::ConfigParse`]
 /// on HCL syntax errors and [`Error::ConfigInvalid`] on settings that do not
-/// make sense, each naming the file and line.
-pub(crate) fn load(paths: &[PathBuf]) -> Result<ServerConfig, Error> {
+/// make sense, each naming the file and line; [`Error::Usage`] for a bad
+/// placeholder.
+pub(crate) fn load(paths: &[PathBuf], placeholders: &[String]) -> Result<ServerConfig, Error> {
     let mut merged: Option<ServerConfig> = None;
     for path in paths {
         let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
             path: path.clone(),
             source,
         })?;
+        let text =
+            crate::placeholders::expand(&text, placeholders, |name| std::env::var(name).ok())
+                .map_err(Error::Usage)?;
         let partial = parse_partial(&text, path)?;
         merged = Some(match merged {
             None => partial.finish(path)?,
@@ -221,6 +245,7 @@ struct Partial {
     disable_mlock: Option<bool>,
     auto_unseal_max_backoff: Option<std::time::Duration>,
     telemetry: Option<TelemetrySettings>,
+    kubernetes: Option<KubernetesRegistrationConfig>,
     warnings: Vec<String>,
 }
 
@@ -250,6 +275,7 @@ impl Partial {
             disable_mlock: self.disable_mlock.unwrap_or(false),
             auto_unseal_max_backoff: self.auto_unseal_max_backoff,
             telemetry: self.telemetry.unwrap_or_default(),
+            kubernetes: self.kubernetes,
             warnings: self.warnings,
         })
     }
@@ -275,6 +301,9 @@ impl Partial {
             .or(base.auto_unseal_max_backoff);
         if let Some(telemetry) = self.telemetry {
             base.telemetry = telemetry;
+        }
+        if self.kubernetes.is_some() {
+            base.kubernetes = self.kubernetes;
         }
         base.warnings.extend(self.warnings);
         base
@@ -524,6 +553,17 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                 }
                 out.telemetry = Some(parse_telemetry(&ctx, block, &mut out.warnings)?);
             }
+            "service_registration"
+                if block.labels.first().map(|l| l.as_str()) == Some("kubernetes") =>
+            {
+                if out.kubernetes.is_some() {
+                    return Err(ctx.invalid(
+                        block.span(),
+                        "only one service_registration \"kubernetes\" stanza is allowed",
+                    ));
+                }
+                out.kubernetes = Some(parse_kubernetes(&ctx, block)?);
+            }
             "service_registration" | "ha_storage" | "user_lockout" => {
                 if block.ident.as_str() == "ha_storage" {
                     return Err(ctx.invalid(
@@ -639,6 +679,51 @@ fn parse_telemetry(
         ));
     }
     Ok(settings)
+}
+
+fn parse_kubernetes(ctx: &Ctx<'_>, block: &Block) -> Result<KubernetesRegistrationConfig, Error> {
+    let mut config = KubernetesRegistrationConfig {
+        namespace: None,
+        pod_name: None,
+        retry_interval: None,
+        line: ctx.line_of(block.span()),
+    };
+    for attr in block.body.attributes() {
+        match attr.key.as_str() {
+            "namespace" => config.namespace = Some(ctx.string(attr)?),
+            "pod_name" => config.pod_name = Some(ctx.string(attr)?),
+            "retry_interval" => {
+                let text = ctx.string(attr)?;
+                let wait = vault_duration(&text)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        ctx.invalid(
+                            attr.span(),
+                            format!(
+                                "retry_interval {text:?} is not a positive duration such as \"5s\""
+                            ),
+                        )
+                    })?;
+                config.retry_interval = Some(wait);
+            }
+            other => {
+                return Err(ctx.invalid(
+                    attr.span(),
+                    format!("service_registration \"kubernetes\" has no setting {other:?}; known: namespace, pod_name, retry_interval"),
+                ));
+            }
+        }
+    }
+    if let Some(inner) = block.body.blocks().next() {
+        return Err(ctx.invalid(
+            inner.span(),
+            format!(
+                "unexpected block {:?} inside service_registration",
+                inner.ident.as_str()
+            ),
+        ));
+    }
+    Ok(config)
 }
 
 fn parse_storage(ctx: &Ctx<'_>, block: &Block) -> Result<StorageConfig, Error> {
@@ -1137,6 +1222,36 @@ listener "tcp" {
         assert!(err.contains("line 4") && err.contains("soon"), "{err}");
         let err = parse_err(&format!("{base}telemetry {{\n  bogus = 1\n}}\n"));
         assert!(err.contains("line 4") && err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn the_kubernetes_registration_stanza_parses() {
+        let base = "storage \"inmem\" {}\nlistener \"tcp\" { tls_disable = 1 }\n";
+        assert_eq!(parse_ok(base).kubernetes, None);
+        let cfg = parse_ok(&format!("{base}service_registration \"kubernetes\" {{}}\n"));
+        assert_eq!(
+            cfg.kubernetes,
+            Some(KubernetesRegistrationConfig {
+                namespace: None,
+                pod_name: None,
+                retry_interval: None,
+                line: 3
+            })
+        );
+        let cfg = parse_ok(&format!(
+            "{base}service_registration \"kubernetes\" {{\n  namespace = \"vault\"\n  pod_name = \"sr-0\"\n  retry_interval = \"200ms\"\n}}\n"
+        ));
+        let k = cfg.kubernetes.unwrap();
+        assert_eq!(k.namespace.as_deref(), Some("vault"));
+        assert_eq!(k.pod_name.as_deref(), Some("sr-0"));
+        assert_eq!(
+            k.retry_interval,
+            Some(std::time::Duration::from_millis(200))
+        );
+        let err = parse_err(&format!(
+            "{base}service_registration \"kubernetes\" {{\n  pods = \"x\"\n}}\n"
+        ));
+        assert!(err.contains("line 4") && err.contains("pods"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,8 @@ mod config;
 mod error;
 mod http;
 mod metrics;
+mod placeholders;
+mod registration;
 mod server;
 
 use std::process::ExitCode;

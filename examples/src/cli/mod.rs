@@ -61,6 +61,10 @@ pub(crate) struct ServerArgs {
     /// Log format (standard or json); overrides the config file.
     #[arg(long, value_name = "FORMAT")]
     pub(crate) log_format: Option<String>,
+    /// Words in the config to replace with the same-named environment
+    /// variable, comma-separated (the Helm chart: HOST_IP,POD_IP,HOSTNAME,...).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    pub(crate) config_placeholders: Vec<String>,
 }
 
 /// How a client reaches the server.

@@ -48,6 +48,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
         disable_mlock: true,
         auto_unseal_max_backoff: None,
         telemetry: crate::metrics::TelemetrySettings::default(),
+        kubernetes: None,
         warnings: Vec::new(),
     })
 }

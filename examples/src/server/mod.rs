@@ -24,6 +24,9 @@ use crate::config::{LogFormat, ServerConfig, StorageConfig};
 use crate::error::Error;
 use crate::http::{AppState, router};
 use crate::metrics::{MeteredStorage, Metrics};
+use crate::registration::{
+    KubernetesRegistration, NodeStatus, ServiceRegistration, publish_status,
+};
 
 /// Crates whose logs follow the configured level; everything else (hyper,
 /// the AWS SDK) logs warnings only.
@@ -142,7 +145,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
             "strongroom server needs -config FILE (a Vault-style HCL file) or -dev".into(),
         ));
     } else {
-        crate::config::load(&args.config)?
+        crate::config::load(&args.config, &args.config_placeholders)?
     };
     let level = log_level(args, &config)?;
     init_logging(&level, log_format(args, &config)?);
@@ -163,9 +166,12 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     let seal_name = if auto { "awskms" } else { "shamir" };
 
     let bound = listener::bind_all(&config.listeners).await?;
-    let api_addr = config
-        .api_addr
-        .clone()
+    // Vault: VAULT_API_ADDR overrides the file (the Helm chart sets it to
+    // the pod's address).
+    let api_addr = std::env::var("VAULT_API_ADDR")
+        .ok()
+        .filter(|a| !a.is_empty())
+        .or_else(|| config.api_addr.clone())
         .or_else(|| bound.first().map(listener::Bound::url))
         .unwrap_or_default();
     let mut options = CoreOptions::new(config.storage.kind()).with_api_addr(api_addr.clone());
@@ -233,6 +239,18 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     tracing::info!(api_addr = %api_addr, seal = seal_name, storage = config.storage.kind(), "server started");
 
     let shutdown = CancellationToken::new();
+    let mut registrations: Vec<Arc<dyn ServiceRegistration>> = Vec::new();
+    if let Some(kubernetes) = &config.kubernetes {
+        let status = NodeStatus::of(&core).await;
+        registrations.push(Arc::new(KubernetesRegistration::start(kubernetes, status)?));
+    }
+    if !registrations.is_empty() {
+        tokio::spawn(publish_status(
+            core.clone(),
+            registrations.clone(),
+            shutdown.clone(),
+        ));
+    }
     let mut tasks = Vec::new();
     for b in bound {
         let state = AppState {
@@ -260,6 +278,9 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         task.abort();
     }
     core.shutdown().await;
+    for registration in &registrations {
+        registration.shutdown().await;
+    }
     tracing::info!("sealed and stopped");
     Ok(0)
 }

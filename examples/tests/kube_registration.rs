@@ -1,0 +1,273 @@
+//! `service_registration "kubernetes"` against a strict stand-in for the
+//! API server on loopback: the pod's `vault-*` labels follow the node
+//! through init, unseal, seal and shutdown, failed patches are retried
+//! with the latest values, and a rotated service account token is read
+//! again.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::kube_api::KubeApi;
+use common::{Server, free_port, init, unseal};
+use serde_json::{Map, Value, json};
+
+const NS: &str = "vault";
+const POD: &str = "strongroom-0";
+
+fn config(dir: &std::path::Path, port: u16) -> String {
+    format!(
+        "{}{}service_registration \"kubernetes\" {{\n  retry_interval = \"200ms\"\n}}\n",
+        common::redb_storage(dir),
+        common::plain_listener(port)
+    )
+}
+
+async fn start(api: &KubeApi, dir: &std::path::Path) -> Server {
+    let port = free_port();
+    std::fs::write(dir.join("server.hcl"), config(dir, port)).unwrap();
+    let arg = format!("-config={}", dir.join("server.hcl").display());
+    let env = api.pod_env(NS, POD);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut server = Server::spawn_with_env(dir, port, &["server", &arg], &env);
+    server.wait_ready().await;
+    server
+}
+
+fn label_state(labels: &Map<String, Value>) -> (String, String, String) {
+    let get = |k: &str| {
+        labels
+            .get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("-")
+            .to_owned()
+    };
+    (
+        get("vault-active"),
+        get("vault-sealed"),
+        get("vault-initialized"),
+    )
+}
+
+/// Waits until the pod's labels say (active, sealed, initialized).
+async fn wait_labels(api: &KubeApi, server: &Server, want: (&str, &str, &str)) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let labels = api.labels(NS, POD).unwrap_or_default();
+        let got = label_state(&labels);
+        if (got.0.as_str(), got.1.as_str(), got.2.as_str()) == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "labels did not become {want:?} (now {got:?}); rejected: {:?}; log:\n{}",
+            api.rejected(),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_labels_follow_the_node_from_start_to_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = KubeApi::start(listener, &dir.path().join("sa")).await;
+    // A pod without any labels map: the first patch adds the whole map.
+    api.add_pod(NS, POD, None);
+    let mut server = start(&api, dir.path()).await;
+
+    wait_labels(&api, &server, ("false", "true", "false")).await;
+    let first = &api.patches()[0];
+    assert_eq!(
+        first.ops,
+        json!([{"op": "add", "path": "/metadata/labels", "value": {
+            "vault-active": "false", "vault-sealed": "true", "vault-initialized": "false",
+            "vault-perf-standby": "false", "vault-version": strongroom::VERSION,
+        }}])
+    );
+
+    let (keys, root) = init(&server, 1, 1).await;
+    wait_labels(&api, &server, ("false", "true", "true")).await;
+    unseal(&server, &keys).await;
+    // Without HA an unsealed node serves: it is the active one.
+    wait_labels(&api, &server, ("true", "false", "true")).await;
+    let (code, _) = server.call("PUT", "sys/seal", Some(&root), None).await;
+    assert_eq!(code, 204);
+    wait_labels(&api, &server, ("false", "true", "true")).await;
+
+    // The API server fails for a while: the change lands on a retry, and
+    // only the latest values are written.
+    api.fail_patches(503, 3);
+    unseal(&server, &keys).await;
+    wait_labels(&api, &server, ("true", "false", "true")).await;
+    assert!(api.rejected().iter().filter(|(c, _)| *c == 503).count() == 3);
+
+    // kubelet rotates the projected token: 401, the file is read again.
+    api.rotate_token("sa-token-2");
+    let (code, _) = server.call("PUT", "sys/seal", Some(&root), None).await;
+    assert_eq!(code, 204);
+    wait_labels(&api, &server, ("false", "true", "true")).await;
+    assert!(api.rejected().iter().any(|(c, _)| *c == 401));
+    unseal(&server, &keys).await;
+    wait_labels(&api, &server, ("true", "false", "true")).await;
+
+    // Shutdown: sealed, not initialized, not active (as Vault leaves it).
+    let exit = server.terminate();
+    assert!(exit.success(), "{exit}; log:\n{}", server.log());
+    assert_eq!(
+        label_state(&api.labels(NS, POD).unwrap()),
+        ("false".into(), "true".into(), "false".into())
+    );
+
+    // Every patch after the first sets single labels, and only the ones
+    // that changed; none was refused as malformed or inapplicable.
+    for patch in &api.patches()[1..] {
+        for op in patch.ops.as_array().unwrap() {
+            assert_eq!(op["op"], "add", "{op}");
+            assert!(
+                op["path"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("/metadata/labels/vault-"),
+                "{op}"
+            );
+        }
+    }
+    assert!(
+        !api.rejected()
+            .iter()
+            .any(|(c, _)| matches!(c, 400 | 415 | 422)),
+        "{:?}",
+        api.rejected()
+    );
+    assert_eq!(
+        api.labels(NS, POD).unwrap()["vault-version"],
+        strongroom::VERSION
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_are_added_beside_the_statefulsets_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = KubeApi::start(listener, &dir.path().join("sa")).await;
+    api.add_pod(
+        NS,
+        POD,
+        Some(json!({"app.kubernetes.io/name": "strongroom", "component": "server"})),
+    );
+    let server = start(&api, dir.path()).await;
+    wait_labels(&api, &server, ("false", "true", "false")).await;
+    let labels = api.labels(NS, POD).unwrap();
+    assert_eq!(labels["component"], "server");
+    assert_eq!(labels.len(), 7, "{labels:?}");
+    assert_eq!(api.patches()[0].ops.as_array().unwrap().len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_outside_a_cluster_refuses_to_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(dir.path().join("server.hcl"), config(dir.path(), port)).unwrap();
+    let arg = format!("-config={}", dir.path().join("server.hcl").display());
+    let output = std::process::Command::new(common::bin())
+        .args(["server", &arg])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("VAULT_K8S_NAMESPACE", NS)
+        .env("VAULT_K8S_POD_NAME", POD)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("KUBERNETES_SERVICE_HOST"), "{stderr}");
+}
+
+/// The stand-in answers bad patches as the API server does, so the
+/// labelling above was held to the real rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_rejects_malformed_and_inapplicable_patches() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = KubeApi::start(listener, &dir.path().join("sa")).await;
+    api.add_pod(NS, POD, None);
+    let http = api.client();
+    let url = format!("https://{}/api/v1/namespaces/{NS}/pods/{POD}", api.addr);
+    let patch = |body: String, content_type: &'static str, token: &'static str| {
+        http.patch(&url)
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let json_patch = "application/json-patch+json";
+    let cases: [(&str, &str, &str, u16); 9] = [
+        (r#"{"op":"add"}"#, json_patch, "sa-token-1", 400),
+        (
+            r#"[{"op":"add","path":"/metadata/labels/a"}]"#,
+            json_patch,
+            "sa-token-1",
+            400,
+        ),
+        (
+            r#"[{"op":"add","path":"metadata/labels","value":{}}]"#,
+            json_patch,
+            "sa-token-1",
+            400,
+        ),
+        (
+            r#"[{"op":"frobnicate","path":"/metadata","value":1}]"#,
+            json_patch,
+            "sa-token-1",
+            400,
+        ),
+        (
+            r#"[{"op":"replace","path":"/metadata/labels/a","value":"x"}]"#,
+            json_patch,
+            "sa-token-1",
+            422,
+        ),
+        (
+            r#"[{"op":"add","path":"/metadata/labels/a","value":"x"}]"#,
+            json_patch,
+            "sa-token-1",
+            422,
+        ),
+        (
+            r#"[{"op":"add","path":"/metadata/labels","value":{"a":"not valid!"}}]"#,
+            json_patch,
+            "sa-token-1",
+            422,
+        ),
+        (
+            r#"[{"op":"add","path":"/metadata/labels","value":{"a":"b"}}]"#,
+            "application/json",
+            "sa-token-1",
+            415,
+        ),
+        (
+            r#"[{"op":"add","path":"/metadata/labels","value":{"a":"b"}}]"#,
+            json_patch,
+            "wrong",
+            401,
+        ),
+    ];
+    for (body, content_type, token, want) in cases {
+        let response = patch(body.to_owned(), content_type, token).await.unwrap();
+        assert_eq!(response.status().as_u16(), want, "{body}");
+        let status: Value = response.json().await.unwrap();
+        assert_eq!(status["kind"], "Status", "{body}");
+    }
+    assert_eq!(api.labels(NS, POD), None, "nothing was applied");
+    let ok = patch(
+        r#"[{"op":"add","path":"/metadata/labels","value":{"a":"b"}},{"op":"test","path":"/metadata/labels/a","value":"b"}]"#.into(),
+        json_patch,
+        "sa-token-1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    assert_eq!(api.labels(NS, POD).unwrap()["a"], "b");
+}
