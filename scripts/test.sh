@@ -2,7 +2,8 @@
 # Runs every test Strongroom has, on a fresh machine: installs and starts
 # what the tests need (Consul, moto_server, OpenBao's bao, hvac; cached in
 # ~/.cache/strongroom), then checks formatting, lints, licences and
-# advisories, the Rust test suites, and the end-to-end tests with real clients.
+# advisories, the Rust test suites, the end-to-end tests with real clients,
+# and the Kubernetes deployment (chart, probes, image, Prometheus).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -36,3 +37,8 @@ if [ -d tests/e2e ]; then
   export STRONGROOM_BIN="$CARGO_TARGET_DIR/debug/strongroom"
   "$STRONGROOM_PYTHON" -m pytest -q tests/e2e
 fi
+
+step "Kubernetes: Helm chart, alert rules, probes, image, Prometheus (tests/k8s; no cluster needed)"
+cargo build --quiet -p examples --bin strongroom
+export STRONGROOM_BIN="$CARGO_TARGET_DIR/debug/strongroom"
+"$STRONGROOM_PYTHON" -m pytest -q tests/k8s
