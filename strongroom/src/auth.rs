@@ -12,13 +12,14 @@ impl Core {
     ///
     /// # Errors
     /// [`CoreError::Sealed`] while sealed (tokens live behind the barrier);
-    /// [`CoreError::PermissionDenied`] for an empty, unknown or expired
+    /// [`CoreError::Standby`] on an HA standby (tokens are checked by the
+    /// active node); [`CoreError::PermissionDenied`] for an empty, unknown or expired
     /// token; other logical-layer failures.
     pub async fn check_token(&self, token: &str) -> Result<TokenEntry, CoreError> {
         if token.is_empty() {
             return Err(CoreError::PermissionDenied);
         }
-        let logical = self.logical()?;
+        let (logical, _) = self.serving().await?;
         match logical.check_token(token).await {
             Ok(entry) => Ok(entry),
             Err(LogicalError::PermissionDenied) => Err(CoreError::PermissionDenied),

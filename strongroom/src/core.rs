@@ -7,17 +7,19 @@ use std::sync::{Arc, PoisonError, RwLock};
 use barrier::Barrier;
 use seal_core::{HaBackend, Seal, SealType, Storage};
 use seal_shamir::{ShamirSeal, UnsealProgress};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::CoreError;
 use crate::config::{ClusterInfo, RECOVERY_CONFIG_PATH, SEAL_CONFIG_PATH, SealConfig};
 use crate::generate_root::GenerateRootOp;
+use crate::ha::Ha;
 use crate::logical::{Logical, LogicalRequest, LogicalResponse};
 use crate::migrate::{Migration, MigrationHook};
 use crate::rekey::RekeySlots;
 use crate::seal_set::{NamedSeal, SealBackendStatus, SealSet};
 use crate::types::{
-    CoreMetrics, CoreOptions, HealthStatus, LeaderStatus, SealBackendStatusReport, SealStatus,
+    CoreMetrics, CoreOptions, HaMode, HealthStatus, NodeState, SealBackendStatusReport, SealStatus,
     VERSION,
 };
 
@@ -67,10 +69,27 @@ pub(crate) struct Counters {
 /// What exists only while unsealed.
 #[derive(Debug)]
 pub(crate) struct Unsealed {
-    pub(crate) logical: Arc<Logical>,
-    pub(crate) cluster: ClusterInfo,
+    /// The cluster's identity; `None` only on an HA standby of a store
+    /// initialized before init wrote it (the active node writes it).
+    pub(crate) cluster: Option<ClusterInfo>,
     /// Cancels the background tasks tied to this unsealed period.
     pub(crate) background: CancellationToken,
+    /// What serves requests: always there without HA, only on the active
+    /// node with HA.
+    pub(crate) active: Option<Active>,
+}
+
+/// What exists only while this node serves requests.
+#[derive(Debug)]
+pub(crate) struct Active {
+    /// Mounts, tokens and engines, loaded from storage when the period
+    /// began.
+    pub(crate) logical: Arc<Logical>,
+    /// The HA active period this serves (0 without HA).
+    pub(crate) period: u64,
+    /// Cancelled when the period ends: stops its background tasks and
+    /// closes its storage view.
+    pub(crate) ended: CancellationToken,
 }
 
 pub(crate) struct Inner {
@@ -86,7 +105,7 @@ pub(crate) struct Inner {
     pub(crate) recovery_unseal: bool,
     /// Called after each durable migration step.
     pub(crate) migration_hook: Option<MigrationHook>,
-    pub(crate) ha: Option<Arc<dyn HaBackend>>,
+    pub(crate) ha: Option<Ha>,
     pub(crate) options: CoreOptions,
     /// Orders the state changes (init, the end of an unseal, seal, rekey
     /// commit) so they never interleave.
@@ -105,6 +124,11 @@ pub(crate) struct Inner {
     pub(crate) generate_root: tokio::sync::Mutex<Option<GenerateRootOp>>,
     pub(crate) counters: Counters,
     pub(crate) last_auto_unseal_error: RwLock<Option<String>>,
+    /// The node's state as last published (see [`Core::watch_node_state`]).
+    pub(crate) state: watch::Sender<NodeState>,
+    /// Bumped whenever the serving state (`Unsealed::active`) changes, so
+    /// requests that arrive during a promotion can wait for it.
+    pub(crate) serving: watch::Sender<u64>,
 }
 
 impl fmt::Debug for Inner {
@@ -217,8 +241,12 @@ impl CoreBuilder {
         self
     }
 
-    /// An HA lock backend. Accepted and reported, but active/standby
-    /// election is not implemented yet: the node behaves as the only one.
+    /// An HA lock backend (Consul sessions; `MemoryHaBackend` for several
+    /// cores in one process). With it an unsealed node contends for the
+    /// lock and serves requests only while it holds it; otherwise it is a
+    /// standby that knows the active node's address (from
+    /// [`CoreOptions::api_addr`] and [`CoreOptions::cluster_addr`], which
+    /// every node should set).
     #[must_use]
     pub fn ha(mut self, ha: Arc<dyn HaBackend>) -> Self {
         self.ha = Some(ha);
@@ -288,6 +316,7 @@ impl CoreBuilder {
             ));
         }
         let barrier = Arc::new(Barrier::new(storage.clone()));
+        let ha = self.ha.map(|backend| Ha::start(backend, &self.options));
         let core = Core {
             inner: Arc::new(Inner {
                 physical: storage,
@@ -297,7 +326,7 @@ impl CoreBuilder {
                 migration: RwLock::new(None),
                 recovery_unseal: self.recovery_unseal,
                 migration_hook: self.migration_hook,
-                ha: self.ha,
+                ha,
                 options: self.options,
                 op_lock: tokio::sync::Mutex::new(()),
                 progress: UnsealProgress::new(),
@@ -308,8 +337,16 @@ impl CoreBuilder {
                 generate_root: tokio::sync::Mutex::new(None),
                 counters: Counters::default(),
                 last_auto_unseal_error: RwLock::new(None),
+                state: watch::Sender::new(NodeState {
+                    initialized: false,
+                    sealed: true,
+                    mode: HaMode::Disabled,
+                }),
+                serving: watch::Sender::new(0),
             }),
         };
+        core.start_following_election();
+        core.publish_state();
         match core.check_stored_seal_type().await {
             Ok(()) => {}
             // Storage down at start (Consul restarting): start sealed and
@@ -352,6 +389,7 @@ impl Core {
         };
         self.decide_migration(&config)?;
         self.inner.initialized.store(true, Ordering::SeqCst);
+        self.publish_state();
         Ok(())
     }
 
@@ -395,13 +433,24 @@ impl Core {
 
     /// The logical layer (mounts, tokens, KV engines) of the unsealed core,
     /// for embedders that mount engines themselves (the `-dev` server mounts
-    /// KV v2 at `secret/`). It lives only while unsealed: drop it when done.
+    /// KV v2 at `secret/`). It lives only while unsealed (and, with HA,
+    /// active): drop it when done.
     ///
     /// # Errors
-    /// [`CoreError::Sealed`] while sealed.
+    /// [`CoreError::Sealed`] while sealed; [`CoreError::Standby`] on an HA
+    /// node that is not active.
     pub fn logical(&self) -> Result<Arc<Logical>, CoreError> {
-        self.unsealed_state(|u| u.logical.clone())
-            .ok_or(CoreError::Sealed)
+        let serving = |u: &Unsealed| {
+            u.active
+                .as_ref()
+                .filter(|a| !a.ended.is_cancelled())
+                .map(|a| a.logical.clone())
+        };
+        match self.unsealed_state(serving) {
+            None => Err(CoreError::Sealed),
+            Some(Some(logical)) => Ok(logical),
+            Some(None) => Err(self.standby_error()),
+        }
     }
 
     /// The configuration whose shares unseal this node: the barrier config
@@ -432,7 +481,7 @@ impl Core {
             None
         };
         let progress = self.inner.progress.status();
-        let cluster = self.unsealed_state(|u| u.cluster.clone());
+        let cluster = self.unsealed_state(|u| u.cluster.clone()).flatten();
         Ok(SealStatus {
             seal_type: self.inner.seal.seal_type().as_str().to_owned(),
             initialized,
@@ -467,11 +516,12 @@ impl Core {
                 false
             }
         };
-        let cluster = self.unsealed_state(|u| u.cluster.clone());
+        let cluster = self.unsealed_state(|u| u.cluster.clone()).flatten();
+        let sealed = self.is_sealed();
         HealthStatus {
             initialized,
-            sealed: self.is_sealed(),
-            standby: false,
+            sealed,
+            standby: !sealed && !self.node_state().mode.serves(),
             performance_standby: false,
             replication_performance_mode: "disabled".to_owned(),
             replication_dr_mode: "disabled".to_owned(),
@@ -483,31 +533,23 @@ impl Core {
         }
     }
 
-    /// Vault's `sys/leader`. Until HA lands, `ha_enabled` is false (which
-    /// Vault answers with 200 even while sealed).
-    ///
-    /// # Errors
-    /// None today; the HA issue adds [`CoreError::Sealed`] for HA nodes.
-    pub async fn leader(&self) -> Result<LeaderStatus, CoreError> {
-        Ok(LeaderStatus {
-            ha_enabled: false,
-            is_self: false,
-            active_time: None,
-            leader_address: String::new(),
-            leader_cluster_address: String::new(),
-            performance_standby: false,
-            performance_standby_last_remote_wal: 0,
-        })
-    }
-
     /// Serves a logical request (KV, tokens, mounts) through the barrier.
+    /// On an HA node that has just taken the lock, waits (briefly) until it
+    /// has loaded its state from storage.
     ///
     /// # Errors
-    /// [`CoreError::Sealed`] while sealed; otherwise the logical layer's
-    /// error ([`CoreError::Logical`]), whose `status()` is Vault's code.
+    /// [`CoreError::Sealed`] while sealed; [`CoreError::Standby`] on an HA
+    /// standby (carrying the active node's address);
+    /// [`CoreError::LeadershipLost`] when the node stopped being active
+    /// while serving the request; otherwise the logical layer's error
+    /// ([`CoreError::Logical`]), whose `status()` is Vault's code.
     pub async fn handle(&self, req: LogicalRequest) -> Result<LogicalResponse, CoreError> {
-        let logical = self.logical()?;
-        Ok(logical.handle(req).await?)
+        let (logical, ended) = self.serving().await?;
+        match logical.handle(req).await {
+            Ok(response) => Ok(response),
+            Err(_) if ended.is_cancelled() => Err(CoreError::LeadershipLost),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// A snapshot of the core's figures for `sys/metrics`.

@@ -34,6 +34,26 @@ pub enum CoreError {
     /// stored keys. Progress was reset when the threshold had been reached.
     #[error("{0}")]
     InvalidKey(String),
+    /// This node is an HA standby: the request belongs to the active node,
+    /// whose address is given when known (the HTTP layer forwards there or
+    /// redirects with 307).
+    #[error("{}", standby_message(.leader_address.as_deref()))]
+    Standby {
+        /// The active node's `api_addr`, when known.
+        leader_address: Option<String>,
+    },
+    /// The node stopped being the active node while serving the request
+    /// (the HA lock was lost or given up); from that moment it refuses
+    /// every storage operation, so nothing after it was written.
+    #[error(
+        "this node lost its active status during the request (the HA lock was lost or given \
+         up), so the request was stopped; retry it: it will reach the new active node"
+    )]
+    LeadershipLost,
+    /// `sys/seal` on a standby (Vault's wording): seal the active node, or
+    /// stop this one.
+    #[error("vault cannot seal when in standby mode; please restart instead")]
+    CannotSealStandby,
     /// The token is missing, unknown, expired, or not allowed here.
     #[error("permission denied")]
     PermissionDenied,
@@ -84,6 +104,8 @@ impl CoreError {
             | Self::InvalidRequest(_)
             | Self::InvalidKey(_) => 400,
             Self::PermissionDenied => 403,
+            Self::Standby { .. } | Self::LeadershipLost => 503,
+            Self::CannotSealStandby => 500,
             Self::Logical(e) => e.status(),
             Self::Barrier(BarrierError::Sealed) => 503,
             Self::Seal { source, .. } if source.is_transient() => 503,
@@ -107,6 +129,15 @@ impl CoreError {
 
     pub(crate) fn seal(op: &'static str, source: SealError) -> Self {
         Self::Seal { op, source }
+    }
+}
+
+fn standby_message(leader: Option<&str>) -> String {
+    match leader {
+        Some(addr) => format!("Vault is in standby mode; the active node is {addr}"),
+        None => "Vault is in standby mode and no active node is known yet (local node not \
+                 active but active cluster node not found)"
+            .to_owned(),
     }
 }
 

@@ -1,5 +1,7 @@
 //! `init`: creating the keys of a new store.
 
+use std::sync::Arc;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use seal_core::{Kek, RecoveryKey, RootKey, SealType, TxnOp, UnsealShare};
@@ -10,6 +12,7 @@ use crate::config::{
     STORED_KEYS_PATH, SealConfig,
 };
 use crate::core::SealKind;
+use crate::logical::Logical;
 use crate::types::{InitParams, InitResult};
 use crate::unseal::encode_stored_keys;
 use crate::{Core, CoreError};
@@ -267,7 +270,9 @@ impl Core {
         self.inner
             .initialized
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        if !seal_type.is_auto() {
+        if seal_type.is_auto() {
+            self.contend();
+        } else {
             // Shamir nodes stay sealed after init, as Vault: operators
             // unseal with the shares they were just given.
             self.seal_barrier_locked();
@@ -299,7 +304,13 @@ impl Core {
         // Auto seals stay unsealed; a Shamir init seals again afterwards.
         self.unseal_barrier(root, self.inner.seal.is_auto(), Some(cluster.clone()))
             .await?;
-        let logical = self.logical()?;
+        // With HA no node serves yet (none contends before init is done);
+        // the token store is written through a logical layer of its own,
+        // which the first active node then loads from storage.
+        let logical = match self.logical() {
+            Ok(logical) => logical,
+            Err(_) => Arc::new(Logical::new(self.inner.barrier.clone()).await?),
+        };
         let token = logical.create_root_token(root_token_id).await?;
         Ok(Zeroizing::new(token))
     }

@@ -11,6 +11,14 @@
 //!                            ^------------------- seal ------------------'
 //! ```
 //!
+//! With an HA backend ([`CoreBuilder::ha`]) an unsealed node is either the
+//! **active** node (it holds the lock and serves) or a **standby** (it
+//! answers [`CoreError::Standby`] with the active node's address, for the
+//! HTTP layer to forward to); see [`Core::node_state`], [`Core::leader`]
+//! and [`Core::step_down`]. A standby is promoted by reloading the keyring,
+//! mounts and tokens from storage; a node that loses the lock refuses
+//! every storage operation at once and stays unsealed.
+//!
 //! and the operations around it: [`Core::init`], [`Core::unseal`],
 //! [`Core::seal`], [`Core::rotate`], [`Core::rekey_init`] and friends,
 //! status for probes ([`Core::seal_status`], [`Core::health`]), and
@@ -47,12 +55,14 @@
 //! # }
 //! ```
 
+mod active_view;
 mod auth;
 mod break_glass;
 mod config;
 mod core;
 mod error;
 mod generate_root;
+mod ha;
 mod init;
 pub mod logical;
 mod migrate;
@@ -74,7 +84,8 @@ pub use rotate::RotationConfigUpdate;
 pub use seal_core::SealType;
 pub use seal_set::{NamedSeal, SealBackendStatus};
 pub use types::{
-    CoreMetrics, CoreOptions, HealthStatus, InitParams, InitResult, KeyStatus, LeaderStatus,
-    RekeyParams, RekeyStatus, RekeyUpdateResult, RekeyVerifyResult, RekeyVerifyStatus,
-    RotationConfig, SealBackendStatusReport, SealStatus, VERSION,
+    CoreMetrics, CoreOptions, HaMode, HealthStatus, InitParams, InitResult, KeyStatus,
+    LeaderAddress, LeaderStatus, NodeState, RekeyParams, RekeyStatus, RekeyUpdateResult,
+    RekeyVerifyResult, RekeyVerifyStatus, RotationConfig, SealBackendStatusReport, SealStatus,
+    VERSION,
 };

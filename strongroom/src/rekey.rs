@@ -417,6 +417,16 @@ impl Core {
     /// or recovery key.
     async fn verify_current_secret(&self, secret: &[u8], recovery: bool) -> Result<(), CoreError> {
         if self.secret_opens_current_keys(secret).await? {
+            // The keys are proven current: hold this KEK from now on. With
+            // HA the node may have been unsealed before another node
+            // rekeyed, and the commit wraps its crash-recovery copy under
+            // the held KEK.
+            if !recovery
+                && let SealKind::Shamir(shamir) = &self.inner.seal
+                && let Ok(kek) = Kek::from_bytes(secret)
+            {
+                shamir.set_kek(kek);
+            }
             return Ok(());
         }
         Err(CoreError::InvalidKey(if recovery {

@@ -22,9 +22,18 @@ pub struct CoreOptions {
     /// The cluster name shown in `seal-status` and `health`. When `None`, a
     /// name `strongroom-cluster-<8 hex>` is generated at init and kept.
     pub cluster_name: Option<String>,
-    /// The address clients reach this node at (Vault's `api_addr`); shown
-    /// by `sys/leader` once HA is enabled.
+    /// The address clients reach this node at (Vault's `api_addr`). With
+    /// HA it is advertised in the lock while this node is active: standbys
+    /// forward requests to it, and `sys/leader` reports it.
     pub api_addr: Option<String>,
+    /// The address for node-to-node traffic (Vault's `cluster_addr`),
+    /// advertised beside `api_addr` and reported as
+    /// `leader_cluster_address`.
+    pub cluster_addr: Option<String>,
+    /// With HA, after a step-down, the longest this node stays out of the
+    /// contest waiting for another node to take the lock (it re-contends as
+    /// soon as another node holds it). Vault always waits 10 s.
+    pub step_down_grace: Duration,
     /// The storage backend's name for `seal-status` (`"redb"`,
     /// `"consul"`, `"inmem"`).
     pub storage_type: String,
@@ -46,6 +55,8 @@ impl Default for CoreOptions {
         Self {
             cluster_name: None,
             api_addr: None,
+            cluster_addr: None,
+            step_down_grace: Duration::from_secs(5),
             storage_type: "inmem".to_owned(),
             auto_rotate_check_interval: Duration::from_secs(300),
             auto_unseal_initial_backoff: Duration::from_secs(1),
@@ -76,6 +87,18 @@ impl CoreOptions {
         self
     }
 
+    /// Sets the advertised cluster address.
+    pub fn with_cluster_addr(mut self, addr: impl Into<String>) -> Self {
+        self.cluster_addr = Some(addr.into());
+        self
+    }
+
+    /// Sets the step-down grace (see [`CoreOptions::step_down_grace`]).
+    pub fn with_step_down_grace(mut self, grace: Duration) -> Self {
+        self.step_down_grace = grace;
+        self
+    }
+
     /// Sets the auto-unseal retry backoff bounds.
     pub fn with_auto_unseal_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.auto_unseal_initial_backoff = initial;
@@ -94,6 +117,52 @@ impl CoreOptions {
         self.auto_rotate_check_interval = every;
         self
     }
+}
+
+/// Where a node stands, for routing requests and for registrations that
+/// publish it (Consul service tags, Kubernetes labels). Published on
+/// [`Core::watch_node_state`](crate::Core::watch_node_state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeState {
+    /// Whether `init` has run (as last observed).
+    pub initialized: bool,
+    /// Whether the barrier is sealed.
+    pub sealed: bool,
+    /// The node's HA role.
+    pub mode: HaMode,
+}
+
+/// A node's HA role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HaMode {
+    /// No HA backend: the node serves alone once unsealed.
+    Disabled,
+    /// The node holds the HA lock and serves requests (from the moment it
+    /// takes the lock; requests that arrive while it loads its state wait
+    /// for it).
+    Active,
+    /// Another node is active (or none is, yet), or this node is sealed:
+    /// requests belong to the active node.
+    Standby {
+        /// The active node's addresses, when known.
+        leader: Option<LeaderAddress>,
+    },
+}
+
+impl HaMode {
+    /// Whether this node serves requests itself (HA disabled, or active).
+    pub fn serves(&self) -> bool {
+        matches!(self, Self::Disabled | Self::Active)
+    }
+}
+
+/// Where the active node can be reached, from its advertisement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderAddress {
+    /// Its `api_addr`: where standbys forward requests.
+    pub api_addr: String,
+    /// Its `cluster_addr` (may be empty).
+    pub cluster_addr: String,
 }
 
 /// Vault's `sys/seal-status` body.

@@ -18,7 +18,7 @@ use crate::CoreError;
 use crate::config::{
     CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, REKEY_PENDING_PATH, STORED_KEYS_PATH,
 };
-use crate::core::{Core, Inner, SealKind, Unsealed};
+use crate::core::{Active, Core, Inner, SealKind, Unsealed};
 use crate::logical::Logical;
 use crate::types::SealStatus;
 
@@ -261,6 +261,7 @@ impl Core {
                 .fetch_add(1, Ordering::Relaxed);
         }
         result?;
+        self.contend();
         self.seal_status().await
     }
 
@@ -567,44 +568,60 @@ impl Core {
         }
     }
 
-    /// Loads what lives behind the barrier: cluster identity and the logical
-    /// layer; starts the unsealed-period background tasks.
+    /// Loads what lives behind the barrier: the cluster identity and,
+    /// without HA, the logical layer and the background tasks of serving.
+    /// With HA those wait until this node takes the lock (see `ha`): a
+    /// standby neither writes nor serves.
     async fn post_unseal(&self, new_cluster: Option<ClusterInfo>) -> Result<(), CoreError> {
-        let storage: Arc<dyn seal_core::Storage> = self.inner.barrier.clone();
-        let stored = match new_cluster {
-            Some(info) => Err(info),
-            None => Ok(self.inner.barrier.get(CLUSTER_INFO_PATH).await?),
-        };
-        let cluster = match stored {
-            Err(info) => info,
-            Ok(Some(raw)) => serde_json::from_slice(&raw).map_err(|e| CoreError::Corrupt {
-                path: CLUSTER_INFO_PATH,
-                reason: e.to_string(),
-            })?,
-            Ok(None) => {
-                let info = self.new_cluster_info()?;
-                let raw = serde_json::to_vec(&info)
-                    .map_err(|e| CoreError::Config(format!("serializing cluster info: {e}")))?;
-                self.inner.barrier.put(CLUSTER_INFO_PATH, &raw).await?;
-                info
-            }
-        };
-        let logical = Arc::new(Logical::new(storage).await?);
         let background = CancellationToken::new();
-        spawn_rotation_check(Arc::downgrade(&self.inner), background.clone());
-        if self.inner.seal.is_auto() {
-            crate::seal_upkeep::spawn(Arc::downgrade(&self.inner), background.clone());
-        }
+        let (cluster, active) = if self.inner.ha.is_some() {
+            let cluster = match new_cluster {
+                Some(info) => Some(info),
+                None => self.read_cluster_info().await?,
+            };
+            (cluster, None)
+        } else {
+            let storage: Arc<dyn seal_core::Storage> = self.inner.barrier.clone();
+            let cluster = match new_cluster {
+                Some(info) => info,
+                None => self.load_or_create_cluster(storage.as_ref()).await?,
+            };
+            let logical = Arc::new(Logical::new(storage).await?);
+            let ended = background.child_token();
+            spawn_rotation_check(Arc::downgrade(&self.inner), ended.clone());
+            if self.inner.seal.is_auto() {
+                crate::seal_upkeep::spawn(Arc::downgrade(&self.inner), ended.clone());
+            }
+            let active = Active {
+                logical,
+                period: 0,
+                ended,
+            };
+            (Some(cluster), Some(active))
+        };
         *self
             .inner
             .unsealed
             .write()
             .unwrap_or_else(PoisonError::into_inner) = Some(Unsealed {
-            logical,
             cluster,
             background,
+            active,
         });
+        self.inner.serving.send_modify(|g| *g += 1);
         Ok(())
+    }
+
+    async fn read_cluster_info(&self) -> Result<Option<ClusterInfo>, CoreError> {
+        match self.inner.barrier.get(CLUSTER_INFO_PATH).await? {
+            Some(raw) => serde_json::from_slice(&raw)
+                .map(Some)
+                .map_err(|e| CoreError::Corrupt {
+                    path: CLUSTER_INFO_PATH,
+                    reason: e.to_string(),
+                }),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn new_cluster_info(&self) -> Result<ClusterInfo, CoreError> {
@@ -628,13 +645,18 @@ impl Core {
             .unwrap_or_else(PoisonError::into_inner)
             .take();
         if let Some(state) = previous {
+            if let Some(active) = &state.active {
+                active.ended.cancel();
+            }
             state.background.cancel();
+            self.inner.serving.send_modify(|g| *g += 1);
         }
         self.inner.barrier.seal();
         if let SealKind::Shamir(shamir) = &self.inner.seal {
             shamir.clear_kek();
         }
         self.inner.progress.reset();
+        self.publish_state();
     }
 
     /// Clears the unseal in progress (`sys/unseal` with `reset: true`).
@@ -656,15 +678,23 @@ impl Core {
     /// sticks: the node does not unseal itself again until it restarts or
     /// someone unseals it with recovery keys.
     ///
+    /// With HA, only the active node can be sealed this way: it gives up
+    /// the lock first, so a standby takes over.
+    ///
     /// # Errors
     /// [`CoreError::PermissionDenied`] for a missing or invalid token, or a
-    /// token without the root policy.
+    /// token without the root policy; [`CoreError::CannotSealStandby`] on
+    /// an HA standby (Vault's answer: restart it instead).
     pub async fn seal(&self, token: &str) -> Result<(), CoreError> {
         if self.is_sealed() {
             return Ok(());
         }
+        if !self.node_state().mode.serves() {
+            return Err(CoreError::CannotSealStandby);
+        }
         self.require_root_token(token).await?;
         let _op = self.inner.op_lock.lock().await;
+        self.withdraw().await;
         self.seal_barrier_locked();
         self.inner.rekey.lock().await.clear();
         self.inner.generate_root.lock().await.take();
@@ -675,12 +705,15 @@ impl Core {
         Ok(())
     }
 
-    /// Seals without a token, for process shutdown (SIGTERM): keys are
-    /// zeroized and background tasks stop before the process exits, as
-    /// Vault does on shutdown. Unlike [`seal`](Self::seal) it does not mark
-    /// an auto-seal node as sealed on purpose (a restarted process unseals
-    /// itself as usual). Idempotent.
+    /// Seals without a token, for process shutdown (SIGTERM): with HA the
+    /// lock is released first (no lock-delay for the next active node) and
+    /// the node stops contending for good; keys are zeroized and background
+    /// tasks stop before the process exits, as Vault does on shutdown.
+    /// Unlike [`seal`](Self::seal) it does not mark an auto-seal node as
+    /// sealed on purpose (a restarted process unseals itself as usual).
+    /// Idempotent.
     pub async fn shutdown(&self) {
+        self.stop_election().await;
         let _op = self.inner.op_lock.lock().await;
         if !self.is_sealed() {
             self.seal_barrier_locked();
@@ -721,6 +754,7 @@ impl Core {
                     .last_auto_unseal_error
                     .write()
                     .unwrap_or_else(PoisonError::into_inner) = None;
+                self.contend();
                 Ok(())
             }
             Err(CoreError::InvalidKey(msg)) => Err(AutoUnsealFailure::Corrupt(msg)),
@@ -824,9 +858,10 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + 0.5 * frac)
 }
 
-/// While unsealed, asks the barrier every `auto_rotate_check_interval`
-/// whether its key must rotate (encryption count, interval).
-fn spawn_rotation_check(weak: Weak<Inner>, stop: CancellationToken) {
+/// While serving (unsealed, and active with HA), asks the barrier every
+/// `auto_rotate_check_interval` whether its key must rotate (encryption
+/// count, interval). Stops when `stop` is cancelled.
+pub(crate) fn spawn_rotation_check(weak: Weak<Inner>, stop: CancellationToken) {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
