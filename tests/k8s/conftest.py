@@ -229,3 +229,88 @@ def processes():
     yield spawn
     for p in started:
         p.kill()
+
+
+class Node:
+    """A ``strongroom server`` on a reserved loopback port, from ``config``
+    (storage, seal, telemetry ...) plus a plain-HTTP listener that allows
+    unauthenticated metrics, as the chart's configs do."""
+
+    def __init__(self, spawn, binary: str, workdir: Path, name: str, config: str, port: int, env=None):
+        self.name, self.port, self.workdir = name, port, workdir
+        self.addr = f"http://127.0.0.1:{port}"
+        self.config_path = workdir / f"{name}.hcl"
+        self.config_path.write_text(
+            config + f'\nlistener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n'
+                     "  telemetry {\n    unauthenticated_metrics_access = true\n  }\n}\n")
+        self._spawn, self._binary, self._env = spawn, binary, env
+        self.start()
+
+    def start(self) -> None:
+        self.proc = self._spawn([self._binary, "server", f"-config={self.config_path}"], self.workdir, self.name,
+                                self._env)
+        wait_until(f"{self.name} answering HTTP", self._answers, on_fail=self.proc.log)
+
+    def _answers(self) -> bool:
+        assert self.proc.alive(), f"{self.name} exited:\n{self.proc.log()}"
+        requests.get(f"{self.addr}/v1/sys/health", timeout=2)
+        return True
+
+    def restart(self) -> None:
+        assert self.proc.terminate() == 0, self.proc.log()
+        self.start()
+
+    def call(self, method: str, path: str, token: str | None = None, body=None):
+        headers = {"X-Vault-Token": token} if token else {}
+        r = requests.request(method, f"{self.addr}/v1/{path}", headers=headers, json=body, timeout=10)
+        return r.status_code, (r.json() if r.content else None)
+
+    def init(self, **params) -> dict:
+        code, body = self.call("PUT", "sys/init", body=params or {"secret_shares": 1, "secret_threshold": 1})
+        assert code == 200, body
+        self.keys = body.get("keys_base64") or []
+        return body
+
+    def unseal(self, keys: list) -> None:
+        for key in keys:
+            code, body = self.call("PUT", "sys/unseal", body={"key": key})
+            assert code == 200, body
+            if not body["sealed"]:
+                return
+        pytest.fail(f"{self.name} still sealed after {len(keys)} keys")
+
+    def wait_sealed(self, sealed: bool, timeout: float = 30) -> None:
+        wait_until(f"{self.name} sealed={sealed}",
+                   lambda: self.call("GET", "sys/seal-status")[1]["sealed"] is sealed,
+                   timeout=timeout, on_fail=self.proc.log)
+
+
+@pytest.fixture
+def start_node(strongroom_bin, processes, ports, tmp_path):
+    """``start_node(name, config, env=None)`` starts a :class:`Node`."""
+
+    def start(name: str, config: str, env=None) -> Node:
+        return Node(processes, strongroom_bin, tmp_path, name, config, ports(), env)
+
+    return start
+
+
+def chart_config(helm, *values: str) -> str:
+    """The server config the chart renders into its ConfigMap."""
+    cm = find(render(helm, *values), "ConfigMap", f"{FULLNAME}-config")
+    return cm["data"]["extraconfig-from-values.hcl"]
+
+
+def without_listener(config: str) -> str:
+    """``config`` minus its listener stanza (tests add a loopback one)."""
+    out, depth, skipping = [], 0, False
+    for line in config.splitlines():
+        if line.startswith('listener "tcp"'):
+            skipping = True
+        if skipping:
+            depth += line.count("{") - line.count("}")
+            if depth == 0:
+                skipping = False
+            continue
+        out.append(line)
+    return "\n".join(out) + "\n"
