@@ -19,9 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
-use seal_awskms::testing::MotoServer;
 use seal_awskms::{AwsKmsConfig, AwsKmsSeal};
 use seal_core::Seal;
+use testkit::MotoServer;
 
 const AAD: &[u8] = b"core/hsm/barrier-unseal-keys";
 const ROOT_KEY: [u8; 32] = [0x42; 32];

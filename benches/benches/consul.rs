@@ -1,8 +1,7 @@
 //! ConsulStorage against raw Consul KV HTTP requests, same agent, same
 //! concurrency: throughput (ops/s) and latency percentiles of put and get.
 //!
-//! Runs a real `consul agent -dev` (see storage-consul's `testing`
-//! feature). Each workload runs `CONSUL_BENCH_ROUNDS` times, interleaved with its raw
+//! Runs a real `consul agent -dev` (testkit's `ConsulDev`). Each workload runs `CONSUL_BENCH_ROUNDS` times, interleaved with its raw
 //! counterpart so drift in the agent (raft log growth, GC) hits both alike;
 //! the median round is reported.
 //!
@@ -22,8 +21,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use seal_core::Storage;
-use storage_consul::ConsulStorage;
-use storage_consul::testing::{ConsulDev, consul_binary, unique_path};
+use testkit::consul::{ConsulDev, isolated};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -100,6 +98,23 @@ fn summarize(name: &'static str, mut rounds: Vec<RoundResult>) -> Summary {
     }
 }
 
+/// A raw HTTP PUT workload: `request(i)` is call `i`'s URL and body.
+fn raw_put(
+    client: &reqwest::Client,
+    request: impl Fn(usize) -> (String, Vec<u8>) + Send + Sync + 'static,
+) -> Op {
+    let client = client.clone();
+    Arc::new(move |i| {
+        let client = client.clone();
+        let (url, body) = request(i);
+        Box::pin(async move {
+            let r = client.put(url).body(body).send().await.unwrap();
+            assert!(r.status().is_success());
+            r.bytes().await.unwrap();
+        })
+    })
+}
+
 fn main() {
     let ops = env_usize("CONSUL_BENCH_OPS", 3000);
     let concurrency = env_usize("CONSUL_BENCH_CONCURRENCY", 16);
@@ -114,10 +129,9 @@ fn main() {
     let http = dev.http_address();
     let base = format!("http://{http}");
 
-    let mut config = dev.config();
-    config.path = unique_path();
-    let prefix = config.path.clone();
-    let storage = Arc::new(ConsulStorage::new(config).unwrap());
+    let (storage, guard) = isolated(&dev, |_| {});
+    let prefix = guard.prefix().to_owned();
+    let storage = Arc::new(storage);
     let raw = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .tcp_nodelay(true)
@@ -136,42 +150,21 @@ fn main() {
     };
     // Raw /v1/txn with the same single `set`: the client overhead
     // comparison (same server work).
-    let raw_txn_put: Op = {
-        let c = raw.clone();
-        let v = value.clone();
-        let base = base.clone();
-        let prefix = prefix.clone();
-        Arc::new(move |i| {
-            let c = c.clone();
+    let raw_txn_put = raw_put(&raw, {
+        let (v, base, prefix) = (value.clone(), base.clone(), prefix.clone());
+        move |i| {
             let b64 = base64::engine::general_purpose::STANDARD.encode(&*v);
             let body = format!(
                 r#"[{{"KV":{{"Verb":"set","Key":"{prefix}bench/rawtxn/{i}","Value":"{b64}"}}}}]"#
             );
-            let url = format!("{base}/v1/txn");
-            Box::pin(async move {
-                let r = c.put(url).body(body).send().await.unwrap();
-                assert!(r.status().is_success());
-                r.bytes().await.unwrap();
-            })
-        })
-    };
+            (format!("{base}/v1/txn"), body.into_bytes())
+        }
+    });
     // Raw KV PUT: what a minimal client would send (no txn, no fencing).
-    let raw_kv_put: Op = {
-        let c = raw.clone();
-        let v = value.clone();
-        let base = base.clone();
-        let prefix = prefix.clone();
-        Arc::new(move |i| {
-            let c = c.clone();
-            let url = format!("{base}/v1/kv/{prefix}bench/rawkv/{i}");
-            let body = v.to_vec();
-            Box::pin(async move {
-                let r = c.put(url).body(body).send().await.unwrap();
-                assert!(r.status().is_success());
-                r.bytes().await.unwrap();
-            })
-        })
-    };
+    let raw_kv_put = raw_put(&raw, {
+        let (v, base, prefix) = (value.clone(), base.clone(), prefix.clone());
+        move |i| (format!("{base}/v1/kv/{prefix}bench/rawkv/{i}"), v.to_vec())
+    });
     let ours_get: Op = {
         let s = storage.clone();
         Arc::new(move |i| {
@@ -245,7 +238,7 @@ fn main() {
         .map(|((name, _), r)| summarize(name, r))
         .collect();
 
-    let version = std::process::Command::new(consul_binary())
+    let version = std::process::Command::new(testkit::tools::consul_bin())
         .arg("version")
         .output()
         .ok()
@@ -272,5 +265,6 @@ fn main() {
     for (name, r) in ratios {
         println!("- {name}: {r:.2}x");
     }
+    drop(guard);
     drop(dev);
 }

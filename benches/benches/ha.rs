@@ -9,7 +9,7 @@
 //!   lock, against one raw KV `PUT` round trip (the unit of the handover:
 //!   release, destroy, the blocking query's answer, the acquire).
 //!
-//! Runs a real `consul agent -dev` (storage-consul's `testing` feature).
+//! Runs a real `consul agent -dev` (testkit's `ConsulDev`).
 //! `cargo bench -p benches --bench ha` (env: `HA_BENCH_ROUNDS`, default 200).
 #![allow(
     missing_docs,
@@ -21,8 +21,8 @@
 use std::time::{Duration, Instant};
 
 use seal_core::HaBackend;
-use storage_consul::testing::{ConsulDev, unique_path};
 use storage_consul::{ConsulHaBackend, ConsulStorage};
+use testkit::consul::{ConsulDev, unique_path};
 
 const KEY: &str = "core/lock";
 

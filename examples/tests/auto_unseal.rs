@@ -8,62 +8,24 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, free_port, redb_storage};
-use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
 use serde_json::json;
-
-fn config(dir: &std::path::Path, port: u16, moto: &MotoServer, key_id: &str) -> String {
-    format!(
-        r#"{storage}seal "awskms" {{
-  region            = "{TEST_REGION}"
-  kms_key_id        = "{key_id}"
-  endpoint          = "{endpoint}"
-  access_key        = "{TEST_ACCESS_KEY}"
-  secret_key        = "{TEST_SECRET_KEY}"
-  connect_timeout   = "1s"
-  attempt_timeout   = "2s"
-  operation_timeout = "5s"
-  max_attempts      = 1
-}}
-listener "tcp" {{
-  address     = "127.0.0.1:{port}"
-  tls_disable = true
-  telemetry {{
-    unauthenticated_metrics_access = true
-  }}
-}}
-cluster_name            = "auto-unseal-test"
-auto_unseal_max_backoff = "1s"
-telemetry {{
-  disable_hostname = true
-}}
-"#,
-        storage = redb_storage(dir),
-        endpoint = moto.endpoint(),
-    )
-}
-
-async fn health_code(server: &Server) -> u16 {
-    server
-        .http
-        .get(format!("{}/v1/sys/health", server.base))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
+use testkit::{MotoServer, Scenario, SealStanza};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kms_auto_unseal_survives_restarts_and_outages() {
-    let moto = MotoServer::start().await;
+    let sc = Scenario::new("kms_auto_unseal_survives_restarts_and_outages");
+    let moto = MotoServer::start_on(sc.timeline(), false).await;
     let key = moto.create_key().await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = config(dir.path(), port, &moto, &key.key_id);
-    let mut server = Server::start(dir.path(), port, &config).await;
+    let server = common::node()
+        .seal(SealStanza::awskms(&moto, &key.key_id))
+        .unauthenticated_metrics()
+        .attr("cluster_name", "auto-unseal-test")
+        .attr("auto_unseal_max_backoff", "1s")
+        .telemetry_attr("disable_hostname", true)
+        .start(&sc, "server")
+        .await;
 
     // Before init: an auto seal reports recovery keys.
     let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
@@ -104,7 +66,7 @@ async fn kms_auto_unseal_survives_restarts_and_outages() {
     assert_eq!(status["t"], json!(3));
     assert_eq!(status["n"], json!(5));
     assert_eq!(status["cluster_name"], "auto-unseal-test");
-    common::mount_kv(&server, &root, "kv", "1").await;
+    server.mount_kv(&root, "kv", "1").await;
     let (code, _) = server
         .call(
             "PUT",
@@ -116,36 +78,31 @@ async fn kms_auto_unseal_survives_restarts_and_outages() {
     assert_eq!(code, 204);
 
     // Restart: unsealed again without anyone typing keys.
-    assert!(server.terminate().success());
-    let mut server = Server::start(dir.path(), port, &config).await;
+    sc.step("restart");
+    server.restart().await;
     server.wait_sealed(false, Duration::from_secs(15)).await;
     let (_, body) = server.call("GET", "kv/db", Some(&root), None).await;
     assert_eq!(body["data"]["password"], "s3cret");
 
     // KMS down + restart: the node comes back sealed, fails readiness, and
     // says why in its log.
-    assert!(server.terminate().success());
+    sc.step("KMS down, then restart");
+    assert!(server.terminate().is_some_and(|s| s.success()));
     moto.stop().await;
-    let server = Server::start(dir.path(), port, &config).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let log = server.log();
-        if log.contains("fetching stored unseal keys failed") {
-            assert!(
-                log.contains("unreachable"),
-                "the log should say the KMS is unreachable:\n{log}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no auto-unseal failure logged:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    server.start_again().await;
+    let log = server
+        .wait_log(
+            "fetching stored unseal keys failed",
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        log.contains("unreachable"),
+        "the log should say the KMS is unreachable:\n{log}"
+    );
     let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
     assert_eq!(status["sealed"], json!(true), "{status}");
-    assert_eq!(health_code(&server).await, 503);
+    assert_eq!(server.health_code("").await, 503);
     let (code, body) = server.call("GET", "kv/db", Some(&root), None).await;
     assert_eq!(code, 503, "{body}");
     // Liveness-style probes still pass.
@@ -180,9 +137,10 @@ async fn kms_auto_unseal_survives_restarts_and_outages() {
     );
 
     // KMS back: the retry loop unseals the node, no restart needed.
+    sc.step("KMS back");
     moto.restart().await;
     server.wait_sealed(false, Duration::from_secs(30)).await;
-    assert_eq!(health_code(&server).await, 200);
+    assert_eq!(server.health_code("").await, 200);
     let (_, body) = server.call("GET", "kv/db", Some(&root), None).await;
     assert_eq!(body["data"]["password"], "s3cret");
     assert!(

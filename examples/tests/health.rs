@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::{Server, init, unseal};
 use serde_json::json;
+use testkit::{Node, Scenario};
 
-async fn code(server: &Server, method: &str, query: &str) -> (u16, String) {
+async fn code(server: &Node, method: &str, query: &str) -> (u16, String) {
     let response = server
         .http
         .request(
@@ -25,8 +25,8 @@ async fn code(server: &Server, method: &str, query: &str) -> (u16, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_codes_follow_the_lifecycle_and_overrides() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_redb(dir.path()).await;
+    let sc = Scenario::new("health_codes_follow_the_lifecycle_and_overrides");
+    let server = common::node().start(&sc, "server").await;
 
     // Uninitialised: 501, overridable.
     assert_eq!(code(&server, "GET", "").await.0, 501);
@@ -52,7 +52,7 @@ async fn health_codes_follow_the_lifecycle_and_overrides() {
     assert!(body["version"].is_string());
 
     // Sealed: 503, overridable; uninitcode no longer applies.
-    let (keys, _) = init(&server, 2, 2).await;
+    let keys = server.init(2, 2).await.keys_base64;
     assert_eq!(code(&server, "GET", "").await.0, 503);
     assert_eq!(code(&server, "GET", "?sealedcode=200").await.0, 200);
     assert_eq!(code(&server, "GET", "?uninitcode=204").await.0, 503);
@@ -88,7 +88,7 @@ async fn health_codes_follow_the_lifecycle_and_overrides() {
     assert_eq!(leader["ha_enabled"], json!(false));
 
     // Active: 200 with the cluster identity; overrides apply.
-    unseal(&server, &keys).await;
+    server.unseal(&keys).await;
     let (c, body) = code(&server, "GET", "").await;
     assert_eq!(c, 200);
     let body: serde_json::Value = serde_json::from_str(&body).unwrap();

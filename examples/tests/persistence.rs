@@ -9,21 +9,20 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, free_port, init, mount_kv, plain_listener, redb_storage, unseal};
 use serde_json::json;
+use testkit::Scenario;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_write_restart_unseal_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!("{}{}", redb_storage(dir.path()), plain_listener(port));
-    let mut server = Server::start(dir.path(), port, &config).await;
+    let sc = Scenario::new("init_write_restart_unseal_read_back");
+    let server = common::node().start(&sc, "server").await;
 
-    let (keys, root) = init(&server, 3, 2).await;
+    let init = server.init(3, 2).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
     assert_eq!(keys.len(), 3);
-    unseal(&server, &keys[..2]).await;
-    mount_kv(&server, &root, "secret", "2").await;
-    mount_kv(&server, &root, "kv", "1").await;
+    server.unseal(&keys[..2]).await;
+    server.mount_kv(&root, "secret", "2").await;
+    server.mount_kv(&root, "kv", "1").await;
     for i in 0..20 {
         let (code, body) = server
             .call(
@@ -55,7 +54,8 @@ async fn init_write_restart_unseal_read_back() {
     assert_eq!(code, 204);
 
     // Clean shutdown: drains, seals, exits 0.
-    let status = server.terminate();
+    sc.step("SIGTERM");
+    let status = server.terminate().expect("exits on SIGTERM");
     assert!(
         status.success(),
         "exit status {status}; log:\n{}",
@@ -67,7 +67,8 @@ async fn init_write_restart_unseal_read_back() {
         server.log()
     );
 
-    let server = Server::start(dir.path(), port, &config).await;
+    sc.step("start again");
+    server.start_again().await;
     let status = server.wait_sealed(true, Duration::from_secs(5)).await;
     assert_eq!(status["initialized"], json!(true));
     assert_eq!(status["t"], json!(2));
@@ -84,7 +85,7 @@ async fn init_write_restart_unseal_read_back() {
         .await;
     assert_eq!(progress["progress"], json!(1));
     assert!(!progress["nonce"].as_str().unwrap().is_empty());
-    unseal(&server, &keys[..1]).await;
+    server.unseal(&keys[..1]).await;
 
     for i in 1..20 {
         let (code, body) = server
@@ -119,19 +120,17 @@ async fn init_write_restart_unseal_read_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_during_writes_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!("{}{}", redb_storage(dir.path()), plain_listener(port));
-    let mut server = Server::start(dir.path(), port, &config).await;
-    let (keys, root) = init(&server, 1, 1).await;
-    unseal(&server, &keys).await;
-    mount_kv(&server, &root, "kv", "1").await;
-    mount_kv(&server, &root, "secret", "2").await;
+    let sc = Scenario::new("kill_9_during_writes_loses_no_acknowledged_write");
+    let server = common::node().start(&sc, "server").await;
+    let init = server.init_unsealed(1, 1).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
+    server.mount_kv(&root, "kv", "1").await;
+    server.mount_kv(&root, "secret", "2").await;
 
     // Writers record every write the server acknowledged.
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(Vec::new()));
     let mut writers = Vec::new();
-    let base = server.base.clone();
+    let base = server.addr().to_owned();
     for writer in 0..8 {
         let acked = acked.clone();
         let base = base.clone();
@@ -177,10 +176,16 @@ async fn kill_9_during_writes_loses_no_acknowledged_write() {
         }));
     }
     // Let writes pile up, then crash the server mid-stream.
-    let start = Instant::now();
-    while acked.lock().unwrap().len() < 300 && start.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _ = testkit::wait::try_until(
+        "300 writes acknowledged",
+        Duration::from_secs(15),
+        || async { acked.lock().unwrap().len() >= 300 },
+    )
+    .await;
+    sc.step(format!(
+        "SIGKILL after {} acknowledged writes",
+        acked.lock().unwrap().len()
+    ));
     server.kill9();
     for w in writers {
         w.await.unwrap();
@@ -192,8 +197,8 @@ async fn kill_9_during_writes_loses_no_acknowledged_write() {
         acked.len()
     );
 
-    let server = Server::start(dir.path(), port, &config).await;
-    unseal(&server, &keys).await;
+    server.start_again().await;
+    server.unseal(&keys).await;
     let mut lost = Vec::new();
     for (path, value) in &acked {
         let (code, body) = server.call("GET", path, Some(&root), None).await;

@@ -10,111 +10,92 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, free_port, init, mount_kv, plain_listener, redb_storage, unseal};
-use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
 use serde_json::{Value, json};
-use storage_consul::testing::ConsulDev;
+use testkit::{
+    ConsulDev, MotoServer, Node, NodeConfig, Scenario, SealStanza, StorageStanza, Timeline,
+};
 
 const CRASH_ENV: &str = "STRONGROOM_TEST_CRASH_AFTER_MIGRATION_STEP";
 
 /// A `seal "awskms"` stanza for `key_id` on `moto`.
-fn kms(moto: &MotoServer, key_id: &str, name: &str, priority: u32, disabled: bool) -> String {
-    format!(
-        "seal \"awskms\" {{\n  name = \"{name}\"\n  priority = {priority}\n  disabled = \
-         \"{disabled}\"\n  region = \"{TEST_REGION}\"\n  kms_key_id = \"{key_id}\"\n  endpoint = \
-         \"{endpoint}\"\n  access_key = \"{TEST_ACCESS_KEY}\"\n  secret_key = \
-         \"{TEST_SECRET_KEY}\"\n  connect_timeout = \"1s\"\n  attempt_timeout = \"2s\"\n  \
-         operation_timeout = \"5s\"\n  max_attempts = 1\n}}\n",
-        endpoint = moto.endpoint(),
-    )
+fn kms(moto: &MotoServer, key_id: &str, name: &str, priority: u32, disabled: bool) -> SealStanza {
+    SealStanza::awskms(moto, key_id)
+        .attr("name", name)
+        .attr("priority", priority)
+        .attr("disabled", disabled.to_string())
 }
 
-/// One node's directory, port and storage, restarted with different seals.
-struct Node {
+/// One node's directory and storage, restarted with different seals (each
+/// start a fresh process on fresh ports over the same data).
+struct Site {
     dir: PathBuf,
-    port: u16,
-    storage: String,
+    timeline: Timeline,
+    config: NodeConfig,
 }
 
-impl Node {
-    fn new(dir: &Path, consul: Option<&ConsulDev>) -> Self {
+impl Site {
+    fn new(sc: &Scenario, name: &str, consul: Option<&ConsulDev>) -> Self {
         let storage = match consul {
-            None => redb_storage(dir),
-            Some(c) => format!(
-                "storage \"consul\" {{\n  address = \"{}\"\n  path = \"strongroom-{}/\"\n}}\n",
-                c.http_address(),
-                uuid::Uuid::new_v4()
+            None => StorageStanza::redb(),
+            Some(c) => StorageStanza::consul(
+                &c.http_address(),
+                Some(&format!("strongroom-{}/", uuid::Uuid::new_v4())),
             ),
         };
         Self {
-            dir: dir.to_path_buf(),
-            port: free_port(),
-            storage,
+            dir: sc.subdir(name),
+            timeline: sc.timeline().clone(),
+            config: common::node()
+                .storage(storage)
+                .attr("auto_unseal_max_backoff", "1s")
+                .attr("seal_health_check_interval", "1s"),
         }
     }
 
-    fn config(&self, seals: &str) -> String {
-        format!(
-            "{}{seals}{}auto_unseal_max_backoff = \"1s\"\nseal_health_check_interval = \"1s\"\n",
-            self.storage,
-            plain_listener(self.port)
-        )
+    fn with_seals(&self, seals: &[SealStanza]) -> NodeConfig {
+        seals
+            .iter()
+            .fold(self.config.clone(), |c, seal| c.seal(seal.clone()))
     }
 
-    async fn start(&self, seals: &str) -> Server {
-        Server::start(&self.dir, self.port, &self.config(seals)).await
+    async fn start(&self, seals: &[SealStanza]) -> Node {
+        Node::start_in(&self.dir, &self.timeline, "server", self.with_seals(seals)).await
     }
 
     /// Starts with the test-only crash hook armed at `step`.
-    async fn start_crashing(&self, seals: &str, step: &str) -> Server {
-        let config_path = self.dir.join("server.hcl");
-        std::fs::write(&config_path, self.config(seals)).unwrap();
-        let mut server = Server::spawn_with_env(
-            &self.dir,
-            self.port,
-            &["server", &format!("-config={}", config_path.display())],
-            &[(CRASH_ENV, step)],
-        );
-        server.wait_ready().await;
-        server
+    async fn start_crashing(&self, seals: &[SealStanza], step: &str) -> Node {
+        let config = self.with_seals(seals).env(CRASH_ENV, step);
+        Node::start_in(&self.dir, &self.timeline, "server", config).await
     }
 }
 
-async fn status(server: &Server) -> Value {
+async fn status(server: &Node) -> Value {
     let (code, body) = server.call("GET", "sys/seal-status", None, None).await;
     assert_eq!(code, 200, "{body}");
     body
 }
 
-async fn write_data(server: &Server, root: &str) {
-    mount_kv(server, root, "kv", "1").await;
+async fn write_data(server: &Node, root: &str) {
+    server.mount_kv(root, "kv", "1").await;
     let (code, body) = server
         .call("PUT", "kv/app", Some(root), Some(json!({"v": "before"})))
         .await;
     assert_eq!(code, 204, "{body}");
 }
 
-async fn data_readable(server: &Server, root: &str) {
+async fn data_readable(server: &Node, root: &str) {
     let (code, body) = server.call("GET", "kv/app", Some(root), None).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["data"]["v"], "before", "{body}");
 }
 
 /// `bao operator unseal -migrate KEY` for each key; the last output.
-fn bao_unseal_migrate(server: &Server, keys: &[String]) -> String {
-    let bao = std::env::var("STRONGROOM_BAO_BIN").unwrap_or_else(|_| {
-        let cache = std::env::var("STRONGROOM_CACHE")
-            .unwrap_or_else(|_| format!("{}/.cache/strongroom", std::env::var("HOME").unwrap()));
-        format!("{cache}/venv/bin/bao")
-    });
-    assert!(
-        Path::new(&bao).exists(),
-        "the OpenBao CLI is not at {bao}: run scripts/setup-tools.sh"
-    );
+fn bao_unseal_migrate(server: &Node, keys: &[String]) -> String {
+    let bao = testkit::tools::bao_bin();
     let home = tempfile::tempdir().unwrap();
     let mut last = String::new();
     for key in keys {
@@ -122,7 +103,7 @@ fn bao_unseal_migrate(server: &Server, keys: &[String]) -> String {
             .args(["operator", "unseal", "-migrate", key])
             .env_clear()
             .env("HOME", home.path())
-            .env("BAO_ADDR", &server.base)
+            .env("BAO_ADDR", server.addr())
             .output()
             .expect("run bao");
         assert!(
@@ -138,52 +119,49 @@ fn bao_unseal_migrate(server: &Server, keys: &[String]) -> String {
 
 /// Enters keys with `migrate: true` over HTTP (the last may be cut by a
 /// crash).
-async fn migrate_http(server: &Server, keys: &[String]) -> Option<Value> {
+async fn migrate_http(server: &Node, keys: &[String]) -> Option<Value> {
     let mut last = None;
     for key in keys {
-        let response = server
-            .http
-            .put(format!("{}/v1/sys/unseal", server.base))
-            .json(&json!({"key": key, "migrate": true}))
-            .send()
-            .await;
-        last = match response {
-            Ok(r) => Some(r.json::<Value>().await.unwrap_or(Value::Null)),
-            Err(_) => None,
-        };
+        last = server
+            .try_call(
+                "PUT",
+                "sys/unseal",
+                None,
+                Some(json!({"key": key, "migrate": true})),
+            )
+            .await
+            .ok()
+            .map(|(_, body)| body);
     }
     last
 }
 
-async fn wait_exit(server: &mut Server) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.exited().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the server did not crash at the hook; log:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+async fn wait_exit(server: &Node) {
+    testkit::wait::until(
+        "the server crashes at the hook",
+        Duration::from_secs(30),
+        || async { server.exited() },
+    )
+    .await;
 }
 
 /// Shamir → KMS A → KMS B → Shamir, with the data checked at each stage.
-async fn every_direction(consul: Option<&ConsulDev>) {
-    let moto = MotoServer::start().await;
+async fn every_direction(sc: &Scenario, consul: Option<&ConsulDev>) {
+    let moto = MotoServer::start_on(sc.timeline(), false).await;
     let (key_a, key_b) = (moto.create_key().await, moto.create_key().await);
-    let dir = tempfile::tempdir().unwrap();
-    let node = Node::new(dir.path(), consul);
+    let node = Site::new(sc, "node", consul);
     let kms_a = kms(&moto, &key_a.key_id, "a", 1, false);
     let kms_b = kms(&moto, &key_b.key_id, "b", 1, false);
 
-    let server = node.start("").await;
-    let (keys, root) = init(&server, 3, 2).await;
-    unseal(&server, &keys[..2]).await;
+    let server = node.start(&[]).await;
+    let init = server.init(3, 2).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
+    server.unseal(&keys[..2]).await;
     write_data(&server, &root).await;
     drop(server);
 
     // Shamir → A: add the stanza, restart, -migrate with the unseal keys.
-    let server = node.start(&kms_a).await;
+    let server = node.start(std::slice::from_ref(&kms_a)).await;
     let s = status(&server).await;
     assert_eq!(
         (s["sealed"].clone(), s["migration"].clone()),
@@ -205,7 +183,7 @@ async fn every_direction(consul: Option<&ConsulDev>) {
     assert!(out.contains("Sealed") && out.contains("false"), "{out}");
     data_readable(&server, &root).await;
     drop(server);
-    let server = node.start(&kms_a).await;
+    let server = node.start(std::slice::from_ref(&kms_a)).await;
     let s = server.wait_sealed(false, Duration::from_secs(20)).await;
     assert_eq!(s["type"], "awskms");
     assert_eq!(s["recovery_seal"], json!(true));
@@ -214,51 +192,50 @@ async fn every_direction(consul: Option<&ConsulDev>) {
 
     // A → B: B enabled, A disabled; the old unseal keys are recovery keys.
     let server = node
-        .start(&format!(
-            "{kms_b}{}",
-            kms(&moto, &key_a.key_id, "a", 1, true)
-        ))
+        .start(&[kms_b.clone(), kms(&moto, &key_a.key_id, "a", 1, true)])
         .await;
     assert_eq!(status(&server).await["migration"], json!(true));
     migrate_http(&server, &keys[1..3]).await.unwrap();
     server.wait_sealed(false, Duration::from_secs(20)).await;
     data_readable(&server, &root).await;
     drop(server);
-    let server = node.start(&kms_b).await;
+    let server = node.start(std::slice::from_ref(&kms_b)).await;
     server.wait_sealed(false, Duration::from_secs(20)).await;
     data_readable(&server, &root).await;
     drop(server);
 
     // B → Shamir: B disabled, nothing else; the recovery keys unseal after.
-    let server = node.start(&kms(&moto, &key_b.key_id, "b", 1, true)).await;
+    let server = node.start(&[kms(&moto, &key_b.key_id, "b", 1, true)]).await;
     assert_eq!(status(&server).await["migration"], json!(true));
     bao_unseal_migrate(&server, &keys[..2]);
     data_readable(&server, &root).await;
     drop(server);
-    let server = node.start("").await;
+    let server = node.start(&[]).await;
     let s = status(&server).await;
     assert_eq!(
         (s["type"].clone(), s["t"].clone(), s["n"].clone()),
         (json!("shamir"), json!(2), json!(3))
     );
-    unseal(&server, &keys[1..3]).await;
+    server.unseal(&keys[1..3]).await;
     data_readable(&server, &root).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_migration_direction_on_redb() {
-    every_direction(None).await;
+    let sc = Scenario::new("every_migration_direction_on_redb");
+    every_direction(&sc, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_migration_direction_on_consul() {
+    let sc = Scenario::new("every_migration_direction_on_consul");
     let consul = tokio::task::spawn_blocking(ConsulDev::start).await.unwrap();
-    every_direction(Some(&consul)).await;
+    every_direction(&sc, Some(&consul)).await;
 }
 
 /// kill -9 right after each durable step, restart, finish.
-async fn crash_at_every_step(consul: Option<&ConsulDev>) {
-    let moto = MotoServer::start().await;
+async fn crash_at_every_step(sc: &Scenario, consul: Option<&ConsulDev>) {
+    let moto = MotoServer::start_on(sc.timeline(), false).await;
     let (key_a, key_b) = (moto.create_key().await, moto.create_key().await);
     let kms_a = kms(&moto, &key_a.key_id, "a", 1, false);
     let kms_b = kms(&moto, &key_b.key_id, "b", 1, false);
@@ -270,31 +247,33 @@ async fn crash_at_every_step(consul: Option<&ConsulDev>) {
         "shamir-to-auto:keyring-rekeyed",
         "shamir-to-auto:committed",
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let node = Node::new(dir.path(), consul);
-        let server = node.start("").await;
-        let (keys, root) = init(&server, 3, 2).await;
-        unseal(&server, &keys[..2]).await;
+        let node = Site::new(sc, step, consul);
+        let server = node.start(&[]).await;
+        let init = server.init(3, 2).await;
+        let (keys, root) = (init.keys_base64, init.root_token);
+        server.unseal(&keys[..2]).await;
         write_data(&server, &root).await;
         drop(server);
 
-        let mut server = node.start_crashing(&kms_a, step).await;
+        let server = node
+            .start_crashing(std::slice::from_ref(&kms_a), step)
+            .await;
         assert!(
             migrate_http(&server, &keys[..2]).await.is_none(),
             "{step}: no crash?"
         );
-        wait_exit(&mut server).await;
+        wait_exit(&server).await;
         assert!(server.log().contains(step), "{step}");
         drop(server);
 
         if step == "shamir-to-auto:keyring-rekeyed" {
             // The old config still unseals after the keyring changed.
-            let server = node.start("").await;
-            unseal(&server, &keys[..2]).await;
+            let server = node.start(&[]).await;
+            server.unseal(&keys[..2]).await;
             data_readable(&server, &root).await;
             drop(server);
         }
-        let server = node.start(&kms_a).await;
+        let server = node.start(std::slice::from_ref(&kms_a)).await;
         if step == "shamir-to-auto:committed" {
             server.wait_sealed(false, Duration::from_secs(20)).await;
         } else {
@@ -303,7 +282,7 @@ async fn crash_at_every_step(consul: Option<&ConsulDev>) {
         }
         data_readable(&server, &root).await;
         drop(server);
-        let server = node.start(&kms_a).await;
+        let server = node.start(std::slice::from_ref(&kms_a)).await;
         server.wait_sealed(false, Duration::from_secs(20)).await;
         data_readable(&server, &root).await;
     }
@@ -312,48 +291,29 @@ async fn crash_at_every_step(consul: Option<&ConsulDev>) {
     for (step, seals, after) in [
         (
             "auto-to-auto:committed",
-            format!("{kms_b}{a_disabled}"),
-            kms_b.clone(),
+            vec![kms_b.clone(), a_disabled.clone()],
+            vec![kms_b.clone()],
         ),
-        (
-            "auto-to-shamir:committed",
-            a_disabled.clone(),
-            String::new(),
-        ),
+        ("auto-to-shamir:committed", vec![a_disabled.clone()], vec![]),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let node = Node::new(dir.path(), consul);
-        let server = node.start(&kms_a).await;
-        let (code, body) = server
-            .call(
-                "PUT",
-                "sys/init",
-                None,
-                Some(json!({"recovery_shares": 3, "recovery_threshold": 2})),
-            )
-            .await;
-        assert_eq!(code, 200, "{body}");
-        let root = body["root_token"].as_str().unwrap().to_owned();
-        let keys: Vec<String> = body["recovery_keys_base64"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_owned())
-            .collect();
+        let node = Site::new(sc, step, consul);
+        let server = node.start(std::slice::from_ref(&kms_a)).await;
+        let init = server.init_recovery(3, 2).await;
+        let (keys, root) = (init.recovery_keys_base64, init.root_token);
         server.wait_sealed(false, Duration::from_secs(20)).await;
         write_data(&server, &root).await;
         drop(server);
 
-        let mut server = node.start_crashing(&seals, step).await;
+        let server = node.start_crashing(&seals, step).await;
         assert!(
             migrate_http(&server, &keys[..2]).await.is_none(),
             "{step}: no crash?"
         );
-        wait_exit(&mut server).await;
+        wait_exit(&server).await;
         drop(server);
         let server = node.start(&after).await;
         if after.is_empty() {
-            unseal(&server, &keys[..2]).await;
+            server.unseal(&keys[..2]).await;
         } else {
             server.wait_sealed(false, Duration::from_secs(20)).await;
         }
@@ -363,11 +323,13 @@ async fn crash_at_every_step(consul: Option<&ConsulDev>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_at_every_migration_step_on_redb() {
-    crash_at_every_step(None).await;
+    let sc = Scenario::new("kill9_at_every_migration_step_on_redb");
+    crash_at_every_step(&sc, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_at_every_migration_step_on_consul() {
+    let sc = Scenario::new("kill9_at_every_migration_step_on_consul");
     let consul = tokio::task::spawn_blocking(ConsulDev::start).await.unwrap();
-    crash_at_every_step(Some(&consul)).await;
+    crash_at_every_step(&sc, Some(&consul)).await;
 }

@@ -7,26 +7,28 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Server, bin, free_port, init, mount_kv, plain_listener, unseal};
+use common::cli;
 use serde_json::json;
-use storage_consul::testing::ConsulDev;
+use testkit::{ConsulDev, Scenario, StorageStanza};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consul_storage_persists_across_restarts() {
+    let sc = Scenario::new("consul_storage_persists_across_restarts");
     let consul = tokio::task::spawn_blocking(ConsulDev::start).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!(
-        "storage \"consul\" {{\n  address = \"{}\"\n  path = \"strongroom-e2e/\"\n}}\n{}cluster_name = \"consul-test\"\n",
-        consul.http_address(),
-        plain_listener(port)
-    );
-    let mut server = Server::start(dir.path(), port, &config).await;
+    let server = common::node()
+        .storage(StorageStanza::consul(
+            &consul.http_address(),
+            Some("strongroom-e2e/"),
+        ))
+        .attr("cluster_name", "consul-test")
+        .start(&sc, "server")
+        .await;
     let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
     assert_eq!(status["storage_type"], "consul");
-    let (keys, root) = init(&server, 3, 2).await;
-    unseal(&server, &keys[..2]).await;
-    mount_kv(&server, &root, "secret", "2").await;
+    let init = server.init(3, 2).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
+    server.unseal(&keys[..2]).await;
+    server.mount_kv(&root, "secret", "2").await;
     let (code, _) = server
         .call(
             "PUT",
@@ -36,11 +38,11 @@ async fn consul_storage_persists_across_restarts() {
         )
         .await;
     assert_eq!(code, 200);
-    assert!(server.terminate().success());
+    assert!(server.terminate().is_some_and(|s| s.success()));
 
-    let server = Server::start(dir.path(), port, &config).await;
+    server.start_again().await;
     server.wait_sealed(true, Duration::from_secs(5)).await;
-    unseal(&server, &keys[1..]).await;
+    server.unseal(&keys[1..]).await;
     let (code, body) = server
         .call("GET", "secret/data/db", Some(&root), None)
         .await;
@@ -50,33 +52,26 @@ async fn consul_storage_persists_across_restarts() {
     drop(consul);
 }
 
-async fn cli(addr: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let out = tokio::process::Command::new(bin())
-        .args(args)
-        .env("STRONGROOM_ADDR", addr)
-        .env("STRONGROOM_TOKEN", token)
-        .env_remove("VAULT_ADDR")
-        .env_remove("VAULT_TOKEN")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+/// The CLI against `addr` with `token`.
+async fn rekey_cli(addr: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = cli(
+        &[("STRONGROOM_ADDR", addr), ("STRONGROOM_TOKEN", token)],
+        args,
     )
+    .await;
+    (out.code, out.stdout, out.stderr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_rekey_replaces_the_unseal_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start_redb(dir.path()).await;
-    let (old_keys, root) = init(&server, 3, 2).await;
-    unseal(&server, &old_keys[..2]).await;
-    let addr = server.base.clone();
+    let sc = Scenario::new("operator_rekey_replaces_the_unseal_keys");
+    let server = common::node().start(&sc, "server").await;
+    let init = server.init(3, 2).await;
+    let (old_keys, root) = (init.keys_base64, init.root_token);
+    server.unseal(&old_keys[..2]).await;
+    let addr = server.addr().to_owned();
 
-    let (code, out, err) = cli(
+    let (code, out, err) = rekey_cli(
         &addr,
         &root,
         &[
@@ -92,7 +87,7 @@ async fn operator_rekey_replaces_the_unseal_keys() {
     assert!(out.contains("Started                  true"), "{out}");
     assert!(out.contains("Rekey Progress           0/2"), "{out}");
     assert!(out.contains("New Shares               4"), "{out}");
-    let (code, out, _) = cli(
+    let (code, out, _) = rekey_cli(
         &addr,
         &root,
         &["operator", "rekey", "-status", "-format=json"],
@@ -102,10 +97,10 @@ async fn operator_rekey_replaces_the_unseal_keys() {
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(status["started"], json!(true));
 
-    let (code, out, err) = cli(&addr, &root, &["operator", "rekey", &old_keys[0]]).await;
+    let (code, out, err) = rekey_cli(&addr, &root, &["operator", "rekey", &old_keys[0]]).await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("Rekey Progress           1/2"), "{out}");
-    let (code, out, err) = cli(&addr, &root, &["operator", "rekey", &old_keys[2]]).await;
+    let (code, out, err) = rekey_cli(&addr, &root, &["operator", "rekey", &old_keys[2]]).await;
     assert_eq!(code, 0, "{out}{err}");
     let new_keys: Vec<String> = out
         .lines()
@@ -137,5 +132,5 @@ async fn operator_rekey_replaces_the_unseal_keys() {
     server
         .call("PUT", "sys/unseal", None, Some(json!({"reset": true})))
         .await;
-    unseal(&server, &new_keys[1..4]).await;
+    server.unseal(&new_keys[1..4]).await;
 }

@@ -31,9 +31,9 @@
 //! blob byte before the ciphertext, then the caller's `aad`, so no byte can
 //! be changed unnoticed. Parsing is bounds-checked and never panics.
 //!
-//! With the `testing` feature, the `testing` module runs a real
-//! `moto_server` (the KMS JSON protocol) for tests: start/stop/pause it,
-//! create keys, create IAM users whose KMS permission can be revoked.
+//! Tests run it against a real `moto_server` (the KMS JSON protocol) through
+//! the workspace's `testkit` crate: keys, IAM users whose KMS permission can
+//! be revoked, outages.
 //!
 //! ```no_run
 //! use std::collections::BTreeMap;
@@ -61,9 +61,6 @@ mod config;
 mod error;
 mod format;
 mod seal;
-
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use config::{
     AwsKmsConfig, DEFAULT_ATTEMPT_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS,

@@ -6,9 +6,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seal_awskms::testing::MotoServer;
 use seal_awskms::{AwsKmsConfig, AwsKmsSeal};
 use seal_core::{Seal, SealError};
+use testkit::MotoServer;
 
 const AAD: &[u8] = b"core/hsm/barrier-unseal-keys";
 /// Only keeps a broken test from hanging; the seal's own timeouts are what

@@ -38,8 +38,8 @@
 //! tags `active`/`standby` and `initialized`, and a TTL check that is
 //! critical while the node is sealed.
 //!
-//! The `testing` feature adds [`testing`]: a real `consul agent -dev` (plain,
-//! ACL or HTTPS mode) and 3-server clusters on loopback ports.
+//! Its tests run against a real `consul agent -dev` (plain, ACL or HTTPS
+//! mode) and 3-server clusters through the workspace's `testkit` crate.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -93,9 +93,6 @@ mod ha;
 mod registration;
 mod session;
 mod storage;
-
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use client::RequestStats;
 pub use config::{

@@ -7,11 +7,11 @@ use std::sync::OnceLock;
 
 use seal_core::{Storage, StorageError};
 use storage_consul::ConsulToken;
-use storage_consul::testing::{ConsulDev, DevOptions, isolated, raw_request};
+use testkit::consul::{ConsulDev, ConsulOptions, isolated, raw_request};
 
 fn acl_dev() -> &'static ConsulDev {
     static DEV: OnceLock<ConsulDev> = OnceLock::new();
-    DEV.get_or_init(|| ConsulDev::start_with(DevOptions::acl()))
+    DEV.get_or_init(|| ConsulDev::start_with(ConsulOptions::acl()))
 }
 
 fn assert_denied<T: std::fmt::Debug>(result: Result<T, StorageError>, what: &str, secret: &str) {
@@ -164,7 +164,7 @@ async fn stanza_with_env_token_works() {
     let env = |name: &str| (name == "CONSUL_HTTP_TOKEN").then(|| token.clone());
     let config = storage_consul::ConsulConfig::from_map_with_env(&stanza, env).unwrap();
     assert!(config.path.ends_with('/'));
-    let _guard = storage_consul::testing::PrefixGuard::new(
+    let _guard = testkit::consul::PrefixGuard::new(
         dev.http_address(),
         config.path.clone(),
         Some(token.clone()),

@@ -12,11 +12,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use seal_core::testing::HaHarness;
 use seal_core::{HaBackend, HaLock, Storage};
-use storage_consul::testing::{PrefixGuard, raw_request, shared_dev, unique_path};
 use storage_consul::{ConsulConfig, ConsulError, ConsulHaBackend, ConsulStorage, SESSION_NAME};
+use testkit::consul::{PrefixGuard, raw_request, shared_dev, unique_path};
 use tokio::time::Instant;
 
-use common::{GateProxy, consul_source};
+use common::consul_source;
+use testkit::proxy::GateProxy;
 
 const KEY: &str = "core/lock";
 const DEADLINE: Duration = Duration::from_secs(45);

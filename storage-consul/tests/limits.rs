@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use seal_core::{Storage, StorageError, TxnOp};
-use storage_consul::testing::{isolated, raw_request, shared_dev};
 use storage_consul::{ConsulError, MAX_TRANSACTION_OPS};
+use testkit::consul::{isolated, raw_request, shared_dev};
 
-use common::{CountingProxy, consul_source};
+use common::consul_source;
+use testkit::proxy::CountingProxy;
 
 /// Why the value limit is below 512 KiB: the real Consul refuses a
 /// `/v1/txn` carrying one 512 KiB value, because base64 inflates it past

@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use storage_consul::testing::{ConsulDev, raw_request, shared_dev};
 use storage_consul::{
     ConsulConfig, ConsulServiceRegistration, RegistrationState, SEALED_CHECK_NAME,
 };
+use testkit::consul::{ConsulDev, raw_request, shared_dev};
 use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(45);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use seal_core::Storage;
 use storage_consul::ConsistencyMode;
-use storage_consul::testing::{PrefixGuard, isolated, shared_dev};
+use testkit::consul::{PrefixGuard, isolated, shared_dev};
 
 async fn consul_storage() -> (Arc<dyn Storage>, PrefixGuard) {
     let (storage, guard) = isolated(shared_dev(), |_| {});

@@ -9,14 +9,14 @@ mod common;
 use std::sync::OnceLock;
 
 use seal_core::{Storage, StorageError};
-use storage_consul::testing::{ConsulDev, DevOptions, isolated};
 use storage_consul::{ConsulError, ConsulStorage, TlsMinVersion};
+use testkit::consul::{ConsulDev, ConsulOptions, isolated};
 
 use common::consul_source;
 
 fn tls_dev() -> &'static ConsulDev {
     static DEV: OnceLock<ConsulDev> = OnceLock::new();
-    DEV.get_or_init(|| ConsulDev::start_with(DevOptions::tls(false)))
+    DEV.get_or_init(|| ConsulDev::start_with(ConsulOptions::tls(false)))
 }
 
 fn assert_tls_failure(err: &StorageError, what: &str) {
@@ -103,7 +103,7 @@ async fn missing_ca_file_is_a_config_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_for_verify_incoming() {
-    let dev = ConsulDev::start_with(DevOptions::tls(true));
+    let dev = ConsulDev::start_with(ConsulOptions::tls(true));
     let pki = dev.pki().unwrap().clone();
     let (with_cert, _g1) = isolated(&dev, |c| {
         c.tls_cert_file = Some(pki.client_cert_file.clone());

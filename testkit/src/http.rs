@@ -16,7 +16,7 @@ const KEY_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'/');
 
 /// Percent-encodes a Consul key for a URL path (keeps `/`).
-pub(crate) fn encode_key(key: &str) -> String {
+pub fn encode_key(key: &str) -> String {
     utf8_percent_encode(key, KEY_ENCODE).to_string()
 }
 

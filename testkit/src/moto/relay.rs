@@ -10,6 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
+use crate::ports::Port;
+
 enum Command {
     /// Listen (true) or refuse connections (false); acknowledged once in
     /// effect.
@@ -20,17 +22,19 @@ enum Command {
 #[derive(Debug)]
 pub(super) struct Relay {
     port: u16,
+    /// Reserved for the relay's whole life, down times included.
+    _reserved: Port,
     commands: Option<mpsc::UnboundedSender<Command>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Relay {
-    /// Listens on a free loopback port and relays every connection to
+    /// Listens on the reserved `port` and relays every connection to
     /// `127.0.0.1:upstream_port`.
-    pub(super) fn start(upstream_port: u16) -> Self {
-        let listener = StdListener::bind("127.0.0.1:0")
-            .unwrap_or_else(|e| panic!("relay: cannot bind a loopback port: {e}"));
-        let port = listener.local_addr().expect("bound address").port();
+    pub(super) fn start(reserved: Port, upstream_port: u16) -> Self {
+        let port = reserved.get();
+        let listener = StdListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("relay: cannot listen on reserved port {port}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("relay: set_nonblocking");
@@ -47,6 +51,7 @@ impl Relay {
             .expect("spawn relay thread");
         Self {
             port,
+            _reserved: reserved,
             commands: Some(tx),
             thread: Some(thread),
         }

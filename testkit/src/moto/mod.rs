@@ -2,9 +2,11 @@
 //! IAM's query protocol), so the seal is exercised through aws-sdk-kms
 //! exactly as against AWS.
 //!
-//! * [`MotoServer::start`] runs `moto_server` on a free loopback port behind
-//!   a small TCP relay and waits until it accepts connections. The process
-//!   is killed when the value is dropped.
+//! * [`MotoServer::start`] runs `moto_server` on a reserved loopback port
+//!   behind a small TCP relay (another reserved port) and waits until it
+//!   accepts connections. It is a [`Process`] under the watchdog, killed
+//!   when the value drops; one that dies at start on a taken port is started
+//!   again on fresh ports.
 //! * [`MotoServer::stop`] / [`MotoServer::restart`] take the KMS endpoint
 //!   off the network and bring it back **on the same port**: connections
 //!   are refused while stopped, exactly what a client of a stopped KMS sees,
@@ -19,14 +21,13 @@
 //!   [`MotoServer::revoke_kms_access`] detaches it (how operators simulate
 //!   a KMS outage).
 //!
-//! The binary is found through `STRONGROOM_MOTO_BIN`, else
-//! `$STRONGROOM_CACHE/venv/bin/moto_server` (default cache
-//! `~/.cache/strongroom`); `scripts/setup-tools.sh` installs it. The harness
-//! panics with that hint when it is missing: tests never skip.
+//! The binary comes from [`crate::tools::moto_bin`]; the harness panics
+//! with a hint when it is missing: tests never skip.
 //!
 //! ```no_run
 //! # async fn example() {
-//! use seal_awskms::{AwsKmsSeal, testing::MotoServer};
+//! use seal_awskms::AwsKmsSeal;
+//! use testkit::MotoServer;
 //! use seal_core::Seal;
 //!
 //! let moto = MotoServer::start().await;
@@ -38,23 +39,22 @@
 //! assert_eq!(seal.decrypt(&blob, b"aad").await.unwrap().as_slice(), b"secret");
 //! # }
 //! ```
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
 mod iam;
 mod relay;
 
-use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use aws_sdk_kms::config::{BehaviorVersion, Region};
-
-use crate::{AwsKmsConfig, SecretString};
+use seal_awskms::{AwsKmsConfig, SecretString};
 
 pub use iam::IamUser;
+
+use crate::ports::{self, Port};
+use crate::process::{Process, ProcessSpec, StartError, with_fresh_ports_async};
+use crate::timeline::Timeline;
+use crate::{tools, wait};
 
 /// Region the harness uses everywhere.
 pub const TEST_REGION: &str = "us-east-1";
@@ -80,51 +80,16 @@ pub struct TestKey {
 /// A running `moto_server`, killed on drop. See the [module docs](self).
 #[derive(Debug)]
 pub struct MotoServer {
-    child: Mutex<Option<Child>>,
-    pid: u32,
-    moto_port: u16,
+    // Field order: the relay and the process go before their ports.
     relay: relay::Relay,
-    log_path: PathBuf,
+    process: Process,
+    moto_port: Port,
+    _dir: tempfile::TempDir,
     /// Credentials the harness signs with: the static test pair, or the
     /// bootstrapped admin in IAM mode.
     access_key: String,
     secret_key: String,
     iam_enforced: bool,
-}
-
-/// Where `moto_server` is: `STRONGROOM_MOTO_BIN`, else the cached venv.
-///
-/// # Panics
-/// When it does not exist, with the command that installs it.
-pub fn moto_bin() -> PathBuf {
-    let path = match std::env::var_os("STRONGROOM_MOTO_BIN") {
-        Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => {
-            let cache = std::env::var_os("STRONGROOM_CACHE")
-                .filter(|c| !c.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-                    PathBuf::from(home).join(".cache/strongroom")
-                });
-            cache.join("venv/bin/moto_server")
-        }
-    };
-    if !path.is_file() {
-        panic!(
-            "moto_server not found at {}: run scripts/setup-tools.sh (it installs moto[server] \
-             into a cached virtualenv) and export what it prints, or set STRONGROOM_MOTO_BIN",
-            path.display()
-        );
-    }
-    path
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free loopback port: {e}"))
 }
 
 impl MotoServer {
@@ -133,7 +98,7 @@ impl MotoServer {
     /// # Panics
     /// When moto is not installed or does not come up.
     pub async fn start() -> Self {
-        Self::launch_ready(None).await
+        Self::start_on(&Timeline::new(), false).await
     }
 
     /// Starts moto enforcing IAM on every request after the admin bootstrap:
@@ -143,98 +108,98 @@ impl MotoServer {
     /// # Panics
     /// When moto is not installed or does not come up.
     pub async fn start_with_iam() -> Self {
-        let mut server = Self::launch_ready(Some(IAM_BOOTSTRAP_REQUESTS)).await;
-        let (access_key, secret_key) = iam::bootstrap_admin(&server).await;
-        server.access_key = access_key;
-        server.secret_key = secret_key;
-        server.iam_enforced = true;
+        Self::start_on(&Timeline::new(), true).await
+    }
+
+    /// [`MotoServer::start`] or [`MotoServer::start_with_iam`], recording
+    /// on `timeline` (as `moto`).
+    ///
+    /// # Panics
+    /// When moto is not installed or does not come up.
+    pub async fn start_on(timeline: &Timeline, iam: bool) -> Self {
+        let budget = iam.then_some(IAM_BOOTSTRAP_REQUESTS);
+        let mut server =
+            with_fresh_ports_async("moto", timeline, || Self::try_launch(timeline, budget)).await;
+        if iam {
+            let (access_key, secret_key) = iam::bootstrap_admin(&server).await;
+            server.access_key = access_key;
+            server.secret_key = secret_key;
+            server.iam_enforced = true;
+        }
         server
     }
 
-    /// Launches moto and waits for it; a moto that exits at once (its port
-    /// was taken between choosing and binding it) is retried on another.
-    async fn launch_ready(no_auth_requests: Option<u32>) -> Self {
-        let mut last_error = String::new();
-        for _ in 0..3 {
-            let server = Self::launch(no_auth_requests);
-            match server.wait_ready().await {
-                Ok(()) => return server,
-                Err(e) => last_error = e,
-            }
-        }
-        panic!("{last_error}");
-    }
-
-    fn launch(no_auth_requests: Option<u32>) -> Self {
-        let bin = moto_bin();
-        let moto_port = free_port();
-        let log_path = std::env::temp_dir().join(format!(
-            "strongroom-moto-{}-{moto_port}.log",
-            std::process::id()
-        ));
-        let log = std::fs::File::create(&log_path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", log_path.display()));
-        let log_err = log.try_clone().expect("clone log file handle");
-        let mut cmd = Command::new(&bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_err)
+    async fn try_launch(
+        timeline: &Timeline,
+        no_auth_requests: Option<u32>,
+    ) -> Result<Self, StartError> {
+        let moto_port = ports::reserve();
+        let dir = tempfile::Builder::new()
+            .prefix("strongroom-moto-")
+            .tempdir()
+            .map_err(|e| StartError::Other(format!("tempdir: {e}")))?;
+        let mut spec = ProcessSpec::new("moto", tools::moto_bin(), dir.path().join("moto.log"))
+            .args(["-H", "127.0.0.1", "-p", &moto_port.get().to_string()])
             .env("AWS_DEFAULT_REGION", TEST_REGION)
             .env_remove("AWS_ACCESS_KEY_ID")
             .env_remove("AWS_SECRET_ACCESS_KEY");
-        if let Some(n) = no_auth_requests {
-            cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string());
-        } else {
-            cmd.env_remove("INITIAL_NO_AUTH_ACTION_COUNT");
+        spec = match no_auth_requests {
+            Some(n) => spec.env("INITIAL_NO_AUTH_ACTION_COUNT", n.to_string()),
+            None => spec.env_remove("INITIAL_NO_AUTH_ACTION_COUNT"),
+        };
+        let process = Process::start(spec, timeline);
+        // A TCP probe, not a request: in IAM mode every request counts
+        // against the unauthenticated budget.
+        let addr = SocketAddr::from(([127, 0, 0, 1], moto_port.get()));
+        let ready = wait::try_until(
+            &format!("moto_server accepts connections on {addr}"),
+            START_TIMEOUT,
+            || async {
+                if let Some(status) = process.exit_status() {
+                    return Some(Err(status));
+                }
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
+                    .is_ok()
+                    .then_some(Ok(()))
+            },
+        )
+        .await;
+        match ready {
+            Ok(Ok(())) => {}
+            Ok(Err(status)) if process.address_in_use() => {
+                return Err(StartError::AddressInUse(format!(
+                    "moto_server exited ({status})\n{}",
+                    process.failure_report()
+                )));
+            }
+            Ok(Err(status)) => {
+                return Err(StartError::Other(format!(
+                    "moto_server exited ({status}) before accepting connections\n{}",
+                    process.failure_report()
+                )));
+            }
+            Err(e) => {
+                return Err(StartError::Other(format!(
+                    "{e}\n{}",
+                    process.failure_report()
+                )));
+            }
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-        let pid = child.id();
-        let relay = relay::Relay::start(moto_port);
-        Self {
-            child: Mutex::new(Some(child)),
-            pid,
-            moto_port,
+        let relay = relay::Relay::start(ports::reserve(), moto_port.get());
+        Ok(Self {
             relay,
-            log_path,
+            process,
+            moto_port,
+            _dir: dir,
             access_key: TEST_ACCESS_KEY.to_owned(),
             secret_key: TEST_SECRET_KEY.to_owned(),
             iam_enforced: false,
-        }
+        })
     }
 
-    /// Waits until moto accepts TCP connections. A TCP probe, not a request:
-    /// in IAM mode every request counts against the unauthenticated budget.
-    async fn wait_ready(&self) -> Result<(), String> {
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = SocketAddr::from(([127, 0, 0, 1], self.moto_port));
-        loop {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(());
-            }
-            if let Some(status) = self
-                .child
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                return Err(format!(
-                    "moto_server exited with {status} before accepting connections; its log:\n{}",
-                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
-                ));
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "moto_server did not accept connections on port {} within {START_TIMEOUT:?}; its log:\n{}",
-                    self.moto_port,
-                    std::fs::read_to_string(&self.log_path).unwrap_or_default()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// The moto process (signals, log).
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 
     /// The KMS endpoint URL clients use (through the relay, so
@@ -246,7 +211,7 @@ impl MotoServer {
     /// moto's own URL, unaffected by [`MotoServer::stop`] (the harness's
     /// own calls go here).
     pub fn moto_endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.moto_port)
+        format!("http://127.0.0.1:{}", self.moto_port.get())
     }
 
     /// Whether IAM is enforced ([`MotoServer::start_with_iam`]).
@@ -270,20 +235,12 @@ impl MotoServer {
     /// Freezes the moto process (SIGSTOP): connections are accepted but
     /// never answered, so clients run into their timeouts.
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.process.pause();
     }
 
     /// Resumes a process frozen by [`MotoServer::pause`].
     pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.pid.to_string()])
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run kill {sig}: {e}"));
-        assert!(status.success(), "kill {sig} {} failed: {status}", self.pid);
+        self.process.resume();
     }
 
     /// A seal configuration for `key_id` on this server: the harness's
@@ -421,17 +378,5 @@ impl MotoServer {
     /// When moto refuses.
     pub async fn grant_kms_access(&self, user: &IamUser) {
         iam::attach(self, user).await;
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let mut guard = self.child.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(mut child) = guard.take() {
-            // SIGKILL also ends a paused (SIGSTOPped) process.
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_file(&self.log_path);
     }
 }

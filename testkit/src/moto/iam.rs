@@ -9,7 +9,7 @@ use aws_sigv4::sign::v4;
 use aws_smithy_runtime_api::client::identity::Identity;
 
 use super::{MotoServer, TEST_REGION};
-use crate::SecretString;
+use seal_awskms::SecretString;
 
 const ADMIN_USER: &str = "strongroom-harness-admin";
 const ALLOW_ALL: &str =
