@@ -333,7 +333,7 @@ async fn deleted_lock_key_is_lost() {
 /// acquire and takes the lock with a fresh session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standby_replaces_an_invalidated_ready_session() {
-    let dev = tokio::task::spawn_blocking(storage_consul::testing::ConsulDev::start)
+    let dev = tokio::task::spawn_blocking(testkit::ConsulDev::start)
         .await
         .unwrap();
     let http = dev.http_address();
