@@ -15,44 +15,43 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Server, free_port, mount_kv, plain_listener, redb_storage};
-use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
 use serde_json::{Value, json};
+use testkit::moto::IamUser;
+use testkit::{MotoServer, Node, NodeConfig, Scenario, SealStanza};
 
-/// A named `seal "awskms"` stanza signing with `creds`.
+/// A named `seal "awskms"` stanza (signing as `user`, else with the
+/// harness's static credentials).
 fn stanza(
     moto: &MotoServer,
     key_id: &str,
     name: &str,
     priority: u32,
-    creds: (&str, &str),
-    extra: &str,
-) -> String {
-    format!(
-        "seal \"awskms\" {{\n  name = \"{name}\"\n  priority = {priority}\n  region = \
-         \"{TEST_REGION}\"\n  kms_key_id = \"{key_id}\"\n  endpoint = \"{endpoint}\"\n  access_key \
-         = \"{}\"\n  secret_key = \"{}\"\n  connect_timeout = \"1s\"\n  attempt_timeout = \"2s\"\n  \
-         operation_timeout = \"4s\"\n  max_attempts = 1\n{extra}}}\n",
-        creds.0,
-        creds.1,
-        endpoint = moto.endpoint(),
+    user: Option<&IamUser>,
+) -> SealStanza {
+    let seal = match user {
+        Some(user) => SealStanza::awskms_as(moto, key_id, user),
+        None => SealStanza::awskms(moto, key_id),
+    };
+    seal.attr("name", name)
+        .attr("priority", priority)
+        .attr("operation_timeout", "4s")
+}
+
+/// A multi-seal node over `seals`.
+fn config(seals: [SealStanza; 2]) -> NodeConfig {
+    seals.into_iter().fold(
+        common::node()
+            .attr("enable_multiseal", true)
+            .attr("auto_unseal_max_backoff", "1s")
+            .attr("seal_health_check_interval", "1s"),
+        NodeConfig::seal,
     )
 }
 
-fn config(dir: &Path, port: u16, seals: &str) -> String {
-    format!(
-        "{}enable_multiseal = true\n{seals}{}auto_unseal_max_backoff = \
-         \"1s\"\nseal_health_check_interval = \"1s\"\n",
-        redb_storage(dir),
-        plain_listener(port)
-    )
-}
-
-async fn backend_status(server: &Server) -> Value {
+async fn backend_status(server: &Node) -> Value {
     let (code, body) = server
         .call("GET", "sys/seal-backend-status", None, None)
         .await;
@@ -60,44 +59,21 @@ async fn backend_status(server: &Server) -> Value {
     body
 }
 
-async fn wait_for(server: &Server, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+async fn wait_for(server: &Node, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    testkit::wait::until(what, Duration::from_secs(30), || async {
         let status = backend_status(server).await;
         if check(&status) {
-            return status;
+            Ok(status)
+        } else {
+            Err(format!("status {status}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting until {what}; last status {status}; log:\n{}",
-            server.log()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
-async fn init_recovery(server: &Server) -> (Vec<String>, String) {
-    let (code, body) = server
-        .call(
-            "PUT",
-            "sys/init",
-            None,
-            Some(json!({"recovery_shares": 3, "recovery_threshold": 2})),
-        )
-        .await;
-    assert_eq!(code, 200, "{body}");
-    let keys = body["recovery_keys_base64"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k.as_str().unwrap().to_owned())
-        .collect();
-    (keys, body["root_token"].as_str().unwrap().to_owned())
-}
-
-async fn write_and_check(server: &Server, root: &str, write: bool) {
+async fn write_and_check(server: &Node, root: &str, write: bool) {
     if write {
-        mount_kv(server, root, "kv", "1").await;
+        server.mount_kv(root, "kv", "1").await;
         let (code, body) = server
             .call("PUT", "kv/app", Some(root), Some(json!({"v": "regions"})))
             .await;
@@ -110,39 +86,19 @@ async fn write_and_check(server: &Server, root: &str, write: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secondary_region_unseals_while_the_primary_is_revoked() {
-    let east = MotoServer::start_with_iam().await;
-    let west = MotoServer::start().await;
+    let sc = Scenario::new("the_secondary_region_unseals_while_the_primary_is_revoked");
+    let east = MotoServer::start_on(sc.timeline(), true).await;
+    let west = MotoServer::start_on(sc.timeline(), false).await;
     let east_key = east.create_key().await;
     let west_key = west.create_key().await;
     let user = east.create_kms_user("strongroom-node").await;
-    let east_creds = (
-        user.access_key_id.clone(),
-        user.secret_access_key.expose_secret().to_owned(),
-    );
-    let seals = format!(
-        "{}{}",
-        stanza(
-            &east,
-            &east_key.key_id,
-            "east",
-            1,
-            (&east_creds.0, &east_creds.1),
-            ""
-        ),
-        stanza(
-            &west,
-            &west_key.key_id,
-            "west",
-            2,
-            (TEST_ACCESS_KEY, TEST_SECRET_KEY),
-            ""
-        ),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port, &seals);
-    let server = Server::start(dir.path(), port, &cfg).await;
-    let (_, root) = init_recovery(&server).await;
+    let server = config([
+        stanza(&east, &east_key.key_id, "east", 1, Some(&user)),
+        stanza(&west, &west_key.key_id, "west", 2, None),
+    ])
+    .start(&sc, "server")
+    .await;
+    let root = server.init_recovery(3, 2).await.root_token;
     server.wait_sealed(false, Duration::from_secs(20)).await;
     write_and_check(&server, &root, true).await;
     let status = wait_for(&server, "both seals hold a wrap", |s| {
@@ -157,11 +113,12 @@ async fn the_secondary_region_unseals_while_the_primary_is_revoked() {
         .map(|b| b["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["east", "west"]);
-    drop(server);
+    server.kill9();
 
     // The primary region's key is revoked; the node restarts.
+    sc.step("revoke the primary's KMS access, restart");
     east.revoke_kms_access(&user).await;
-    let server = Server::start(dir.path(), port, &cfg).await;
+    server.start_again().await;
     server.wait_sealed(false, Duration::from_secs(30)).await;
     write_and_check(&server, &root, false).await;
     let status = wait_for(&server, "the primary is reported unhealthy", |s| {
@@ -193,57 +150,48 @@ async fn the_secondary_region_unseals_while_the_primary_is_revoked() {
     );
 
     // Access returns: the primary is checked, its wrap refreshed.
+    sc.step("grant the primary's KMS access again");
     east.grant_kms_access(&user).await;
     let status = wait_for(&server, "the primary is healthy and wrapped again", |s| {
         s["healthy"] == json!(true) && s["fully_wrapped"] == json!(true)
     })
     .await;
     assert!(status["backends"][0].get("unhealthy_since").is_none());
-    drop(server);
+    server.kill9();
 
     // And the primary alone unseals (the secondary region is down now).
+    sc.step("secondary region down, restart");
     west.stop().await;
-    let server = Server::start(dir.path(), port, &cfg).await;
+    server.start_again().await;
     server.wait_sealed(false, Duration::from_secs(30)).await;
     write_and_check(&server, &root, false).await;
 }
 
-fn bao_unseal(server: &Server, key: &str) -> std::process::Output {
-    let bao = std::env::var("STRONGROOM_BAO_BIN").unwrap_or_else(|_| {
-        let cache = std::env::var("STRONGROOM_CACHE")
-            .unwrap_or_else(|_| format!("{}/.cache/strongroom", std::env::var("HOME").unwrap()));
-        format!("{cache}/venv/bin/bao")
-    });
-    assert!(
-        Path::new(&bao).exists(),
-        "the OpenBao CLI is not at {bao}: run scripts/setup-tools.sh"
-    );
+fn bao_unseal(server: &Node, key: &str) -> std::process::Output {
+    let bao = testkit::tools::bao_bin();
     let home = tempfile::tempdir().unwrap();
     Command::new(&bao)
         .args(["operator", "unseal", key])
         .env_clear()
         .env("HOME", home.path())
-        .env("BAO_ADDR", &server.base)
+        .env("BAO_ADDR", server.addr())
         .output()
         .expect("run bao")
 }
 
-async fn break_glass_scenario(on: bool) {
-    let east = MotoServer::start().await;
-    let west = MotoServer::start().await;
+async fn break_glass_scenario(sc: &Scenario, on: bool) {
+    let east = MotoServer::start_on(sc.timeline(), false).await;
+    let west = MotoServer::start_on(sc.timeline(), false).await;
     let (east_key, west_key) = (east.create_key().await, west.create_key().await);
-    let glass = if on { "  recovery_unseal = true\n" } else { "" };
-    let creds = (TEST_ACCESS_KEY, TEST_SECRET_KEY);
-    let seals = format!(
-        "{}{}",
-        stanza(&east, &east_key.key_id, "east", 1, creds, glass),
-        stanza(&west, &west_key.key_id, "west", 2, creds, ""),
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let cfg = config(dir.path(), port, &seals);
-    let server = Server::start(dir.path(), port, &cfg).await;
-    let (keys, root) = init_recovery(&server).await;
+    let mut primary = stanza(&east, &east_key.key_id, "east", 1, None);
+    if on {
+        primary = primary.attr("recovery_unseal", true);
+    }
+    let server = config([primary, stanza(&west, &west_key.key_id, "west", 2, None)])
+        .start(sc, "server")
+        .await;
+    let init = server.init_recovery(3, 2).await;
+    let (keys, root) = (init.recovery_keys_base64, init.root_token);
     server.wait_sealed(false, Duration::from_secs(20)).await;
     write_and_check(&server, &root, true).await;
     if on {
@@ -253,12 +201,13 @@ async fn break_glass_scenario(on: bool) {
             server.log()
         );
     }
-    drop(server);
+    server.kill9();
 
     // Both regions are gone; the node restarts sealed.
+    sc.step("both regions down, restart");
     east.stop().await;
     west.stop().await;
-    let server = Server::start(dir.path(), port, &cfg).await;
+    server.start_again().await;
     let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
     assert_eq!(status["sealed"], json!(true));
     let first = bao_unseal(&server, &keys[0]);
@@ -283,10 +232,12 @@ async fn break_glass_scenario(on: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn break_glass_recovery_keys_unseal_when_every_kms_is_gone() {
-    break_glass_scenario(true).await;
+    let sc = Scenario::new("break_glass_recovery_keys_unseal_when_every_kms_is_gone");
+    break_glass_scenario(&sc, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_break_glass_recovery_keys_are_refused_for_unseal() {
-    break_glass_scenario(false).await;
+    let sc = Scenario::new("without_break_glass_recovery_keys_are_refused_for_unseal");
+    break_glass_scenario(&sc, false).await;
 }
