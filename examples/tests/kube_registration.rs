@@ -115,7 +115,9 @@ async fn pod_labels_follow_the_node_from_start_to_shutdown() {
     wait_labels(&api, &server, ("true", "false", "true")).await;
 
     // Shutdown: sealed, not initialized, not active (as Vault leaves it).
-    let exit = server.terminate();
+    // (terminate() blocks while it waits: keep it off the runtime's
+    // workers, which serve the stand-in API meanwhile.)
+    let exit = tokio::task::block_in_place(|| server.terminate());
     assert!(exit.success(), "{exit}; log:\n{}", server.log());
     assert_eq!(
         label_state(&api.labels(NS, POD).unwrap()),

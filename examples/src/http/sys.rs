@@ -399,9 +399,10 @@ async fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, Htt
 async fn node_sample(state: &AppState) -> NodeSample {
     let core = state.core.metrics().await;
     let health = state.core.health().await;
+    let node = state.core.node_state();
     NodeSample {
-        // Without HA an unsealed node is the active one (Vault's HAState).
-        active: !core.sealed && !health.standby,
+        // The lock holder, or any unsealed node without HA (Vault's HAState).
+        active: !node.sealed && node.mode.serves(),
         cluster: health.cluster_name,
         core,
     }

@@ -41,12 +41,15 @@ impl NodeStatus {
 
     /// The core's current status.
     pub(crate) async fn of(core: &Core) -> NodeStatus {
-        let health = core.health().await;
+        let state = core.node_state();
+        // The core learns that another node initialized the storage only
+        // when asked; health() asks (reading storage until it is true).
+        let initialized = state.initialized || core.health().await.initialized;
         NodeStatus {
-            // Without HA an unsealed node is the active one (Vault's HAState).
-            active: !health.sealed && !health.standby,
-            sealed: health.sealed,
-            initialized: health.initialized,
+            // The lock holder, or any unsealed node without HA (Vault's HAState).
+            active: !state.sealed && state.mode.serves(),
+            sealed: state.sealed,
+            initialized,
         }
     }
 }
@@ -63,17 +66,19 @@ pub(crate) trait ServiceRegistration: Send + Sync + std::fmt::Debug {
     async fn shutdown(&self);
 }
 
-/// How often the status is read from the core.
-const POLL: Duration = Duration::from_millis(500);
+/// How often the status is read even without a change notice: `init`
+/// through another node is only seen by asking.
+const POLL: Duration = Duration::from_secs(1);
 
-/// Feeds every registration the node's status until `stop` fires. The
-/// status is read from the core twice a second, so a seal, unseal or
-/// change of role reaches the labels within half a second.
+/// Feeds every registration the node's status until `stop` fires: at once
+/// on every seal, unseal, promotion or demotion (the core's node-state
+/// watch), and at least every second.
 pub(crate) async fn publish_status(
     core: Core,
     registrations: Vec<Arc<dyn ServiceRegistration>>,
     stop: CancellationToken,
 ) {
+    let mut changes = core.watch_node_state();
     let mut last = None;
     loop {
         let status = NodeStatus::of(&core).await;
@@ -86,6 +91,7 @@ pub(crate) async fn publish_status(
         }
         tokio::select! {
             () = stop.cancelled() => return,
+            changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(POLL) => {}
         }
     }
