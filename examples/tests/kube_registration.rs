@@ -11,29 +11,26 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::kube_api::KubeApi;
-use common::{Server, free_port, init, unseal};
 use serde_json::{Map, Value, json};
+use testkit::{Node, NodeConfig, Scenario, StorageStanza};
 
 const NS: &str = "vault";
 const POD: &str = "strongroom-0";
 
-fn config(dir: &std::path::Path, port: u16) -> String {
-    format!(
-        "{}{}service_registration \"kubernetes\" {{\n  retry_interval = \"200ms\"\n}}\n",
-        common::redb_storage(dir),
-        common::plain_listener(port)
-    )
-}
-
-async fn start(api: &KubeApi, dir: &std::path::Path) -> Server {
-    let port = free_port();
-    std::fs::write(dir.join("server.hcl"), config(dir, port)).unwrap();
-    let arg = format!("-config={}", dir.join("server.hcl").display());
-    let env = api.pod_env(NS, POD);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut server = Server::spawn_with_env(dir, port, &["server", &arg], &env);
-    server.wait_ready().await;
-    server
+/// A node on redb labelling pod `NS/POD` through `api`.
+async fn start(sc: &Scenario, api: &KubeApi) -> Node {
+    let registration = hcl::Block::builder("service_registration")
+        .add_label("kubernetes")
+        .add_attribute(("retry_interval", "200ms"))
+        .build();
+    let mut config = NodeConfig::new()
+        .binary(env!("CARGO_BIN_EXE_strongroom"))
+        .storage(StorageStanza::redb())
+        .block(registration);
+    for (key, value) in api.pod_env(NS, POD) {
+        config = config.env(&key, &value);
+    }
+    config.start(sc, "n1").await
 }
 
 fn label_state(labels: &Map<String, Value>) -> (String, String, String) {
@@ -52,7 +49,7 @@ fn label_state(labels: &Map<String, Value>) -> (String, String, String) {
 }
 
 /// Waits until the pod's labels say (active, sealed, initialized).
-async fn wait_labels(api: &KubeApi, server: &Server, want: (&str, &str, &str)) {
+async fn wait_labels(api: &KubeApi, server: &Node, want: (&str, &str, &str)) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let labels = api.labels(NS, POD).unwrap_or_default();
@@ -72,12 +69,12 @@ async fn wait_labels(api: &KubeApi, server: &Server, want: (&str, &str, &str)) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_labels_follow_the_node_from_start_to_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
+    let sc = Scenario::new("pod labels from start to shutdown");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api = KubeApi::start(listener, &dir.path().join("sa")).await;
+    let api = KubeApi::start(listener, &sc.subdir("sa")).await;
     // A pod without any labels map: the first patch adds the whole map.
     api.add_pod(NS, POD, None);
-    let mut server = start(&api, dir.path()).await;
+    let server = start(&sc, &api).await;
 
     wait_labels(&api, &server, ("false", "true", "false")).await;
     let first = &api.patches()[0];
@@ -89,9 +86,12 @@ async fn pod_labels_follow_the_node_from_start_to_shutdown() {
         }}])
     );
 
-    let (keys, root) = init(&server, 1, 1).await;
+    sc.step("init");
+    let init = server.init(1, 1).await;
+    let (keys, root) = (init.keys_base64, init.root_token);
     wait_labels(&api, &server, ("false", "true", "true")).await;
-    unseal(&server, &keys).await;
+    sc.step("unseal");
+    server.unseal(&keys).await;
     // Without HA an unsealed node serves: it is the active one.
     wait_labels(&api, &server, ("true", "false", "true")).await;
     let (code, _) = server.call("PUT", "sys/seal", Some(&root), None).await;
@@ -100,25 +100,32 @@ async fn pod_labels_follow_the_node_from_start_to_shutdown() {
 
     // The API server fails for a while: the change lands on a retry, and
     // only the latest values are written.
+    sc.step("API server answers 503 three times");
     api.fail_patches(503, 3);
-    unseal(&server, &keys).await;
+    server.unseal(&keys).await;
     wait_labels(&api, &server, ("true", "false", "true")).await;
     assert!(api.rejected().iter().filter(|(c, _)| *c == 503).count() == 3);
 
     // kubelet rotates the projected token: 401, the file is read again.
+    sc.step("token rotated");
     api.rotate_token("sa-token-2");
     let (code, _) = server.call("PUT", "sys/seal", Some(&root), None).await;
     assert_eq!(code, 204);
     wait_labels(&api, &server, ("false", "true", "true")).await;
     assert!(api.rejected().iter().any(|(c, _)| *c == 401));
-    unseal(&server, &keys).await;
+    server.unseal(&keys).await;
     wait_labels(&api, &server, ("true", "false", "true")).await;
 
     // Shutdown: sealed, not initialized, not active (as Vault leaves it).
     // (terminate() blocks while it waits: keep it off the runtime's
     // workers, which serve the stand-in API meanwhile.)
+    sc.step("SIGTERM");
     let exit = tokio::task::block_in_place(|| server.terminate());
-    assert!(exit.success(), "{exit}; log:\n{}", server.log());
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "{exit:?}; log:\n{}",
+        server.log()
+    );
     assert_eq!(
         label_state(&api.labels(NS, POD).unwrap()),
         ("false".into(), "true".into(), "false".into())
@@ -153,15 +160,15 @@ async fn pod_labels_follow_the_node_from_start_to_shutdown() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_are_added_beside_the_statefulsets_own() {
-    let dir = tempfile::tempdir().unwrap();
+    let sc = Scenario::new("labels beside the StatefulSet's own");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api = KubeApi::start(listener, &dir.path().join("sa")).await;
+    let api = KubeApi::start(listener, &sc.subdir("sa")).await;
     api.add_pod(
         NS,
         POD,
         Some(json!({"app.kubernetes.io/name": "strongroom", "component": "server"})),
     );
-    let server = start(&api, dir.path()).await;
+    let server = start(&sc, &api).await;
     wait_labels(&api, &server, ("false", "true", "false")).await;
     let labels = api.labels(NS, POD).unwrap();
     assert_eq!(labels["component"], "server");
@@ -172,10 +179,17 @@ async fn labels_are_added_beside_the_statefulsets_own() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_outside_a_cluster_refuses_to_start_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    std::fs::write(dir.path().join("server.hcl"), config(dir.path(), port)).unwrap();
+    let port = testkit::ports::reserve();
+    std::fs::write(
+        dir.path().join("server.hcl"),
+        format!(
+            "storage \"inmem\" {{}}\nlistener \"tcp\" {{\n  address = \"{}\"\n  tls_disable = true\n}}\nservice_registration \"kubernetes\" {{}}\n",
+            port.addr()
+        ),
+    )
+    .unwrap();
     let arg = format!("-config={}", dir.path().join("server.hcl").display());
-    let output = std::process::Command::new(common::bin())
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
         .args(["server", &arg])
         .env_remove("KUBERNETES_SERVICE_HOST")
         .env("VAULT_K8S_NAMESPACE", NS)

@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -182,6 +183,9 @@ fn patch_for(
 #[derive(Debug)]
 pub(crate) struct KubernetesRegistration {
     desired: watch::Sender<NodeStatus>,
+    /// Set by `shutdown`: later notices are ignored, so a status read
+    /// just before shutdown cannot overwrite the shut-down labels.
+    closed: AtomicBool,
     applied: watch::Receiver<Option<NodeStatus>>,
     stop: CancellationToken,
 }
@@ -280,6 +284,7 @@ impl KubernetesRegistration {
         tokio::spawn(run(Arc::new(api), wanted, applied_tx, retry, stop.clone()));
         Ok(KubernetesRegistration {
             desired,
+            closed: AtomicBool::new(false),
             applied,
             stop,
         })
@@ -295,11 +300,21 @@ impl Drop for KubernetesRegistration {
 #[async_trait]
 impl ServiceRegistration for KubernetesRegistration {
     fn notify(&self, status: NodeStatus) {
-        self.desired.send_replace(status);
+        // Under the channel's lock, so it cannot interleave with shutdown.
+        self.desired.send_if_modified(|current| {
+            if self.closed.load(Ordering::SeqCst) || *current == status {
+                return false;
+            }
+            *current = status;
+            true
+        });
     }
 
     async fn shutdown(&self) {
-        self.desired.send_replace(NodeStatus::SHUT_DOWN);
+        self.desired.send_modify(|current| {
+            self.closed.store(true, Ordering::SeqCst);
+            *current = NodeStatus::SHUT_DOWN;
+        });
         let mut applied = self.applied.clone();
         let done = applied.wait_for(|s| *s == Some(NodeStatus::SHUT_DOWN));
         if tokio::time::timeout(SHUTDOWN_WAIT, done).await.is_err() {

@@ -82,6 +82,9 @@ pub(crate) async fn publish_status(
     let mut last = None;
     loop {
         let status = NodeStatus::of(&core).await;
+        if stop.is_cancelled() {
+            return;
+        }
         if last != Some(status) {
             tracing::debug!(?status, "publishing the node's status");
             for registration in &registrations {
@@ -90,6 +93,7 @@ pub(crate) async fn publish_status(
             last = Some(status);
         }
         tokio::select! {
+            biased;
             () = stop.cancelled() => return,
             changed = changes.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(POLL) => {}
