@@ -373,6 +373,9 @@ pub(crate) struct Metrics {
     /// `strongroom.http.requests`: every answered request by method and
     /// status code (probes and scrapes included).
     pub(crate) requests: Requests,
+    /// `vault.core.leadership_lost`: how long each active period lasted,
+    /// recorded when it ends (frequent short ones mean the lock flaps).
+    pub(crate) leadership_lost: Timer,
     /// `vault.<storage>.get|put|list|delete|transaction`: physical storage
     /// operations (Vault's `vault_consul_get` …).
     pub(crate) storage: storage::StorageTimers,
@@ -418,6 +421,10 @@ impl Metrics {
             "Time to handle an API request, in milliseconds",
         );
         let storage = storage::StorageTimers::define(&mut defs, storage_kind);
+        let leadership_lost = defs.timer(
+            "vault.core.leadership_lost",
+            "How long the node was active before it lost or gave up the HA lock, in milliseconds",
+        );
         let requests = Requests::new(settings.prometheus_retention);
         defs.registry.register(
             "strongroom_http_requests",
@@ -437,6 +444,7 @@ impl Metrics {
             timers: defs.timers,
             handle_request,
             requests,
+            leadership_lost,
             storage,
         }
     }
@@ -672,6 +680,48 @@ impl Metrics {
     }
 }
 
+/// When the current active period began; yields its length when it ends.
+#[derive(Debug, Default)]
+struct ActivePeriods(Option<Instant>);
+
+impl ActivePeriods {
+    /// The node is (or is not) active at `now`; the length of an active
+    /// period that just ended.
+    fn observe(&mut self, active: bool, now: Instant) -> Option<Duration> {
+        match (active, self.0) {
+            (true, None) => {
+                self.0 = Some(now);
+                None
+            }
+            (false, Some(since)) => {
+                self.0 = None;
+                Some(now.saturating_duration_since(since))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Records [`Metrics::leadership_lost`] from the core's node-state changes
+/// until `stop` fires or the core goes away.
+pub(crate) async fn follow_leadership(
+    metrics: Arc<Metrics>,
+    mut states: tokio::sync::watch::Receiver<strongroom::NodeState>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut periods = ActivePeriods::default();
+    loop {
+        let active = states.borrow_and_update().mode == strongroom::HaMode::Active;
+        if let Some(held) = periods.observe(active, Instant::now()) {
+            metrics.leadership_lost.observe(held);
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = states.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -816,6 +866,33 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("{method=\"GET\",code=\"599\"} 1\n"), "{text}");
+    }
+
+    #[test]
+    fn leaving_the_active_role_records_how_long_it_lasted() {
+        let mut periods = ActivePeriods::default();
+        let t0 = Instant::now();
+        assert_eq!(periods.observe(false, t0), None);
+        assert_eq!(periods.observe(true, t0), None);
+        assert_eq!(periods.observe(true, t0 + Duration::from_secs(1)), None);
+        assert_eq!(
+            periods.observe(false, t0 + Duration::from_secs(3)),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(periods.observe(false, t0 + Duration::from_secs(4)), None);
+        let metrics = Metrics::new(quiet(), "consul");
+        metrics.leadership_lost.observe(Duration::from_secs(3));
+        let text = metrics
+            .text(Format::Prometheus, &NodeSample::default())
+            .unwrap();
+        assert!(
+            text.contains("vault_core_leadership_lost_count 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("vault_core_leadership_lost_sum 3000\n"),
+            "{text}"
+        );
     }
 
     #[test]

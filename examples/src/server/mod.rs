@@ -239,6 +239,11 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     tracing::info!(api_addr = %api_addr, seal = seal_name, storage = config.storage.kind(), "server started");
 
     let shutdown = CancellationToken::new();
+    tokio::spawn(crate::metrics::follow_leadership(
+        metrics.clone(),
+        core.watch_node_state(),
+        shutdown.clone(),
+    ));
     let mut registrations: Vec<Arc<dyn ServiceRegistration>> = Vec::new();
     if let Some(kubernetes) = &config.kubernetes {
         let status = NodeStatus::of(&core).await;
