@@ -241,7 +241,7 @@ pub struct NodeConfig {
     attrs: Attrs,
     telemetry: Attrs,
     blocks: Vec<Block>,
-    pub(crate) env: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, Option<String>)>,
     pub(crate) ready_timeout: Duration,
 }
 
@@ -383,7 +383,14 @@ impl NodeConfig {
     /// An environment variable for the server process.
     #[must_use]
     pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.env.push((key.to_owned(), value.to_owned()));
+        self.env.push((key.to_owned(), Some(value.to_owned())));
+        self
+    }
+
+    /// Removes an environment variable the test process has.
+    #[must_use]
+    pub fn env_remove(mut self, key: &str) -> Self {
+        self.env.push((key.to_owned(), None));
         self
     }
 

@@ -103,7 +103,10 @@ impl Node {
             .env_remove("STRONGROOM_ADDR")
             .env_remove("VAULT_TOKEN");
         for (k, v) in &config.env {
-            spec = spec.env(k, v);
+            spec = match v {
+                Some(v) => spec.env(k, v),
+                None => spec.env_remove(k),
+            };
         }
         let ca = config.tls_ca.as_ref().map(|p| {
             std::fs::read(p).unwrap_or_else(|e| panic!("testkit: read CA {}: {e}", p.display()))
