@@ -195,7 +195,16 @@ async fn every_direction(sc: &Scenario, consul: Option<&ConsulDev>) {
         .start(&[kms_b.clone(), kms(&moto, &key_a.key_id, "a", 1, true)])
         .await;
     assert_eq!(status(&server).await["migration"], json!(true));
-    migrate_http(&server, &keys[1..3]).await.unwrap();
+    // This time with Strongroom's own CLI.
+    for key in &keys[1..3] {
+        let out = Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .args(["operator", "unseal", "-migrate", key])
+            .env_clear()
+            .env("STRONGROOM_ADDR", server.addr())
+            .output()
+            .expect("run strongroom");
+        assert!(out.status.success(), "{out:?}");
+    }
     server.wait_sealed(false, Duration::from_secs(20)).await;
     data_readable(&server, &root).await;
     drop(server);

@@ -21,6 +21,7 @@ use seal_shamir::ShamirSeal;
 
 use crate::CoreError;
 use crate::config::STORED_KEYS_PATH;
+use crate::error::corrupt;
 use crate::seal_set::{MultiWrap, RECOVERY_SLOT, RECOVERY_SLOT_TYPE, Slot};
 use crate::unseal::decode_stored_keys;
 
@@ -84,10 +85,7 @@ pub(crate) async fn open_recovery_slot(
     match seal.decrypt(&blob, STORED_KEYS_PATH.as_bytes()).await {
         Ok(plain) => decode_stored_keys(&plain)
             .map(Some)
-            .map_err(|reason| CoreError::Corrupt {
-                path: STORED_KEYS_PATH,
-                reason,
-            }),
+            .map_err(corrupt(STORED_KEYS_PATH)),
         Err(SealError::Decrypt) => Err(wrong()),
         Err(e) => Err(CoreError::Corrupt {
             path: STORED_KEYS_PATH,

@@ -141,6 +141,12 @@ fn standby_message(leader: Option<&str>) -> String {
     }
 }
 
+/// Maps a parse failure of the core entry at `path` to
+/// [`CoreError::Corrupt`].
+pub(crate) fn corrupt(path: &'static str) -> impl FnOnce(String) -> CoreError {
+    move |reason| CoreError::Corrupt { path, reason }
+}
+
 impl From<ShamirError> for CoreError {
     fn from(err: ShamirError) -> Self {
         match err {

@@ -47,6 +47,7 @@ use crate::config::{
     SealConfig,
 };
 use crate::core::SealKind;
+use crate::error::corrupt;
 use crate::seal_set::SealSet;
 use crate::unseal::{decode_stored_keys, encode_stored_keys};
 use crate::{Core, CoreError};
@@ -309,24 +310,13 @@ impl Core {
         let kek = Kek::from_bytes(secret).map_err(|_| wrong())?;
         let old = ShamirSeal::new();
         old.set_kek(Kek::from_bytes(secret).map_err(|_| wrong())?);
-        let stored =
-            self.inner
-                .physical
-                .get(STORED_KEYS_PATH)
-                .await?
-                .ok_or(CoreError::Corrupt {
-                    path: STORED_KEYS_PATH,
-                    reason: "missing although the storage is initialized".into(),
-                })?;
+        let stored = self.required_entry(STORED_KEYS_PATH).await?;
         let old_root = decode_stored_keys(
             &old.decrypt(&stored, STORED_KEYS_PATH.as_bytes())
                 .await
                 .map_err(|_| wrong())?,
         )
-        .map_err(|reason| CoreError::Corrupt {
-            path: STORED_KEYS_PATH,
-            reason,
-        })?;
+        .map_err(corrupt(STORED_KEYS_PATH))?;
         let barrier_config = SealConfig::load(&*self.inner.physical, SEAL_CONFIG_PATH)
             .await?
             .ok_or(CoreError::NotInitialized)?;
@@ -377,10 +367,7 @@ impl Core {
             .await
             .map_err(seal_err("opening the migration record failed"))?,
         )
-        .map_err(|reason| CoreError::Corrupt {
-            path: MIGRATION_PATH,
-            reason,
-        })?;
+        .map_err(corrupt(MIGRATION_PATH))?;
 
         // (2) The keyring under the new root key (unless already).
         match self.inner.barrier.unseal(&new_root).await {
@@ -429,15 +416,7 @@ impl Core {
             .migrate_from
             .clone()
             .ok_or_else(|| CoreError::Config("no disabled seal to migrate from".into()))?;
-        let rk_blob =
-            self.inner
-                .physical
-                .get(RECOVERY_KEY_PATH)
-                .await?
-                .ok_or(CoreError::Corrupt {
-                    path: RECOVERY_KEY_PATH,
-                    reason: "missing although the storage is initialized with an auto seal".into(),
-                })?;
+        let rk_blob = self.required_entry(RECOVERY_KEY_PATH).await?;
         let stored_rk = RecoveryKey::from_bytes(
             &source
                 .decrypt(&rk_blob, RECOVERY_KEY_PATH.as_bytes())
@@ -458,15 +437,7 @@ impl Core {
                     .into(),
             ));
         }
-        let stored =
-            self.inner
-                .physical
-                .get(STORED_KEYS_PATH)
-                .await?
-                .ok_or(CoreError::Corrupt {
-                    path: STORED_KEYS_PATH,
-                    reason: "missing although the storage is initialized".into(),
-                })?;
+        let stored = self.required_entry(STORED_KEYS_PATH).await?;
         let root = decode_stored_keys(
             &source
                 .decrypt(&stored, STORED_KEYS_PATH.as_bytes())
@@ -475,10 +446,7 @@ impl Core {
                     "fetching stored unseal keys with the disabled seal failed",
                 ))?,
         )
-        .map_err(|reason| CoreError::Corrupt {
-            path: STORED_KEYS_PATH,
-            reason,
-        })?;
+        .map_err(corrupt(STORED_KEYS_PATH))?;
         // The root key must open the keyring before anything is rewritten.
         self.inner.barrier.unseal(&root).await?;
         let encoded = encode_stored_keys(&root);

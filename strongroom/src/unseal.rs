@@ -19,6 +19,7 @@ use crate::config::{
     CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, REKEY_PENDING_PATH, STORED_KEYS_PATH,
 };
 use crate::core::{Active, Core, Inner, SealKind, Unsealed};
+use crate::error::corrupt;
 use crate::logical::Logical;
 use crate::types::SealStatus;
 
@@ -442,6 +443,19 @@ impl Core {
         }
     }
 
+    /// Reads a plain core entry that exists in every initialized store
+    /// (stored keys, recovery key): absent, the store is damaged.
+    pub(crate) async fn required_entry(&self, path: &'static str) -> Result<Vec<u8>, CoreError> {
+        self.inner
+            .physical
+            .get(path)
+            .await?
+            .ok_or(CoreError::Corrupt {
+                path,
+                reason: "missing although the storage is initialized".into(),
+            })
+    }
+
     /// Whether `secret`, combined from key shares, is this store's current
     /// authorizing secret: the KEK that opens the stored root key (Shamir)
     /// or the stored recovery key (auto seal), compared in constant time.
@@ -459,21 +473,10 @@ impl Core {
         };
         let probe = ShamirSeal::new();
         probe.set_kek(kek);
-        let blob = self
-            .inner
-            .physical
-            .get(STORED_KEYS_PATH)
-            .await?
-            .ok_or(CoreError::Corrupt {
-                path: STORED_KEYS_PATH,
-                reason: "missing although the storage is initialized".into(),
-            })?;
+        let blob = self.required_entry(STORED_KEYS_PATH).await?;
         match probe.decrypt(&blob, STORED_KEYS_PATH.as_bytes()).await {
             Ok(plain) => {
-                decode_stored_keys(&plain).map_err(|reason| CoreError::Corrupt {
-                    path: STORED_KEYS_PATH,
-                    reason,
-                })?;
+                decode_stored_keys(&plain).map_err(corrupt(STORED_KEYS_PATH))?;
                 Ok(true)
             }
             Err(_) => Ok(false),
@@ -482,15 +485,7 @@ impl Core {
 
     /// Decrypts `core/recovery-key` through the seal.
     pub(crate) async fn load_recovery_key(&self) -> Result<RecoveryKey, CoreError> {
-        let blob = self
-            .inner
-            .physical
-            .get(RECOVERY_KEY_PATH)
-            .await?
-            .ok_or(CoreError::Corrupt {
-                path: RECOVERY_KEY_PATH,
-                reason: "missing although the storage is initialized with an auto seal".into(),
-            })?;
+        let blob = self.required_entry(RECOVERY_KEY_PATH).await?;
         let plain = self
             .inner
             .seal

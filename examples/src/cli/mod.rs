@@ -151,6 +151,10 @@ pub(crate) struct UnsealArgs {
     /// Discard the shares submitted so far.
     #[arg(long)]
     pub(crate) reset: bool,
+    /// Enter the key for a pending seal migration (the config changed the
+    /// seal): unseal keys from Shamir, recovery keys from an auto seal.
+    #[arg(long)]
+    pub(crate) migrate: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) format: Format,

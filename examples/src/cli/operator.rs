@@ -176,7 +176,7 @@ async fn unseal(args: &UnsealArgs) -> Result<u8, Error> {
         if key.is_empty() {
             return Err(Error::Usage("no unseal key given".into()));
         }
-        json!({"key": key.as_str()})
+        json!({"key": key.as_str(), "migrate": args.migrate})
     };
     let status = client
         .call("PUT", "sys/unseal", Some(&request))
