@@ -22,6 +22,11 @@ pub(crate) const REKEY_PENDING_PATH: &str = "core/hsm/barrier-unseal-keys-rekey-
 /// JSON, every key in it wrapped), removed by the migration's last
 /// transaction.
 pub(crate) const MIGRATION_PATH: &str = "core/seal-migration";
+/// The seal generation (plain JSON `{"generation": N}`, Vault ≥ 1.15 keeps
+/// a `core/seal-gen-info` too): bumped by every seal migration, so a node
+/// still running on the configuration from before a migration made by
+/// another node can tell, and never re-wraps the keys with its old seals.
+pub(crate) const SEAL_GEN_INFO_PATH: &str = "core/seal-gen-info";
 /// Cluster name and id, inside the barrier.
 pub(crate) const CLUSTER_INFO_PATH: &str = "core/cluster/local/info";
 

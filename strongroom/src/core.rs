@@ -103,6 +103,9 @@ pub(crate) struct Inner {
     pub(crate) migration: RwLock<Option<Migration>>,
     /// Break-glass: also wrap the root key under the recovery key.
     pub(crate) recovery_unseal: bool,
+    /// The seal generation this node unsealed under (see
+    /// `SEAL_GEN_INFO_PATH`).
+    pub(crate) seal_generation: std::sync::atomic::AtomicU64,
     /// Called after each durable migration step.
     pub(crate) migration_hook: Option<MigrationHook>,
     pub(crate) ha: Option<Ha>,
@@ -325,6 +328,7 @@ impl CoreBuilder {
                 migrate_from,
                 migration: RwLock::new(None),
                 recovery_unseal: self.recovery_unseal,
+                seal_generation: std::sync::atomic::AtomicU64::new(0),
                 migration_hook: self.migration_hook,
                 ha,
                 options: self.options,

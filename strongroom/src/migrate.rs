@@ -43,8 +43,8 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::config::{
-    MIGRATION_PATH, RECOVERY_CONFIG_PATH, RECOVERY_KEY_PATH, SEAL_CONFIG_PATH, STORED_KEYS_PATH,
-    SealConfig,
+    MIGRATION_PATH, RECOVERY_CONFIG_PATH, RECOVERY_KEY_PATH, SEAL_CONFIG_PATH, SEAL_GEN_INFO_PATH,
+    STORED_KEYS_PATH, SealConfig,
 };
 use crate::core::SealKind;
 use crate::error::corrupt;
@@ -275,6 +275,67 @@ impl Core {
         Ok(())
     }
 
+    /// The stored seal generation (0 before the first migration).
+    pub(crate) async fn stored_seal_generation(&self) -> Result<u64, CoreError> {
+        #[derive(Deserialize)]
+        struct GenInfo {
+            generation: u64,
+        }
+        match self.inner.physical.get(SEAL_GEN_INFO_PATH).await? {
+            None => Ok(0),
+            Some(raw) => serde_json::from_slice::<GenInfo>(&raw)
+                .map(|g| g.generation)
+                .map_err(|e| CoreError::Corrupt {
+                    path: SEAL_GEN_INFO_PATH,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// The write that bumps the seal generation, for a migration's commit.
+    async fn next_seal_generation(&self) -> Result<TxnOp, CoreError> {
+        let next = self.stored_seal_generation().await? + 1;
+        Ok(TxnOp::put(
+            SEAL_GEN_INFO_PATH,
+            format!("{{\"generation\":{next}}}").into_bytes(),
+        ))
+    }
+
+    /// With HA, a migration rewrites the keys every node depends on: only
+    /// the lock holder may, so the migrating node takes the lock first
+    /// (Vault: the node that becomes active performs the migration). The
+    /// active node must step down (`sys/step-down`) or stop for it.
+    async fn take_lock_for_migration(&self) -> Result<(), CoreError> {
+        let Some(ha) = &self.inner.ha else {
+            return Ok(());
+        };
+        ha.election.contend();
+        let mut roles = ha.election.role();
+        let wait = self.inner.options.migration_lock_wait;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if matches!(&*roles.borrow_and_update(), ha_lock::Role::Active { period, .. } if !period.is_ended())
+            {
+                tracing::info!("took the HA lock for the seal migration");
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, roles.changed())
+                .await
+                .is_err()
+            {
+                // Give the lock back in the background: the follower may wait
+                // for the operation lock this caller holds.
+                let core = self.clone();
+                tokio::spawn(async move { core.withdraw().await });
+                return Err(CoreError::InvalidRequest(format!(
+                    "seal migration needs this node to hold the HA lock, and another node kept \
+                     it for {wait:?}: step the active node down (sys/step-down, `operator \
+                     step-down`) or stop it, then enter the keys again; progress was reset"
+                )));
+            }
+        }
+    }
+
     /// Runs the pending migration with `secret` (combined from the keys
     /// entered) and unseals. Called with `op_lock` held, while sealed.
     pub(crate) async fn run_migration(
@@ -282,10 +343,22 @@ impl Core {
         migration: Migration,
         secret: &[u8],
     ) -> Result<(), CoreError> {
+        self.take_lock_for_migration().await?;
         let root = match migration {
-            Migration::ShamirToAuto => self.migrate_shamir_to_auto(secret).await?,
+            Migration::ShamirToAuto => self.migrate_shamir_to_auto(secret).await,
             Migration::AutoToShamir | Migration::AutoToAuto => {
-                self.migrate_from_auto(migration, secret).await?
+                self.migrate_from_auto(migration, secret).await
+            }
+        };
+        let root = match root {
+            Ok(root) => root,
+            Err(e) => {
+                if self.inner.ha.is_some() {
+                    // A sealed node must not keep the lock from the others.
+                    let core = self.clone();
+                    tokio::spawn(async move { core.withdraw().await });
+                }
+                return Err(e);
             }
         };
         self.set_pending_migration(None);
@@ -398,6 +471,7 @@ impl Core {
                 TxnOp::put(RECOVERY_CONFIG_PATH, recovery_config.to_json()?),
                 TxnOp::put(SEAL_CONFIG_PATH, new_config.to_json()?),
                 TxnOp::delete(MIGRATION_PATH),
+                self.next_seal_generation().await?,
             ])
             .await?;
         self.migration_step(MigrationStep::ShamirToAutoCommitted)?;
@@ -478,6 +552,7 @@ impl Core {
                         TxnOp::put(SEAL_CONFIG_PATH, config.to_json()?),
                         TxnOp::delete(RECOVERY_CONFIG_PATH),
                         TxnOp::delete(RECOVERY_KEY_PATH),
+                        self.next_seal_generation().await?,
                     ])
                     .await?;
                 self.migration_step(MigrationStep::AutoToShamirCommitted)?;
@@ -499,6 +574,7 @@ impl Core {
                         TxnOp::put(STORED_KEYS_PATH, wrapped),
                         TxnOp::put(RECOVERY_KEY_PATH, rk),
                         TxnOp::put(SEAL_CONFIG_PATH, config.to_json()?),
+                        self.next_seal_generation().await?,
                     ])
                     .await?;
                 self.migration_step(MigrationStep::AutoToAutoCommitted)?;

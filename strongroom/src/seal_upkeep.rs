@@ -11,6 +11,7 @@
 //! `sys/seal-backend-status` and the metrics report.
 
 use std::sync::Weak;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use seal_core::TxnOp;
@@ -66,6 +67,14 @@ impl Core {
         let _op = self.inner.op_lock.lock().await;
         if self.is_sealed() {
             return Err(CoreError::Sealed);
+        }
+        let generation = self.stored_seal_generation().await?;
+        if generation != self.inner.seal_generation.load(Ordering::SeqCst) {
+            tracing::warn!(
+                "the seals were migrated by another node since this node unsealed: the stored \
+                 keys are left alone; restart this node with the new seal configuration"
+            );
+            return Ok(());
         }
         let stored = self.inner.physical.get(STORED_KEYS_PATH).await?;
         let recovery = self.inner.physical.get(RECOVERY_KEY_PATH).await?;

@@ -48,6 +48,9 @@ pub struct CoreOptions {
     /// How often, while unsealed, each auto seal's health is checked (a
     /// tenth of it while one is failing or a wrap is missing). Vault: 10 min.
     pub seal_health_check_interval: Duration,
+    /// With HA: how long a seal migration waits for this node to get the
+    /// lock (the active node steps down or stops) before giving up.
+    pub migration_lock_wait: Duration,
 }
 
 impl Default for CoreOptions {
@@ -62,6 +65,7 @@ impl Default for CoreOptions {
             auto_unseal_initial_backoff: Duration::from_secs(1),
             auto_unseal_max_backoff: Duration::from_secs(30),
             seal_health_check_interval: Duration::from_secs(600),
+            migration_lock_wait: Duration::from_secs(60),
         }
     }
 }
@@ -103,6 +107,12 @@ impl CoreOptions {
     pub fn with_auto_unseal_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.auto_unseal_initial_backoff = initial;
         self.auto_unseal_max_backoff = max;
+        self
+    }
+
+    /// Sets how long a seal migration waits for the HA lock.
+    pub fn with_migration_lock_wait(mut self, wait: Duration) -> Self {
+        self.migration_lock_wait = wait;
         self
     }
 

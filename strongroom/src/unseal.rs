@@ -568,6 +568,10 @@ impl Core {
     /// With HA those wait until this node takes the lock (see `ha`): a
     /// standby neither writes nor serves.
     async fn post_unseal(&self, new_cluster: Option<ClusterInfo>) -> Result<(), CoreError> {
+        let generation = self.stored_seal_generation().await?;
+        self.inner
+            .seal_generation
+            .store(generation, Ordering::SeqCst);
         let background = CancellationToken::new();
         let (cluster, active) = if self.inner.ha.is_some() {
             let cluster = match new_cluster {

@@ -10,11 +10,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use seal_core::MemoryStorage;
 use seal_core::testing::InsecureTestSeal;
+use seal_core::{HaBackend, MemoryHaBackend, MemoryStorage};
 use strongroom::{
-    Core, CoreBuilder, CoreError, CoreOptions, InitParams, InitResult, MigrationStep, NamedSeal,
-    RekeyParams,
+    Core, CoreBuilder, CoreError, CoreOptions, HaMode, InitParams, InitResult, MigrationStep,
+    NamedSeal, RekeyParams,
 };
 
 const PATH: &str = "app/secret";
@@ -571,4 +571,98 @@ async fn break_glass_unseals_with_recovery_keys_when_every_seal_is_gone() {
     );
     assert!(err.to_string().contains("recovery_unseal"), "{err}");
     assert!(core.is_sealed());
+}
+
+fn ha_node(
+    storage: &Arc<MemoryStorage>,
+    ha: &MemoryHaBackend,
+    i: usize,
+    kms: Option<&Arc<InsecureTestSeal>>,
+) -> impl std::future::Future<Output = Core> {
+    let contender: Arc<dyn HaBackend> = Arc::new(ha.contender(Duration::from_millis(500)));
+    let options = options()
+        .with_api_addr(format!("http://node{i}:8200"))
+        // A stepped-down node waits for others rather than a timer.
+        .with_step_down_grace(Duration::from_secs(60))
+        .with_migration_lock_wait(Duration::from_secs(20));
+    let builder = Core::builder()
+        .storage(storage.clone())
+        .ha(contender)
+        .options(options);
+    let builder = match kms {
+        Some(seal) => builder.auto_seal(seal.clone()),
+        None => builder.shamir(),
+    };
+    async move { builder.build().await.unwrap() }
+}
+
+async fn wait_active(node: &Core, what: &str) {
+    wait_until(what, async || node.node_state().mode == HaMode::Active).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_ha_one_node_migrates_and_the_others_follow_after_restart() {
+    let storage = Arc::new(MemoryStorage::new());
+    let ha = MemoryHaBackend::new();
+    let kms = Arc::new(InsecureTestSeal::new());
+    let n0 = ha_node(&storage, &ha, 0, None).await;
+    let init = n0
+        .init(InitParams {
+            secret_shares: 3,
+            secret_threshold: 2,
+            ..InitParams::default()
+        })
+        .await
+        .unwrap();
+    let n1 = ha_node(&storage, &ha, 1, None).await;
+    let n2 = ha_node(&storage, &ha, 2, None).await; // stays sealed
+    for k in &init.keys[..2] {
+        n0.unseal(k).await.unwrap();
+    }
+    wait_active(&n0, "node 0 is active").await;
+    write(&n0).await;
+    for k in &init.keys[..2] {
+        n1.unseal(k).await.unwrap();
+    }
+
+    // Node 0 gets the new config and restarts: node 1 takes over.
+    n0.shutdown().await;
+    drop(n0);
+    wait_active(&n1, "node 1 took over").await;
+    let n0 = ha_node(&storage, &ha, 0, Some(&kms)).await;
+    assert!(n0.seal_status().await.unwrap().migration);
+
+    // The migration waits for the lock; the active node steps down for it.
+    let migrating = {
+        let n0 = n0.clone();
+        let keys = init.keys.clone();
+        tokio::spawn(async move { migrate_with(&n0, &keys[..2]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(n0.is_sealed(), "no migration without the lock");
+    n1.step_down(&init.root_token).await.unwrap();
+    migrating.await.unwrap().unwrap();
+    wait_active(&n0, "node 0 migrated and is active").await;
+    readable(&n0).await;
+    assert!(!n0.seal_status().await.unwrap().migration);
+    // Node 1 stays an unsealed standby on its old config meanwhile.
+    assert!(!n1.is_sealed());
+
+    // The others follow once restarted with the new config.
+    n1.shutdown().await;
+    drop(n1);
+    drop(n2);
+    let n1 = ha_node(&storage, &ha, 1, Some(&kms)).await;
+    let n2 = ha_node(&storage, &ha, 2, Some(&kms)).await;
+    assert!(!n1.is_sealed() && !n2.is_sealed());
+    assert_eq!(n1.node_state().mode.clone(), n2.node_state().mode.clone());
+    assert!(matches!(n1.node_state().mode, HaMode::Standby { .. }));
+    // The old config no longer fits: the Shamir node is told why.
+    let err = Core::builder()
+        .storage(storage.clone())
+        .shamir()
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no disabled seal"), "{err}");
 }
