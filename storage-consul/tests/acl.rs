@@ -226,18 +226,20 @@ async fn ha_lock_and_registration_under_acls() {
     .unwrap();
     let token = acl_dev().management_token().unwrap().to_owned();
     let path = format!("/v1/catalog/service/{}", config.registration.service);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(45);
-    loop {
-        let raw = raw_request(&acl_dev().http_address(), "GET", &path, Some(&token), b"").unwrap();
-        let entries: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
-        if entries.as_array().is_some_and(|a| a.len() == 1) {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not registered: {entries}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    testkit::wait::until(
+        "the service is registered under ACLs",
+        std::time::Duration::from_secs(45),
+        || async {
+            let raw =
+                raw_request(&acl_dev().http_address(), "GET", &path, Some(&token), b"").unwrap();
+            let entries: serde_json::Value = serde_json::from_slice(&raw.body).unwrap();
+            if entries.as_array().is_some_and(|a| a.len() == 1) {
+                Ok(())
+            } else {
+                Err(format!("catalog: {entries}"))
+            }
+        },
+    )
+    .await;
     reg.deregister().await.unwrap();
 }

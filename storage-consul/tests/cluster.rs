@@ -10,6 +10,7 @@ use std::time::Duration;
 use seal_core::{Storage, StorageError};
 use storage_consul::{ConsulError, ConsulStorage};
 use testkit::ConsulCluster;
+use testkit::wait::until;
 
 use common::consul_source;
 
@@ -125,43 +126,36 @@ async fn ha_lock_survives_a_consul_leader_failover() {
     };
     let (storage_a, ha_a) = contender(a_node, Duration::from_millis(500));
     let (_storage_b, ha_b) = contender(b_node, Duration::from_millis(500));
-    let deadline = std::time::Instant::now() + Duration::from_secs(45);
-    // A fresh agent may not be in the catalog yet: a transient error.
-    let lock = loop {
-        match ha_a.try_lock("core/lock", b"a").await {
-            Ok(lock) => break lock.expect("A wins"),
-            Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(err) => panic!("{err}"),
-        }
+    let wait = Duration::from_secs(45);
+    // Transient errors (a fresh agent not in the catalog yet, no leader)
+    // are waited out; any other error fails at once.
+    let transient = |r: Result<_, seal_core::HaError>| match r {
+        Err(err) if !err.is_transient() => panic!("{err}"),
+        r => r,
     };
+    let lock = until("A takes the free lock", wait, || async {
+        transient(ha_a.try_lock("core/lock", b"a").await)
+    })
+    .await
+    .expect("A wins");
     storage_a.put("before", b"1").await.unwrap();
 
     cluster.kill(leader);
     // Writes fail while there is no leader, then land again, still fenced
     // on A's session.
-    loop {
-        match storage_a.put("after", b"2").await {
-            Ok(()) => break,
-            Err(err) => {
-                assert!(err.is_transient(), "{err:?}");
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "no leader again: {err}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+    until("A writes again after the election", wait, || async {
+        let r = storage_a.put("after", b"2").await;
+        if let Err(err) = &r {
+            assert!(err.is_transient(), "{err:?}");
         }
-    }
+        r
+    })
+    .await;
     assert!(!lock.lost().is_cancelled(), "the election cost A its lock");
-    let standby = loop {
-        match ha_b.try_lock("core/lock", b"b").await {
-            Ok(r) => break r,
-            Err(err) if err.is_transient() && std::time::Instant::now() < deadline => {}
-            Err(err) => panic!("{err}"),
-        }
-    };
+    let standby = until("B's attempt gets an answer", wait, || async {
+        transient(ha_b.try_lock("core/lock", b"b").await)
+    })
+    .await;
     assert!(standby.is_none(), "B took a lock A still holds");
     assert_eq!(
         ha_b.holder("core/lock").await.unwrap().as_deref(),

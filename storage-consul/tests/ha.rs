@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use common::consul_source;
 use testkit::proxy::GateProxy;
+use testkit::wait::until;
 
 const KEY: &str = "core/lock";
 const DEADLINE: Duration = Duration::from_secs(45);
@@ -132,14 +133,10 @@ async fn deposed_holder_cannot_write() {
         let s = storage_a.clone();
         tokio::spawn(async move { s.put("inflight", b"from A, late").await })
     };
-    let deadline = Instant::now() + DEADLINE;
-    while gate.held("inflight") == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "A's write never reached the proxy"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("A's write is held at the proxy", DEADLINE, || async {
+        gate.held("inflight") > 0
+    })
+    .await;
 
     destroy_session(&lock_a.fencing_token().unwrap()).await;
     let lock_b = lock_within_deadline(&ha_b, b"node-b").await;
@@ -292,11 +289,10 @@ async fn blocking_queries_take_no_storage_permit() {
         let ha_b = ha_b.clone();
         tokio::spawn(async move { ha_b.try_lock(KEY, b"b").await.unwrap().is_some() })
     };
-    let deadline = Instant::now() + DEADLINE;
-    while storage_b.request_stats().ha_in_flight == 0 {
-        assert!(Instant::now() < deadline, "B never waited on the lock");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("B waits on the lock", DEADLINE, || async {
+        storage_b.request_stats().ha_in_flight > 0
+    })
+    .await;
     storage_b.reset_peak_in_flight();
     for i in 0..20 {
         storage_b.put(&format!("k{i}"), b"v").await.unwrap();

@@ -10,6 +10,7 @@ use storage_consul::{
     ConsulConfig, ConsulServiceRegistration, RegistrationState, SEALED_CHECK_NAME,
 };
 use testkit::consul::{ConsulDev, raw_request, shared_dev};
+use testkit::wait::until;
 use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(45);
@@ -83,22 +84,16 @@ async fn until_seen(dev: &ConsulDev, service: &str, tags: &[&str], status: &str)
     } else {
         "Vault Sealed"
     };
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        let now = seen(dev, service).await;
-        if let Some(s) = &now
-            && s.tags == tags
-            && s.check_status == status
-            && s.check_output == output
-        {
-            return;
+    let what = format!("{service} shows tags {tags:?} and a {status} check ({output})");
+    until(&what, DEADLINE, || async {
+        match seen(dev, service).await {
+            Some(s) if s.tags == tags && s.check_status == status && s.check_output == output => {
+                Ok(())
+            }
+            other => Err(format!("saw {other:?}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "{service}: expected tags {tags:?} and check {status}, saw {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,8 +144,8 @@ async fn tags_and_check_follow_role_and_seal() {
     assert_eq!(active.as_array().unwrap().len(), 1, "{active}");
 
     // The pushes keep the 1 s TTL check passing: sampled over 3 TTLs.
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    let sample_end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < sample_end {
         let s = seen(dev, &service).await.unwrap();
         assert_eq!(s.check_status, "passing", "{s:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -173,14 +168,10 @@ async fn tags_and_check_follow_role_and_seal() {
     assert_eq!(passing.as_array().map_or(0, Vec::len), 0, "{passing}");
 
     reg.deregister().await.unwrap();
-    let deadline = Instant::now() + DEADLINE;
-    while seen(dev, &service).await.is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "still registered after deregister"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until("the service is gone after deregister", DEADLINE, || async {
+        seen(dev, &service).await.is_none()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,26 +196,35 @@ async fn two_nodes_one_active_tag() {
             })
             .unwrap_or_default()
     };
-    let deadline = Instant::now() + DEADLINE;
-    while active_ids().await != [a.service_id()] {
-        assert!(
-            Instant::now() < deadline,
-            "active: {:?}",
-            active_ids().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let only_active = |id: String| {
+        let active_ids = &active_ids;
+        move || {
+            let id = id.clone();
+            async move {
+                let ids = active_ids().await;
+                if ids == [id] {
+                    Ok(())
+                } else {
+                    Err(format!("active: {ids:?}"))
+                }
+            }
+        }
+    };
+    until(
+        "a alone is tagged active",
+        DEADLINE,
+        only_active(a.service_id().to_owned()),
+    )
+    .await;
     // Failover: a steps down, b takes over.
     a.set_state(up(false));
     b.set_state(up(true));
-    while active_ids().await != [b.service_id()] {
-        assert!(
-            Instant::now() < deadline,
-            "active: {:?}",
-            active_ids().await
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until(
+        "b alone is tagged active",
+        DEADLINE,
+        only_active(b.service_id().to_owned()),
+    )
+    .await;
     a.deregister().await.unwrap();
     b.deregister().await.unwrap();
 }
