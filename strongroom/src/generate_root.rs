@@ -156,6 +156,10 @@ impl Core {
         if self.is_sealed() {
             return Err(CoreError::Sealed);
         }
+        // The attempt lives on the active node (a standby answers with the
+        // active node's address, which the HTTP layer forwards to), so every
+        // key holder reaches the same attempt.
+        self.serving().await?;
         Ok(self
             .unseal_config()
             .await?
@@ -177,7 +181,8 @@ impl Core {
     /// The root generation in progress (`GET sys/generate-root/attempt`).
     ///
     /// # Errors
-    /// [`CoreError::InvalidRequest`] before init; [`CoreError::Sealed`].
+    /// [`CoreError::InvalidRequest`] before init; [`CoreError::Sealed`];
+    /// [`CoreError::Standby`] on an HA standby.
     pub async fn generate_root_status(&self) -> Result<GenerateRootStatus, CoreError> {
         let required = self.generate_root_required().await?;
         let slot = self.inner.generate_root.lock().await;

@@ -647,6 +647,10 @@ async fn in_ha_one_node_migrates_and_the_others_follow_after_restart() {
     assert!(!n0.seal_status().await.unwrap().migration);
     // Node 1 stays an unsealed standby on its old config meanwhile.
     assert!(!n1.is_sealed());
+    // Root generation belongs to the active node: a standby sends callers on.
+    let err = n1.generate_root_status().await.unwrap_err();
+    assert!(matches!(err, CoreError::Standby { .. }), "{err:?}");
+    assert!(n0.generate_root_status().await.is_ok());
 
     // The others follow once restarted with the new config.
     n1.shutdown().await;
