@@ -33,7 +33,7 @@ for line in sys.stdin:
     t = m.get("target", {})
     if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("kind") == ["test"]:
         pkg = m["package_id"].split("#")[0].rstrip("/").split("/")[-1]
-        print(f"{pkg}/{t[\"name\"]}\t{m[\"executable\"]}")
+        print(pkg + "/" + t["name"] + "\t" + m["executable"])
 ')
 [ "${#suites[@]}" -gt 0 ] || { echo "no test executables were built" >&2; exit 1; }
 
