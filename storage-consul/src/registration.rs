@@ -82,6 +82,9 @@ struct Inner {
     port: u16,
     state: watch::Sender<RegistrationState>,
     stop: CancellationToken,
+    /// The loop, awaited by `deregister` so that no registration it had
+    /// in flight can land after the deregistration.
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl fmt::Debug for ConsulServiceRegistration {
@@ -119,7 +122,11 @@ impl ConsulServiceRegistration {
         state: RegistrationState,
     ) -> Result<Self, ConsulError> {
         let inner = Arc::new(Inner::new(config, api_addr, state)?);
-        tokio::spawn(run(Arc::downgrade(&inner), inner.stop.clone()));
+        let task = tokio::spawn(run(Arc::downgrade(&inner), inner.stop.clone()));
+        *inner
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
         Ok(Self { inner })
     }
 
@@ -156,6 +163,16 @@ impl ConsulServiceRegistration {
     /// stays registered with a check that goes critical.
     pub async fn deregister(&self) -> Result<(), ConsulError> {
         self.inner.stop.cancel();
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            // Ends after the request it has in flight, if any.
+            let _ = task.await;
+        }
         let url = format!(
             "/v1/agent/service/deregister/{}",
             encode(&self.inner.service_id)
@@ -256,6 +273,7 @@ impl Inner {
             port,
             state,
             stop: CancellationToken::new(),
+            task: std::sync::Mutex::new(None),
         })
     }
 
