@@ -181,11 +181,11 @@ def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1, o
 class Process:
     """A child process with its output in a log file; killed at teardown."""
 
-    def __init__(self, args: list, workdir: Path, name: str, env: dict | None = None):
+    def __init__(self, args: list, workdir: Path, name: str, env: dict | None = None, inherit_env: bool = True):
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "ab")
-        full_env = {**os.environ, **(env or {})}
+        full_env = {**os.environ} if inherit_env else {}
         for var in ("VAULT_ADDR", "STRONGROOM_ADDR"):
             full_env.pop(var, None)
         full_env.update(env or {})
@@ -217,12 +217,12 @@ class Process:
 
 @pytest.fixture
 def processes():
-    """``spawn(args, workdir, name, env)`` starts a process; all are killed
-    at teardown."""
+    """``spawn(args, workdir, name, env, inherit_env=True)`` starts a
+    process; all are killed at teardown."""
     started = []
 
-    def spawn(args, workdir, name, env=None) -> Process:
-        p = Process(args, workdir, name, env)
+    def spawn(args, workdir, name, env=None, inherit_env=True) -> Process:
+        p = Process(args, workdir, name, env, inherit_env)
         started.append(p)
         return p
 
@@ -236,8 +236,9 @@ class Node:
     (storage, seal, telemetry ...) plus a plain-HTTP listener that allows
     unauthenticated metrics, as the chart's configs do."""
 
-    def __init__(self, spawn, binary: str, workdir: Path, name: str, config: str, port: int, env=None):
-        self.name, self.port, self.workdir = name, port, workdir
+    def __init__(self, spawn, binary: str, workdir: Path, name: str, config: str, port: int, env=None,
+                 args=()):
+        self.name, self.port, self.workdir, self.args = name, port, workdir, list(args)
         self.addr = f"http://127.0.0.1:{port}"
         self.config_path = workdir / f"{name}.hcl"
         self.config_path.write_text(
@@ -247,8 +248,8 @@ class Node:
         self.start()
 
     def start(self) -> None:
-        self.proc = self._spawn([self._binary, "server", f"-config={self.config_path}"], self.workdir, self.name,
-                                self._env)
+        self.proc = self._spawn([self._binary, "server", f"-config={self.config_path}", *self.args], self.workdir,
+                                self.name, self._env)
         wait_until(f"{self.name} answering HTTP", self._answers, on_fail=self.proc.log)
 
     def _answers(self) -> bool:
@@ -287,12 +288,29 @@ class Node:
 
 @pytest.fixture
 def start_node(strongroom_bin, processes, ports, tmp_path):
-    """``start_node(name, config, env=None)`` starts a :class:`Node`."""
+    """``start_node(name, config, env=None, args=())`` starts a :class:`Node`."""
 
-    def start(name: str, config: str, env=None) -> Node:
-        return Node(processes, strongroom_bin, tmp_path, name, config, ports(), env)
+    def start(name: str, config: str, env=None, args=()) -> Node:
+        return Node(processes, strongroom_bin, tmp_path, name, config, ports(), env, args)
 
     return start
+
+
+@pytest.fixture
+def consul(processes, ports, tmp_path) -> str:
+    """A real Consul dev agent on reserved loopback ports; its HTTP address."""
+    binary = _tool("STRONGROOM_CONSUL_BIN", "consul")
+    http = ports()
+    proc = processes([binary, "agent", "-dev", "-log-level=warn", f"-http-port={http}",
+                      f"-serf-lan-port={ports()}", f"-serf-wan-port={ports()}", f"-server-port={ports()}",
+                      "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1"], tmp_path, "consul")
+
+    def leader() -> bool:
+        assert proc.alive(), proc.log()
+        return bool(requests.get(f"http://127.0.0.1:{http}/v1/status/leader", timeout=2).json())
+
+    wait_until("Consul electing itself leader", leader, timeout=60, on_fail=proc.log)
+    return f"127.0.0.1:{http}"
 
 
 def chart_config(helm, *values: str) -> str:

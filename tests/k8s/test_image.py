@@ -8,13 +8,15 @@ import hashlib
 import io
 import json
 import os
+import re
+import shutil
 import subprocess
 import tarfile
 
 import pytest
 import requests
 
-from conftest import ROOT, wait_until
+from conftest import FULLNAME, NAMESPACE, ROOT, find, render, server_container, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -96,3 +98,37 @@ def test_a_dev_server_in_the_rootfs_answers_health(image, ports, processes, tmp_
     body = requests.get(f"http://127.0.0.1:{port}/v1/sys/health", timeout=2).json()
     assert body["initialized"] is True and body["sealed"] is False
     assert server.terminate() == 0, server.log()
+
+
+def test_the_charts_pod_spec_runs_in_the_image(helm, image, ports, processes, tmp_path):
+    """The chart's command, args, env and config, run in the image's rootfs
+    as the chart's user: a pod without a cluster."""
+    _, rootfs = image
+    objects = render(helm)
+    container = server_container(objects)
+    port = ports()
+    config = find(objects, "ConfigMap", f"{FULLNAME}-config")["data"]["extraconfig-from-values.hcl"]
+    config = config.replace('"[::]:8200"', f'"127.0.0.1:{port}"').replace('"[::]:8201"', '"127.0.0.1:0"')
+    (rootfs / "vault/config/extraconfig-from-values.hcl").write_text(config)
+    downward = {"status.hostIP": "127.0.0.1", "status.podIP": "127.0.0.1", "metadata.name": f"{FULLNAME}-0",
+                "metadata.namespace": NAMESPACE}
+    env = {}
+    for e in container["env"]:
+        value = e.get("value") or downward[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env[m.group(1)], value)
+    user = find(objects, "StatefulSet")["spec"]["template"]["spec"]["securityContext"]
+    prefix = [shutil.which("chroot"), f"--userspec={user['runAsUser']}:{user['runAsGroup']}", str(rootfs)]
+    if os.geteuid() != 0:
+        prefix = [shutil.which("unshare"), "--map-root-user", *prefix]
+    # Exactly the container's environment (plus the image's PATH).
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    pod = processes([*prefix, *container["command"], *container["args"]], tmp_path, "pod", env, inherit_env=False)
+    url = f"http://127.0.0.1:{port}"
+    wait_until("the pod's server answering (uninitialized: 501)",
+               lambda: requests.get(f"{url}/v1/sys/health", timeout=2).status_code == 501, on_fail=pod.log)
+    init = requests.put(f"{url}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=10).json()
+    sealed = requests.put(f"{url}/v1/sys/unseal", json={"key": init["keys_base64"][0]}, timeout=10).json()["sealed"]
+    assert sealed is False
+    data = rootfs / "vault/data/strongroom.redb"
+    assert data.stat().st_uid == user["runAsUser"], "the data file belongs to the pod's user"
+    assert pod.terminate() == 0, pod.log()
