@@ -14,7 +14,7 @@ use crate::CoreError;
 use crate::config::{ClusterInfo, RECOVERY_CONFIG_PATH, SEAL_CONFIG_PATH, SealConfig};
 use crate::generate_root::GenerateRootOp;
 use crate::ha::Ha;
-use crate::logical::{Logical, LogicalRequest, LogicalResponse};
+use crate::logical::{AuditCounters, Logical, LogicalRequest, LogicalResponse};
 use crate::migrate::{Migration, MigrationHook};
 use crate::rekey::RekeySlots;
 use crate::seal_set::{NamedSeal, SealBackendStatus, SealSet};
@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     /// The root generation in progress (memory only).
     pub(crate) generate_root: tokio::sync::Mutex<Option<GenerateRootOp>>,
     pub(crate) counters: Counters,
+    /// Audit failures, kept across unseals (each logical layer counts here).
+    pub(crate) audit_counters: Arc<AuditCounters>,
     pub(crate) last_auto_unseal_error: RwLock<Option<String>>,
     /// The node's state as last published (see [`Core::watch_node_state`]).
     pub(crate) state: watch::Sender<NodeState>,
@@ -340,6 +342,7 @@ impl CoreBuilder {
                 rekey: tokio::sync::Mutex::new(RekeySlots::default()),
                 generate_root: tokio::sync::Mutex::new(None),
                 counters: Counters::default(),
+                audit_counters: Arc::default(),
                 last_auto_unseal_error: RwLock::new(None),
                 state: watch::Sender::new(NodeState {
                     initialized: false,
@@ -556,6 +559,14 @@ impl Core {
         }
     }
 
+    /// Closes and reopens every audit device's file, so `logrotate` can move
+    /// them away (the server calls it on SIGHUP). Does nothing while sealed.
+    pub fn reopen_audit_files(&self) {
+        if let Ok(logical) = self.logical() {
+            logical.reopen_audit_files();
+        }
+    }
+
     /// A snapshot of the core's figures for `sys/metrics`.
     pub async fn metrics(&self) -> CoreMetrics {
         let c = &self.inner.counters;
@@ -581,6 +592,8 @@ impl Core {
             seals: backends.backends,
             seals_fully_wrapped: backends.fully_wrapped,
             seal_migration_pending: self.pending_migration().is_some(),
+            audit_log_request_failures: self.inner.audit_counters.request_failures(),
+            audit_log_response_failures: self.inner.audit_counters.response_failures(),
         }
     }
 

@@ -33,7 +33,7 @@ use crate::CoreError;
 use crate::active_view::ActiveView;
 use crate::config::{CLUSTER_INFO_PATH, ClusterInfo};
 use crate::core::{Active, Core, Inner};
-use crate::logical::Logical;
+use crate::logical::{Logical, Operation};
 use crate::types::{CoreOptions, HaMode, LeaderAddress, LeaderStatus, NodeState};
 use crate::unseal::spawn_rotation_check;
 
@@ -189,12 +189,14 @@ impl Core {
     /// is nothing to give up and it succeeds, as in Vault.
     ///
     /// # Errors
-    /// [`CoreError::PermissionDenied`] unless the token may use sudo paths
-    /// (the same check as `sys/seal` and `sys/rotate`);
+    /// [`CoreError::PermissionDenied`] for a missing or invalid token, a 403
+    /// [`CoreError::Logical`] without `update` and `sudo` on
+    /// `sys/step-down` (the token's ACL decides, as for `sys/seal`);
     /// [`CoreError::Standby`] on a standby (the request belongs to the
     /// active node); [`CoreError::Sealed`].
     pub async fn step_down(&self, token: &str) -> Result<(), CoreError> {
-        self.require_root_token(token).await?;
+        self.authorize(token, Operation::Update, "sys/step-down")
+            .await?;
         if let Some(ha) = &self.inner.ha
             && ha.election.step_down().await
         {
@@ -347,7 +349,8 @@ impl Core {
             Some(cluster) => cluster,
             None => self.load_or_create_cluster(view.as_ref()).await?,
         };
-        let logical = Arc::new(Logical::new(view).await?);
+        let logical =
+            Arc::new(Logical::with_audit_counters(view, self.inner.audit_counters.clone()).await?);
         if period.is_ended() || background.is_cancelled() {
             return Ok(false);
         }

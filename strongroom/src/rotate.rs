@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 
+use crate::logical::Operation;
 use crate::types::{KeyStatus, RotationConfig};
 use crate::{Core, CoreError};
 
@@ -91,41 +92,47 @@ impl Core {
     /// entries stay readable. Returns the new term.
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token; barrier errors (the old key then stays active).
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] (or a 403
+    /// [`CoreError::Logical`]) when the token's policies do not allow it; barrier errors (the old key then stays active).
     pub async fn rotate(&self, token: &str) -> Result<u32, CoreError> {
-        self.require_root_token(token).await?;
-        let term = self.inner.barrier.rotate().await?;
-        tracing::info!(term, "barrier key rotated by an operator request");
-        Ok(term)
+        self.audited(token, Operation::Update, "sys/rotate", async {
+            let term = self.inner.barrier.rotate().await?;
+            tracing::info!(term, "barrier key rotated by an operator request");
+            Ok(term)
+        })
+        .await
     }
 
     /// The active key term, its install time and use (`sys/key-status`).
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token.
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] (or a 403
+    /// [`CoreError::Logical`]) when the token's policies do not allow it.
     pub async fn key_status(&self, token: &str) -> Result<KeyStatus, CoreError> {
-        self.require_root_token(token).await?;
-        let status = self.inner.barrier.key_status().await?;
-        Ok(KeyStatus {
-            term: status.term,
-            install_time: status
-                .install_time
-                .format(&Rfc3339)
-                .unwrap_or_else(|_| status.install_time.to_string()),
-            encryptions: status.encryptions,
+        self.audited(token, Operation::Read, "sys/key-status", async {
+            let status = self.inner.barrier.key_status().await?;
+            Ok(KeyStatus {
+                term: status.term,
+                install_time: status
+                    .install_time
+                    .format(&Rfc3339)
+                    .unwrap_or_else(|_| status.install_time.to_string()),
+                encryptions: status.encryptions,
+            })
         })
+        .await
     }
 
     /// The automatic rotation policy (`GET sys/rotate/config`).
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token.
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] (or a 403
+    /// [`CoreError::Logical`]) when the token's policies do not allow it.
     pub async fn rotation_config(&self, token: &str) -> Result<RotationConfig, CoreError> {
-        self.require_root_token(token).await?;
-        Ok(to_api(self.inner.barrier.rotation_config().await?))
+        self.audited(token, Operation::Read, "sys/rotate/config", async {
+            Ok(to_api(self.inner.barrier.rotation_config().await?))
+        })
+        .await
     }
 
     /// Changes the automatic rotation policy (`POST sys/rotate/config`);
@@ -133,28 +140,31 @@ impl Core {
     ///
     /// # Errors
     /// [`CoreError::InvalidRequest`] for an unparsable interval;
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token; barrier errors (the old policy then stays).
+    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] (or a 403
+    /// [`CoreError::Logical`]) when the token's policies do not allow it; barrier errors (the old policy then stays).
     pub async fn set_rotation_config(
         &self,
         token: &str,
         update: RotationConfigUpdate,
     ) -> Result<RotationConfig, CoreError> {
-        self.require_root_token(token).await?;
-        let mut cfg = self.inner.barrier.rotation_config().await?;
-        if let Some(max) = update.max_operations {
-            cfg.max_operations = max;
-        }
-        if let Some(text) = &update.interval {
-            let d = parse_duration(text)
-                .map_err(|e| CoreError::InvalidRequest(format!("interval: {e}")))?;
-            cfg.interval = (!d.is_zero()).then_some(d);
-        }
-        if let Some(enabled) = update.enabled {
-            cfg.enabled = enabled;
-        }
-        self.inner.barrier.set_rotation_config(cfg).await?;
-        Ok(to_api(self.inner.barrier.rotation_config().await?))
+        let data = serde_json::to_value(&update).ok();
+        self.audited_with(token, Operation::Update, "sys/rotate/config", data, async {
+            let mut cfg = self.inner.barrier.rotation_config().await?;
+            if let Some(max) = update.max_operations {
+                cfg.max_operations = max;
+            }
+            if let Some(text) = &update.interval {
+                let d = parse_duration(text)
+                    .map_err(|e| CoreError::InvalidRequest(format!("interval: {e}")))?;
+                cfg.interval = (!d.is_zero()).then_some(d);
+            }
+            if let Some(enabled) = update.enabled {
+                cfg.enabled = enabled;
+            }
+            self.inner.barrier.set_rotation_config(cfg).await?;
+            Ok(to_api(self.inner.barrier.rotation_config().await?))
+        })
+        .await
     }
 }
 

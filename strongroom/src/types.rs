@@ -547,6 +547,12 @@ pub struct CoreMetrics {
     pub seals_fully_wrapped: bool,
     /// Whether a seal migration is pending.
     pub seal_migration_pending: bool,
+    /// Requests refused since start because no audit device could record
+    /// them (Vault's `vault.audit.log_request_failure`).
+    pub audit_log_request_failures: u64,
+    /// Responses withheld since start because no audit device could record
+    /// them (Vault's `vault.audit.log_response_failure`).
+    pub audit_log_response_failures: u64,
 }
 
 #[cfg(test)]

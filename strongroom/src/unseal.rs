@@ -20,7 +20,7 @@ use crate::config::{
 };
 use crate::core::{Active, Core, Inner, SealKind, Unsealed};
 use crate::error::corrupt;
-use crate::logical::Logical;
+use crate::logical::{Logical, Operation};
 use crate::types::SealStatus;
 
 /// Why an auto-unseal attempt failed, classified for operators and metrics.
@@ -585,7 +585,9 @@ impl Core {
                 Some(info) => info,
                 None => self.load_or_create_cluster(storage.as_ref()).await?,
             };
-            let logical = Arc::new(Logical::new(storage).await?);
+            let logical = Arc::new(
+                Logical::with_audit_counters(storage, self.inner.audit_counters.clone()).await?,
+            );
             let ended = background.child_token();
             spawn_rotation_check(Arc::downgrade(&self.inner), ended.clone());
             if self.inner.seal.is_auto() {
@@ -681,9 +683,10 @@ impl Core {
     /// the lock first, so a standby takes over.
     ///
     /// # Errors
-    /// [`CoreError::PermissionDenied`] for a missing or invalid token, or a
-    /// token without the root policy; [`CoreError::CannotSealStandby`] on
-    /// an HA standby (Vault's answer: restart it instead).
+    /// [`CoreError::PermissionDenied`] for a missing or invalid token; a 403
+    /// [`CoreError::Logical`] for a token without `update` and `sudo` on
+    /// `sys/seal`; [`CoreError::CannotSealStandby`] on an HA standby
+    /// (Vault's answer: restart it instead).
     pub async fn seal(&self, token: &str) -> Result<(), CoreError> {
         if self.is_sealed() {
             return Ok(());
@@ -691,7 +694,7 @@ impl Core {
         if !self.node_state().mode.serves() {
             return Err(CoreError::CannotSealStandby);
         }
-        self.require_root_token(token).await?;
+        self.authorize(token, Operation::Update, "sys/seal").await?;
         let _op = self.inner.op_lock.lock().await;
         self.withdraw().await;
         self.seal_barrier_locked();

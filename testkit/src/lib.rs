@@ -14,6 +14,7 @@
 //! | disturb, hold or count traffic to a real server | [`proxy::FaultProxy`], [`proxy::GateProxy`], [`proxy::CountingProxy`] |
 //! | KMS (moto_server), IAM users, outages | [`MotoServer`] |
 //! | a Strongroom node from a typed config | [`NodeConfig`], [`Node`], [`Client`] |
+//! | OpenBao's dev server as the reference to compare with | [`BaoDev`] |
 //!
 //! Rules the harness keeps so suites do not flake: ports come from outside
 //! the kernel's ephemeral range and are locked across processes for the
@@ -55,6 +56,7 @@
 // naming what went wrong); it never hands errors back for tests to unwrap.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod bao;
 pub mod consul;
 pub mod http;
 pub mod moto;
@@ -67,6 +69,7 @@ pub mod tls;
 pub mod tools;
 pub mod wait;
 
+pub use bao::BaoDev;
 pub use consul::{ConsulCluster, ConsulDev, ConsulOptions};
 pub use moto::MotoServer;
 pub use node::{Client, InitKeys, Node, NodeConfig, SealStanza, StorageStanza};

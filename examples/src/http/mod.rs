@@ -68,6 +68,8 @@ pub(crate) struct ApiRequest {
     pub(crate) body: Bytes,
     /// A fresh id for this request (Vault's `request_id`).
     pub(crate) request_id: String,
+    /// The client's address, when the listener knows it.
+    pub(crate) remote_address: Option<std::net::SocketAddr>,
 }
 
 impl ApiRequest {
@@ -173,6 +175,10 @@ fn parse_query(query: Option<&str>) -> Result<BTreeMap<String, String>, HttpErro
 
 async fn read_request(state: &AppState, request: Request) -> Result<ApiRequest, HttpError> {
     let (parts, body) = request.into_parts();
+    let remote_address = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0);
     let raw_path = parts.uri.path();
     let Some(rest) = raw_path.strip_prefix("/v1/") else {
         return Err(HttpError::not_found());
@@ -214,6 +220,7 @@ async fn read_request(state: &AppState, request: Request) -> Result<ApiRequest, 
             .map(str::to_owned),
         body,
         request_id: uuid::Uuid::new_v4().to_string(),
+        remote_address,
     })
 }
 
@@ -274,13 +281,12 @@ async fn logical(state: &AppState, request: ApiRequest) -> Result<Response, Http
         // Vault ignores bodies on reads, lists and deletes.
         _ => None,
     };
-    let logical_request = LogicalRequest {
-        operation,
-        path: request.path.clone(),
-        data,
-        query,
-        token: request.token.as_ref().map(|t| t.as_str().to_owned()),
-    };
+    let mut logical_request =
+        LogicalRequest::new(operation, request.path.clone()).with_id(request.request_id.clone());
+    logical_request.data = data;
+    logical_request.query = query;
+    logical_request.token = request.token.as_ref().map(|t| t.as_str().to_owned());
+    logical_request.remote_address = request.remote_address.map(|a| a.to_string());
     let answer = state.core.handle(logical_request).await?;
     match answer.to_json(&request.request_id) {
         None => Ok(response::no_content()),

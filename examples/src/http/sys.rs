@@ -9,6 +9,7 @@ use axum::http::Method;
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
+use strongroom::logical::Operation;
 use strongroom::{InitParams, RekeyParams};
 
 use super::health::HealthCodes;
@@ -184,7 +185,11 @@ async fn health(state: &AppState, request: &ApiRequest) -> Result<Response, Http
 }
 
 async fn step_down(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
-    state.core.check_token(request.token_str()).await?;
+    // Vault: `update` and `sudo` on sys/step-down.
+    state
+        .core
+        .authorize(request.token_str(), Operation::Update, "sys/step-down")
+        .await?;
     let leader = state.core.leader().await?;
     if leader.ha_enabled {
         return Err(HttpError::new(
@@ -243,7 +248,15 @@ async fn generate_root_attempt(
     authenticated: bool,
 ) -> Result<Response, HttpError> {
     if authenticated {
-        state.core.check_token(request.token_str()).await?;
+        let op = match request.method.as_str() {
+            "GET" => Operation::Read,
+            "DELETE" => Operation::Delete,
+            _ => Operation::Update,
+        };
+        state
+            .core
+            .authorize(request.token_str(), op, &request.path)
+            .await?;
     }
     match request.method.as_str() {
         "GET" => {
@@ -278,7 +291,10 @@ async fn generate_root_update(
         return Err(HttpError::method_not_allowed());
     }
     if authenticated {
-        state.core.check_token(request.token_str()).await?;
+        state
+            .core
+            .authorize(request.token_str(), Operation::Update, &request.path)
+            .await?;
     }
     let (key, nonce) = request.parse::<RekeyKeyBody>()?.parts()?;
     let status = state.core.generate_root_update(key.trim(), &nonce).await?;
@@ -370,7 +386,10 @@ async fn metrics(state: &AppState, request: &ApiRequest) -> Result<Response, Htt
     // Tokens live behind the barrier: a sealed node can only be scraped
     // when the listener allows unauthenticated metrics (as in Vault).
     if !state.unauthenticated_metrics {
-        state.core.check_token(request.token_str()).await?;
+        state
+            .core
+            .authorize(request.token_str(), Operation::Read, "sys/metrics")
+            .await?;
     }
     let format = Format::negotiate(
         request.query.get("format").map(String::as_str),

@@ -587,6 +587,16 @@ impl Metrics {
                 "Automatic barrier key rotations since start",
                 core.auto_rotations,
             ),
+            counter(
+                "vault.audit.log_request_failure",
+                "Requests refused because no audit device could record them",
+                core.audit_log_request_failures,
+            ),
+            counter(
+                "vault.audit.log_response_failure",
+                "Responses withheld because no audit device could record them",
+                core.audit_log_response_failures,
+            ),
         ]);
         out
     }

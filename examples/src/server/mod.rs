@@ -6,7 +6,7 @@
 //! anything else happens) → `-dev` initialisation → auto-unseal loop →
 //! serve. On SIGTERM or SIGINT the listeners stop accepting, in-flight
 //! requests drain (up to 30 s), the core seals (keys zeroized) and the
-//! process exits.
+//! process exits. SIGHUP reopens the audit devices' files (logrotate).
 
 mod backend;
 mod crash_hook;
@@ -92,6 +92,25 @@ fn log_format(args: &ServerArgs, config: &ServerConfig) -> Result<LogFormat, Err
             "log format {other:?} is not \"standard\" or \"json\""
         ))),
     }
+}
+
+/// Reopens the audit devices' files on every SIGHUP, so `logrotate` can
+/// move them away (Vault's behaviour). Runs until the process exits.
+fn spawn_sighup_reopen(core: Core) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: audit files will not be reopened on it");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening audit device files");
+            core.reopen_audit_files();
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = core;
 }
 
 async fn shutdown_signal() -> &'static str {
@@ -234,6 +253,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         println!("{}", dev::banner(&api_addr, &keys));
     }
     let auto_unseal = auto.then(|| core.spawn_auto_unseal());
+    spawn_sighup_reopen(core.clone());
 
     println!("==> Strongroom server started! Log data will stream in below:\n");
     tracing::info!(api_addr = %api_addr, seal = seal_name, storage = config.storage.kind(), "server started");

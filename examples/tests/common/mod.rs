@@ -20,6 +20,12 @@ pub fn node() -> NodeConfig {
     NodeConfig::new().binary(bin())
 }
 
+/// `strongroom server -dev` of the binary under test, with root token
+/// `root_token` (in memory, unsealed, KV v2 at `secret/`).
+pub fn node_dev(root_token: &str) -> NodeConfig {
+    NodeConfig::dev(root_token).binary(bin())
+}
+
 /// What a CLI run printed.
 #[derive(Debug)]
 pub struct Output {

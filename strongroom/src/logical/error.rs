@@ -15,11 +15,18 @@ pub(crate) const UNSUPPORTED_PATH: &str = "unsupported path";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LogicalError {
-    /// The request carries no token, an unknown or expired token, or a
-    /// token whose policies do not allow the request. Vault never says which,
-    /// so a probing client learns nothing: 403 `permission denied`.
+    /// The request carries no token, or an unknown or expired one. Vault
+    /// never says which, so a probing client learns nothing: 403
+    /// `permission denied`.
     #[error("permission denied")]
     PermissionDenied,
+
+    /// The token is valid but its policies do not allow the request (no
+    /// rule, a `deny`, a missing capability or `sudo`, or a parameter
+    /// constraint). 403 with Vault's multierror text
+    /// `1 error occurred:\n\t* permission denied\n\n`.
+    #[error("permission denied")]
+    Denied,
 
     /// Access is refused with a specific message Vault also gives, for
     /// example the KV preflight check on a path no mount serves. 403.
@@ -69,6 +76,13 @@ pub enum LogicalError {
         reason: String,
     },
 
+    /// Audit devices are enabled and none could record the request or its
+    /// response, so it was refused (fail closed). 500 with Vault's
+    /// `internal error`; the server log and the audit failure metrics say
+    /// which device failed and why.
+    #[error("no audit device could record the request")]
+    AuditFailed,
+
     /// The operating system's random number generator failed while minting
     /// a token or identifier. 500; retry, and check the host's entropy source.
     #[error("random number generation failed: {0}")]
@@ -79,7 +93,7 @@ impl LogicalError {
     /// The HTTP status code Vault answers for this error.
     pub fn status(&self) -> u16 {
         match self {
-            Self::PermissionDenied | Self::Forbidden(_) => 403,
+            Self::PermissionDenied | Self::Denied | Self::Forbidden(_) => 403,
             Self::NotFound(_) | Self::UnsupportedPath(_) => 404,
             Self::InvalidRequest(_) => 400,
             Self::UnsupportedOperation { .. } => 405,
@@ -91,7 +105,7 @@ impl LogicalError {
             ) => 413,
             Self::Storage(err) if err.to_string().contains("Vault is sealed") => 503,
             Self::Storage(err) if err.is_transient() => 503,
-            Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) => 500,
+            Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) | Self::AuditFailed => 500,
         }
     }
 
@@ -101,6 +115,8 @@ impl LogicalError {
     pub fn errors(&self) -> Vec<String> {
         match self {
             Self::NotFound(_) => Vec::new(),
+            Self::Denied => vec!["1 error occurred:\n\t* permission denied\n\n".to_owned()],
+            Self::AuditFailed => vec!["1 error occurred:\n\t* internal error\n\n".to_owned()],
             // Vault's router wraps these two in a multierror; clients that
             // match on the text see exactly Vault's.
             Self::UnsupportedOperation { .. } => {
@@ -140,6 +156,11 @@ mod tests {
     #[test]
     fn statuses_match_vault() {
         assert_eq!(LogicalError::PermissionDenied.status(), 403);
+        assert_eq!(LogicalError::Denied.status(), 403);
+        assert_eq!(
+            LogicalError::Denied.errors(),
+            ["1 error occurred:\n\t* permission denied\n\n"]
+        );
         assert_eq!(
             LogicalError::PermissionDenied.errors(),
             ["permission denied"]

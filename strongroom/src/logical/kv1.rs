@@ -13,6 +13,21 @@ use super::mounts::MountEntry;
 use super::util::{validate_list_prefix, validate_secret_path};
 use super::{Ctx, LogicalResponse, Operation};
 
+/// Vault's existence check for a write: whether the secret exists (a write
+/// to an absent path is a `create`, otherwise an `update`). `None` for
+/// paths that are not a secret.
+pub(crate) async fn exists(
+    storage: &dyn seal_core::Storage,
+    mount: &MountEntry,
+    rest: &str,
+) -> Result<Option<bool>, LogicalError> {
+    if validate_secret_path(rest).is_err() {
+        return Ok(None);
+    }
+    let key = format!("{}{rest}", mount.data_prefix());
+    Ok(Some(storage.get(&key).await?.is_some()))
+}
+
 pub(crate) async fn handle(
     ctx: &mut Ctx<'_>,
     mount: &MountEntry,

@@ -188,6 +188,24 @@ async fn load_config(storage: &dyn Storage, mount: &MountEntry) -> Result<KvConf
     Ok(load_json(storage, &path).await?.unwrap_or_default())
 }
 
+/// Vault's existence check for writes to `data/<key>` and
+/// `metadata/<key>`: whether the key has metadata (a write to an absent key
+/// is a `create`, otherwise an `update`). `None` for paths without one.
+pub(crate) async fn exists(
+    storage: &dyn Storage,
+    mount: &MountEntry,
+    rest: &str,
+) -> Result<Option<bool>, LogicalError> {
+    let Some((section, key)) = rest.split_once('/') else {
+        return Ok(None);
+    };
+    if !matches!(section, "data" | "metadata") || validate_secret_path(key).is_err() {
+        return Ok(None);
+    }
+    let paths = KeyPaths::new(mount, key);
+    Ok(Some(storage.get(&paths.meta).await?.is_some()))
+}
+
 pub(crate) async fn handle(
     ctx: &mut Ctx<'_>,
     locks: &StripedLocks,

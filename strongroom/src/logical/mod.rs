@@ -11,18 +11,19 @@
 //! * `core/mounts` — the mount table (JSON).
 //! * `sys/token/...` — salted hashes of tokens (see the token store); a raw
 //!   token is never written.
+//! * `sys/policy/<name>` — ACL policies (Vault's entry format).
 //! * `logical/<mount uuid>/...` — each engine's data. KV v1 keeps one JSON
 //!   object per secret path; KV v2 keeps `metadata/<path>` (the version
 //!   index) and `versions/<sha256(path)>/<n>` (each version's data), plus
 //!   `config`.
 //!
 //! # Authorization
-//! There are no ACL policies yet, so the rule is deliberately simple: a token
-//! with the `root` policy may do everything; any other token may only use
-//! the token self-service paths (`auth/token/lookup-self`, `renew-self`,
-//! `revoke-self`) and is denied everything else with 403. Child tokens
-//! inherit their parent's policies unless given a subset, so a child of the
-//! root token is a root token with a TTL.
+//! Every request is checked against Vault ACL policies (see [`policy`]):
+//! the token's policies, compiled into a cached [`Acl`], must grant the
+//! operation's capability on the request path, plus `sudo` on Vault's
+//! root-protected paths; the `root` policy allows everything. Policies live
+//! at `sys/policy/<name>` in Vault's format. Only
+//! `sys/internal/ui/mounts[/...]` answers without a token.
 //!
 //! # Ownership
 //! A `Logical` caches the mount table and unlimited-use token entries in
@@ -30,10 +31,13 @@
 //! storage at a time. A new `Logical` over the same storage sees everything
 //! the previous one wrote; [`Logical::reload`] refreshes an existing one.
 
+mod audit;
+mod authz;
 mod error;
 mod kv1;
 mod kv2;
 mod mounts;
+pub mod policy;
 mod token;
 mod util;
 
@@ -50,9 +54,16 @@ use seal_core::Storage;
 use serde_json::{Map, Value, json};
 use tokio::sync::RwLock;
 
+pub use audit::AuditCounters;
 pub use error::LogicalError;
 pub use mounts::MountKind;
+pub use policy::{Acl, AclDecision, Policy, PolicyError};
 pub use token::TokenEntry;
+
+pub(crate) use audit::Outcome;
+use audit::{AuditBroker, MountInfo, Record};
+use authz::Caller;
+use policy::store::PolicyStore;
 
 use mounts::{MountEntry, MountTable};
 use token::{NewToken, TokenStore};
@@ -89,7 +100,7 @@ impl Operation {
         }
     }
 
-    fn is_write(self) -> bool {
+    pub(crate) fn is_write(self) -> bool {
         matches!(self, Self::Create | Self::Update)
     }
 }
@@ -113,6 +124,11 @@ pub struct LogicalRequest {
     pub query: BTreeMap<String, String>,
     /// The raw client token (`X-Vault-Token` or `Authorization: Bearer`).
     pub token: Option<String>,
+    /// The request's id (the HTTP layer's `request_id`), shared by its
+    /// audit entries; one is made up when empty and audit is on.
+    pub id: String,
+    /// The client's `address:port`, for audit entries.
+    pub remote_address: Option<String>,
 }
 
 impl LogicalRequest {
@@ -125,7 +141,23 @@ impl LogicalRequest {
             data: None,
             query: BTreeMap::new(),
             token: None,
+            id: String::new(),
+            remote_address: None,
         }
+    }
+
+    /// Sets the request id (audit entries carry it).
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = id.into();
+        self
+    }
+
+    /// Sets the client's address (audit entries carry it).
+    #[must_use]
+    pub fn with_remote_address(mut self, address: impl Into<String>) -> Self {
+        self.remote_address = Some(address.into());
+        self
     }
 
     /// Sets the client token.
@@ -163,6 +195,8 @@ impl fmt::Debug for LogicalRequest {
             .field("has_data", &self.data.is_some())
             .field("query", &self.query)
             .field("has_token", &self.token.is_some())
+            .field("id", &self.id)
+            .field("remote_address", &self.remote_address)
             .finish()
     }
 }
@@ -207,9 +241,14 @@ impl LogicalResponse {
         }
     }
 
+    /// Adds the handler's warnings. A 204 that carries warnings becomes a
+    /// 200, as in Vault, so the client sees them.
     fn with_warnings(mut self, mut warnings: Vec<String>) -> Self {
         warnings.append(&mut self.warnings);
         self.warnings = warnings;
+        if self.status == 204 && !self.warnings.is_empty() {
+            self.status = 200;
+        }
         self
     }
 
@@ -298,6 +337,8 @@ struct Inner {
     storage: Arc<dyn Storage>,
     mounts: RwLock<MountTable>,
     tokens: TokenStore,
+    policies: PolicyStore,
+    audit: AuditBroker,
     /// Serialises read-modify-write cycles on one KV v2 key.
     kv_locks: StripedLocks,
 }
@@ -330,28 +371,92 @@ impl<'a> Ctx<'a> {
     }
 }
 
-const SELF_SERVICE: &[&str] = &[
-    "auth/token/lookup-self",
-    "auth/token/renew-self",
-    "auth/token/revoke-self",
-];
+/// An admitted request, between its request and response audit entries.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    pub(crate) req: LogicalRequest,
+    pub(crate) caller: Caller,
+    /// Set when audit devices were enabled at admission.
+    mount: Option<MountInfo>,
+}
+
+impl Ticket {
+    fn record(&self) -> Record<'_> {
+        record(&self.req, Some(&self.caller), self.mount.as_ref())
+    }
+
+    /// Disabling an audit device must stay possible while no device can
+    /// record anything (a broken device would otherwise lock operators out,
+    /// hashicorp/vault#37): such requests run with a server-log warning.
+    fn disables_audit(&self) -> bool {
+        let disabling =
+            self.req.operation == Operation::Delete && self.req.path.starts_with("sys/audit/");
+        if disabling {
+            tracing::warn!(
+                path = %self.req.path,
+                accessor = %self.caller.entry.accessor(),
+                "disabling an audit device although no device could record the request"
+            );
+        }
+        disabling
+    }
+}
+
+fn record<'a>(
+    req: &'a LogicalRequest,
+    caller: Option<&'a Caller>,
+    mount: Option<&'a MountInfo>,
+) -> Record<'a> {
+    Record {
+        id: &req.id,
+        operation: req.operation,
+        path: &req.path,
+        data: req.data.as_ref(),
+        token: req.token.as_deref(),
+        caller,
+        mount,
+        remote_address: req.remote_address.as_deref(),
+    }
+}
 
 impl Logical {
     /// Opens the router over `storage`: loads the mount table from
     /// `core/mounts` (an empty table when none exists) and the token salt
-    /// (created on first use).
+    /// (created on first use), writes the built-in `default` policy when it
+    /// is missing, and starts the enabled audit devices.
     ///
     /// # Errors
     /// [`LogicalError::Storage`] when storage fails (503 while sealed),
     /// [`LogicalError::Corrupt`] when the mount table or salt do not decode.
     pub async fn new(storage: Arc<dyn Storage>) -> Result<Self, LogicalError> {
+        Self::with_audit_counters(storage, Arc::default()).await
+    }
+
+    /// Like [`new`](Self::new), counting audit failures in `counters`, which
+    /// outlive this router (the core keeps one set across unseals).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub async fn with_audit_counters(
+        storage: Arc<dyn Storage>,
+        counters: Arc<AuditCounters>,
+    ) -> Result<Self, LogicalError> {
         let mounts = MountTable::load(storage.as_ref()).await?;
-        let tokens = TokenStore::open(storage.as_ref()).await?;
+        // First-use entries (token salt, default policy) go in one write.
+        let mut writes = Vec::new();
+        let tokens = TokenStore::open(storage.as_ref(), &mut writes).await?;
+        let policies = PolicyStore::open(storage.as_ref(), &mut writes).await?;
+        if !writes.is_empty() {
+            storage.transaction(writes).await?;
+        }
+        let audit = AuditBroker::open(storage.as_ref(), counters).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 storage,
                 mounts: RwLock::new(mounts),
                 tokens,
+                policies,
+                audit,
                 kv_locks: StripedLocks::new(256),
             }),
         })
@@ -396,8 +501,8 @@ impl Logical {
         Ok(token.to_string())
     }
 
-    /// Re-reads the mount table from storage and forgets cached token
-    /// entries. Call it when this node takes over as active after another
+    /// Re-reads the mount table and the audit device table from storage and
+    /// forgets cached token entries, policies and compiled ACLs. Call it when this node takes over as active after another
     /// node may have written the same storage (HA); a node that stays active
     /// never needs it, because every change goes through this router.
     ///
@@ -408,7 +513,15 @@ impl Logical {
         let mut table = self.inner.mounts.write().await;
         *table = MountTable::load(self.inner.storage.as_ref()).await?;
         self.inner.tokens.clear_cache();
+        self.inner.policies.clear_cache();
+        self.inner.audit.reload(self.inner.storage.as_ref()).await?;
         Ok(())
+    }
+
+    /// Closes and reopens every audit device's file, for log rotation
+    /// (the server calls it on SIGHUP).
+    pub fn reopen_audit_files(&self) {
+        self.inner.audit.reopen();
     }
 
     /// Validates `token` for callers outside the router (the core's `sys/*`
@@ -450,31 +563,213 @@ impl Logical {
         Ok(())
     }
 
-    /// Handles one request: validates the token first (403 `permission
-    /// denied` when missing, unknown or expired), then routes it.
+    /// Handles one request: validates the token and checks its policies
+    /// first (403 `permission denied` when the token is missing, unknown or
+    /// expired, or its policies do not allow the request), records it on
+    /// the audit devices (500 when none can), then routes it.
     ///
     /// # Errors
     /// Every [`LogicalError`]; [`LogicalError::status`] gives the HTTP code
     /// and [`LogicalError::errors`] the body's `errors`.
-    pub async fn handle(&self, req: LogicalRequest) -> Result<LogicalResponse, LogicalError> {
-        let token = req
-            .token
-            .as_deref()
-            .filter(|t| !t.is_empty())
-            .ok_or(LogicalError::PermissionDenied)?;
-        let path = req.path.trim_start_matches('/');
-        let entry = self.check_token(token).await?;
-        if !entry.is_root() && !SELF_SERVICE.contains(&path.trim_end_matches('/')) {
-            return Err(LogicalError::PermissionDenied);
+    pub async fn handle(&self, mut req: LogicalRequest) -> Result<LogicalResponse, LogicalError> {
+        req.path = req.path.trim_start_matches('/').to_owned();
+        let path = req.path.clone();
+        if path == "sys/internal/ui/mounts"
+            || path == "sys/internal/ui/mounts/"
+            || path.starts_with("sys/internal/ui/mounts/")
+        {
+            return self.ui_mounts(req).await;
         }
-        let path = path.to_owned();
+        let ticket = self.begin(req).await?;
+        let token = ticket.req.token.as_deref().unwrap_or_default();
         let mut ctx = Ctx {
             storage: self.inner.storage.as_ref(),
-            req: &req,
+            req: &ticket.req,
             warnings: Vec::new(),
         };
-        let resp = self.route(&mut ctx, &path, token, &entry).await?;
-        Ok(resp.with_warnings(ctx.warnings))
+        let result = self.route(&mut ctx, &path, token, &ticket.caller).await;
+        let warnings = ctx.warnings;
+        let result = result.map(|r| r.with_warnings(warnings));
+        self.finish(&ticket, &Outcome::of(&result)).await?;
+        result
+    }
+
+    /// Admits a request (token, ACL) and records its request entry on the
+    /// audit devices. A refused request is recorded with its error, and
+    /// its response entry too.
+    pub(crate) async fn begin(&self, mut req: LogicalRequest) -> Result<Ticket, LogicalError> {
+        let audit = self.inner.audit.is_enabled();
+        if audit && req.id.is_empty() {
+            req.id = util::random_uuid()?;
+        }
+        // Vault's HTTP layer gives LIST paths a trailing slash; the audit
+        // log shows them that way.
+        if req.operation == Operation::List && !req.path.ends_with('/') {
+            req.path.push('/');
+        }
+        let admission = self.admit(&mut req, audit).await;
+        let mount = if audit {
+            Some(self.mount_info(&req.path).await)
+        } else {
+            None
+        };
+        if let Some(refused) = admission.refused {
+            if audit {
+                let message = refused.to_string();
+                let record = record(&req, admission.caller.as_ref(), mount.as_ref());
+                // As Vault: a refusal is answered even when it cannot be
+                // recorded (the broker logs and counts the failure).
+                self.inner.audit.log_request(&record, Some(&message)).await;
+                self.inner
+                    .audit
+                    .log_response(&record, &Outcome::Error(message))
+                    .await;
+            }
+            return Err(refused);
+        }
+        let Some(caller) = admission.caller else {
+            return Err(LogicalError::PermissionDenied);
+        };
+        let ticket = Ticket { req, caller, mount };
+        if audit
+            && !self.inner.audit.log_request(&ticket.record(), None).await
+            && !ticket.disables_audit()
+        {
+            return Err(LogicalError::AuditFailed);
+        }
+        Ok(ticket)
+    }
+
+    /// Records the response entry of an admitted request. A request that
+    /// ran but whose response no device could record is answered with 500.
+    pub(crate) async fn finish(
+        &self,
+        ticket: &Ticket,
+        outcome: &Outcome<'_>,
+    ) -> Result<(), LogicalError> {
+        if ticket.mount.is_none() {
+            return Ok(());
+        }
+        if !self
+            .inner
+            .audit
+            .log_response(&ticket.record(), outcome)
+            .await
+            && !ticket.disables_audit()
+        {
+            return Err(LogicalError::AuditFailed);
+        }
+        Ok(())
+    }
+
+    /// The mount a path belongs to, as audit entries name it.
+    async fn mount_info(&self, path: &str) -> MountInfo {
+        if path.starts_with("sys/") || path == "sys" {
+            return MountInfo {
+                point: "sys/".to_owned(),
+                kind: "system".to_owned(),
+                accessor: mounts::SYSTEM_ACCESSOR.to_owned(),
+            };
+        }
+        if path.starts_with("auth/token/") {
+            return MountInfo {
+                point: "auth/token/".to_owned(),
+                kind: "token".to_owned(),
+                accessor: String::new(),
+            };
+        }
+        let table = self.inner.mounts.read().await;
+        table
+            .route(path)
+            .map(|(m, _)| MountInfo {
+                point: m.path.clone(),
+                kind: m.kind_name.clone(),
+                accessor: m.accessor.clone(),
+            })
+            .unwrap_or_default()
+    }
+
+    /// `sys/internal/ui/mounts[/<path>]`, which Vault serves without a
+    /// token (the KV CLI's preflight). With a token, only mounts the
+    /// token's policies reach are shown; without one, none.
+    async fn ui_mounts(&self, mut req: LogicalRequest) -> Result<LogicalResponse, LogicalError> {
+        if !self.inner.audit.is_enabled() {
+            return self.ui_mounts_unaudited(&req).await;
+        }
+        if req.id.is_empty() {
+            req.id = util::random_uuid()?;
+        }
+        let mount = self.mount_info(&req.path).await;
+        let record = record(&req, None, Some(&mount));
+        if !self.inner.audit.log_request(&record, None).await {
+            return Err(LogicalError::AuditFailed);
+        }
+        let result = self.ui_mounts_unaudited(&req).await;
+        if !self
+            .inner
+            .audit
+            .log_response(&record, &Outcome::of(&result))
+            .await
+        {
+            return Err(LogicalError::AuditFailed);
+        }
+        result
+    }
+
+    async fn ui_mounts_unaudited(
+        &self,
+        req: &LogicalRequest,
+    ) -> Result<LogicalResponse, LogicalError> {
+        let path = req.path.as_str();
+        if req.operation != Operation::Read {
+            return Err(LogicalError::UnsupportedOperation {
+                operation: req.operation.as_str(),
+                path: req.path.clone(),
+            });
+        }
+        let acl = match req.token.as_deref().filter(|t| !t.is_empty()) {
+            Some(token) => Some(self.acl_for(&self.check_token(token).await?).await?),
+            None => None,
+        };
+        let visible = |mount: &mounts::MountEntry| {
+            acl.as_ref()
+                .is_some_and(|acl| acl.has_mount_access(&mount.path))
+        };
+        let table = self.inner.mounts.read().await;
+        let Some(rest) = path.strip_prefix("sys/internal/ui/mounts/") else {
+            let secret: Map<String, Value> = table
+                .entries
+                .iter()
+                .filter(|m| visible(m))
+                .map(|m| (m.path.clone(), m.to_json()))
+                .collect();
+            return Ok(LogicalResponse::ok(json!({"secret": secret, "auth": {}})));
+        };
+        let wanted = rest.trim_matches('/');
+        if wanted.is_empty() {
+            return Err(LogicalError::invalid("path not set"));
+        }
+        let denied = || {
+            // The same answer whether or not the mount exists, so this path
+            // cannot be used to enumerate mounts.
+            LogicalError::Forbidden(format!(
+                "preflight capability check returned 403, please ensure client's policies grant access to path \"{wanted}/\""
+            ))
+        };
+        if acl.is_none() {
+            return Err(LogicalError::PermissionDenied);
+        }
+        let Some((mount, _)) = table.route(wanted) else {
+            return Err(denied());
+        };
+        if !visible(mount) {
+            return Err(denied());
+        }
+        let mut data = mount.to_json();
+        if let Value::Object(obj) = &mut data {
+            obj.insert("path".into(), json!(mount.path));
+        }
+        Ok(LogicalResponse::ok(data))
     }
 
     async fn route(
@@ -482,7 +777,7 @@ impl Logical {
         ctx: &mut Ctx<'_>,
         path: &str,
         token: &str,
-        caller: &TokenEntry,
+        caller: &Caller,
     ) -> Result<LogicalResponse, LogicalError> {
         if let Some(rest) = path.strip_prefix("auth/token/") {
             return self.token_path(ctx, rest, token, caller).await;
@@ -502,39 +797,14 @@ impl Logical {
         if let Some(rest) = path.strip_prefix("sys/mounts/") {
             return self.mount_path(ctx, rest).await;
         }
-        if path == "sys/internal/ui/mounts" || path == "sys/internal/ui/mounts/" {
-            if ctx.req.operation != Operation::Read {
-                return Err(ctx.unsupported());
-            }
-            let table = self.inner.mounts.read().await;
-            let secret: Map<String, Value> = table
-                .entries
-                .iter()
-                .map(|m| (m.path.clone(), m.to_json()))
-                .collect();
-            return Ok(LogicalResponse::ok(json!({"secret": secret, "auth": {}})));
+        if let Some(result) = policy::api::handle(&self.inner.policies, ctx, path).await {
+            return result;
         }
-        if let Some(rest) = path.strip_prefix("sys/internal/ui/mounts/") {
-            if ctx.req.operation != Operation::Read {
-                return Err(ctx.unsupported());
-            }
-            let wanted = rest.trim_matches('/');
-            if wanted.is_empty() {
-                return Err(LogicalError::invalid("path not set"));
-            }
-            let table = self.inner.mounts.read().await;
-            let Some((mount, _)) = table.route(wanted) else {
-                // Vault answers 403, not 404, so this path cannot be used
-                // to enumerate mounts.
-                return Err(LogicalError::Forbidden(format!(
-                    "preflight capability check returned 403, please ensure client's policies grant access to path \"{wanted}/\""
-                )));
-            };
-            let mut data = mount.to_json();
-            if let Value::Object(obj) = &mut data {
-                obj.insert("path".into(), json!(mount.path));
-            }
-            return Ok(LogicalResponse::ok(data));
+        if let Some(result) = policy::api::capabilities(self, ctx, path, token).await {
+            return result;
+        }
+        if let Some(result) = audit::handle(&self.inner.audit, ctx, path).await {
+            return result;
         }
         if path.starts_with("sys/") || path == "sys" || path.starts_with("auth/") {
             return Err(LogicalError::UnsupportedPath(
@@ -670,15 +940,21 @@ impl Logical {
         ctx: &mut Ctx<'_>,
         rest: &str,
         token: &str,
-        caller: &TokenEntry,
+        caller: &Caller,
     ) -> Result<LogicalResponse, LogicalError> {
         let storage = self.inner.storage.as_ref();
         let tokens = &self.inner.tokens;
+        let sudo = caller
+            .acl
+            .capabilities(&ctx.req.path)
+            .iter()
+            .any(|c| *c == "root" || *c == "sudo");
+        let caller = &caller.entry;
         let op = ctx.req.operation;
         match rest.trim_end_matches('/') {
             "create" | "create-orphan" if op.is_write() => {
                 let mut new =
-                    token::parse_create(caller, ctx.req.data.as_ref(), &mut ctx.warnings)?;
+                    token::parse_create(caller, sudo, ctx.req.data.as_ref(), &mut ctx.warnings)?;
                 if rest.starts_with("create-orphan") {
                     new.parent_hash = None;
                     new.parent_expire = None;

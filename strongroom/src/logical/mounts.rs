@@ -18,6 +18,9 @@ use seal_core::{Storage, TxnOp};
 /// What `running_plugin_version` reports: engines are built in.
 const RUNNING_VERSION: &str = concat!("v", env!("CARGO_PKG_VERSION"), "+builtin.strongroom");
 
+/// The accessor `sys/mounts` shows for the system backend.
+pub(crate) const SYSTEM_ACCESSOR: &str = "system_00000000";
+
 /// Storage key of the mount table.
 pub(crate) const MOUNTS_PATH: &str = "core/mounts";
 
@@ -240,7 +243,7 @@ impl MountTable {
         out.insert(
             "sys/".to_owned(),
             json!({
-                "accessor": "system_00000000",
+                "accessor": SYSTEM_ACCESSOR,
                 "config": {"default_lease_ttl": 0, "force_no_cache": false, "max_lease_ttl": 0},
                 "description": "system endpoints used for control, policy and debugging",
                 "external_entropy_access": false,

@@ -20,6 +20,8 @@ use time::OffsetDateTime;
 use zeroize::Zeroizing;
 
 use super::error::LogicalError;
+use super::policy::sanitize_policies;
+use super::policy::store::check_assignable;
 use super::util::{Fields, StripedLocks, now, random_base62, rfc3339};
 use seal_core::{Storage, TxnOp};
 
@@ -82,7 +84,7 @@ impl std::fmt::Debug for TokenEntry {
 
 impl TokenEntry {
     /// Whether the token carries the `root` policy, which authorises every
-    /// request (there are no ACL policies yet; see [`super::Logical`]).
+    /// request.
     pub fn is_root(&self) -> bool {
         self.policies.iter().any(|p| p == "root")
     }
@@ -111,6 +113,21 @@ impl TokenEntry {
     /// Uses left before the token is revoked; 0 means unlimited.
     pub fn num_uses(&self) -> u64 {
         self.num_uses
+    }
+
+    /// The token's metadata (`meta` at creation).
+    pub fn meta(&self) -> Option<&BTreeMap<String, String>> {
+        self.meta.as_ref()
+    }
+
+    /// When the token was created.
+    pub fn issue_time(&self) -> OffsetDateTime {
+        self.issue_time
+    }
+
+    /// The TTL the token was created with, in seconds (0: none).
+    pub fn creation_ttl(&self) -> u64 {
+        self.creation_ttl
     }
 
     fn expired_at(&self, at: OffsetDateTime) -> bool {
@@ -225,8 +242,13 @@ pub(crate) struct NewToken {
 }
 
 impl TokenStore {
-    /// Loads the per-store salt, creating it on first use.
-    pub(crate) async fn open(storage: &dyn Storage) -> Result<Self, LogicalError> {
+    /// Loads the per-store salt, creating it on first use: the write that
+    /// stores a new salt is appended to `writes` for the caller to commit
+    /// (with the other first-use entries, in one durable write).
+    pub(crate) async fn open(
+        storage: &dyn Storage,
+        writes: &mut Vec<TxnOp>,
+    ) -> Result<Self, LogicalError> {
         let salt = match storage.get(SALT_PATH).await? {
             Some(hex_salt) => {
                 let text = Zeroizing::new(hex_salt);
@@ -243,7 +265,7 @@ impl TokenStore {
                 let fresh =
                     seal_core::random_bytes(32).map_err(|e| LogicalError::Random(e.to_string()))?;
                 let text = Zeroizing::new(hex::encode(&*fresh));
-                storage.put(SALT_PATH, text.as_bytes()).await?;
+                writes.push(TxnOp::put(SALT_PATH, text.as_bytes().to_vec()));
                 Zeroizing::new(fresh.to_vec())
             }
         };
@@ -596,13 +618,66 @@ impl TokenStore {
     }
 }
 
+/// Vault's policy rules for a child token: no policies means the parent's;
+/// without `sudo` they must be a subset of the parent's (`default` aside),
+/// and `default` is added when the parent has it; with `sudo` any set, with
+/// `default` added. `no_default_policy` removes `default` even when listed;
+/// `root` needs a root parent.
+fn child_policies(
+    parent: &[String],
+    sudo: bool,
+    requested: Vec<String>,
+    no_default: bool,
+) -> Result<Vec<String>, LogicalError> {
+    let requested = if requested.iter().all(|p| p.trim().is_empty()) {
+        parent.to_vec()
+    } else {
+        requested
+    };
+    let add_default = if sudo {
+        !no_default
+    } else {
+        let without_default = |list: &[String]| {
+            sanitize_policies(list, false)
+                .into_iter()
+                .filter(|p| p != "default")
+                .collect::<Vec<_>>()
+        };
+        let parent_set = without_default(parent);
+        if !without_default(&requested)
+            .iter()
+            .all(|p| parent_set.contains(p))
+        {
+            return Err(LogicalError::invalid(
+                "child policies must be subset of parent",
+            ));
+        }
+        !no_default && parent.iter().any(|p| p == "default")
+    };
+    let mut policies = sanitize_policies(&requested, add_default);
+    if no_default {
+        policies.retain(|p| p != "default");
+    }
+    check_assignable(&policies)?;
+    if policies.iter().any(|p| p == "root") && !parent.iter().any(|p| p == "root") {
+        return Err(LogicalError::invalid(
+            "root tokens may not be created without parent token being root",
+        ));
+    }
+    Ok(policies)
+}
+
 fn secs_i64(secs: u64) -> i64 {
     i64::try_from(secs).unwrap_or(i64::MAX / 2)
 }
 
 /// Decodes `auth/token/create`'s body into [`NewToken`] for a parent token.
+/// `sudo` says whether the caller is root or has `sudo` on the create path:
+/// only then may it choose the id, create an orphan or give policies its own
+/// token does not have (Vault's rules).
 pub(crate) fn parse_create(
     parent: &TokenEntry,
+    sudo: bool,
     body: Option<&Map<String, Value>>,
     warnings: &mut Vec<String>,
 ) -> Result<NewToken, LogicalError> {
@@ -624,10 +699,9 @@ pub(crate) fn parse_create(
     ];
     let fields = Fields::new(body);
     warnings.extend(fields.unknown_warning(KNOWN));
-    let root = parent.is_root();
 
     let id = fields.string("id")?.filter(|s| !s.is_empty());
-    if id.is_some() && !root {
+    if id.is_some() && !sudo {
         return Err(LogicalError::invalid(
             "root or sudo privileges required to specify token id",
         ));
@@ -667,37 +741,19 @@ pub(crate) fn parse_create(
         ));
     }
     let no_parent = fields.bool("no_parent")?.unwrap_or(false);
-    if no_parent && !root {
+    if no_parent && !sudo {
         return Err(LogicalError::invalid(
             "root or sudo privileges required to create orphan token",
         ));
     }
 
-    let mut policies: Vec<String> = match fields.string_list("policies")? {
-        Some(list) if !list.is_empty() => list,
-        _ => parent
-            .policies
-            .iter()
-            .filter(|p| *p != "default")
-            .cloned()
-            .collect(),
-    };
-    policies.retain(|p| !p.is_empty());
-    if !root
-        && policies
-            .iter()
-            .any(|p| !parent.policies.contains(p) && p != "default")
-    {
-        return Err(LogicalError::invalid(
-            "child policies must be subset of parent",
-        ));
-    }
     let no_default = fields.bool("no_default_policy")?.unwrap_or(false);
-    if !no_default && !policies.iter().any(|p| p == "root") {
-        policies.push("default".to_owned());
-    }
-    policies.sort();
-    policies.dedup();
+    let policies = child_policies(
+        parent.policies(),
+        sudo,
+        fields.string_list("policies")?.unwrap_or_default(),
+        no_default,
+    )?;
 
     let ttl = match fields.duration("ttl")? {
         Some(ttl) => Some(ttl),
