@@ -127,10 +127,9 @@ fn main() {
             let w = waiting.clone();
             let task = tokio::spawn(async move { w.try_lock(KEY, b"w").await.unwrap() });
             // Parked: its blocking query is in flight.
-            while waiting.storage().request_stats().ha_in_flight == 0 {
+            while waiting.waiting() == 0 {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
             let t = Instant::now();
             holder.release().await.unwrap();
             let next = task.await.unwrap().expect("the waiter takes the lock");

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -163,6 +163,24 @@ struct MemoryHaInner {
     keys: Mutex<HashMap<String, KeyState>>,
     released: Notify,
     lock_delay: Mutex<Duration>,
+    /// `try_lock` calls parked on `released` right now.
+    waiting: AtomicUsize,
+}
+
+/// Counts a parked `try_lock` for as long as it lives (cancel-safe).
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MemoryHaInner {
@@ -227,6 +245,7 @@ impl MemoryHaBackend {
                 keys: Mutex::new(HashMap::new()),
                 released: Notify::new(),
                 lock_delay: Mutex::new(Duration::ZERO),
+                waiting: AtomicUsize::new(0),
             }),
             wait: MEMORY_LOCK_WAIT,
         }
@@ -262,6 +281,13 @@ impl MemoryHaBackend {
     /// This contender's lock wait time.
     pub fn wait_time(&self) -> Duration {
         self.wait
+    }
+
+    /// How many `try_lock` calls, of every contender sharing these locks,
+    /// are parked waiting for a release right now (tests wait for this
+    /// instead of sleeping).
+    pub fn waiting(&self) -> usize {
+        self.inner.waiting.load(Ordering::SeqCst)
     }
 
     /// Takes `key` away from its holder, as a session expiry would: the
@@ -315,7 +341,10 @@ impl HaBackend for MemoryHaBackend {
             match self.attempt(key, value) {
                 Attempt::Won(lock) => return Ok(Some(lock)),
                 Attempt::Held(seen) => {
-                    if tokio::time::timeout_at(deadline, released).await.is_err() {
+                    let parked = Parked::new(&self.inner.waiting);
+                    let woken = tokio::time::timeout_at(deadline, released).await;
+                    drop(parked);
+                    if woken.is_err() {
                         // The wait time passed: one last try.
                         return Ok(match self.attempt(key, value) {
                             Attempt::Won(lock) => Some(lock),

@@ -11,6 +11,7 @@
 //! the write fence the backend arms on the shared [`ConsulStorage`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -84,6 +85,24 @@ struct Shared {
     settings: HaSettings,
     /// The session a standby keeps for its next attempt.
     ready: Mutex<Option<Session>>,
+    /// `try_lock` calls parked on a blocking query right now.
+    waiting: AtomicUsize,
+}
+
+/// Counts a parked `try_lock` for as long as it lives (cancel-safe).
+struct Parked<'a>(&'a AtomicUsize);
+
+impl<'a> Parked<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Parked<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl fmt::Debug for ConsulHaBackend {
@@ -108,6 +127,7 @@ impl ConsulHaBackend {
                 storage: storage.clone(),
                 settings: storage.ha_settings(),
                 ready: Mutex::new(None),
+                waiting: AtomicUsize::new(0),
             }),
         }
     }
@@ -115,6 +135,12 @@ impl ConsulHaBackend {
     /// The storage whose writes this backend fences.
     pub fn storage(&self) -> &ConsulStorage {
         &self.shared.storage
+    }
+
+    /// How many `try_lock` calls of this contender are parked on a blocking
+    /// query, waiting for the holder to release, right now.
+    pub fn waiting(&self) -> usize {
+        self.shared.waiting.load(Ordering::SeqCst)
     }
 }
 
@@ -417,9 +443,11 @@ impl HaBackend for ConsulHaBackend {
                     }
                     // Wakes when the key changes (a release) or the wait
                     // time ends; then one more attempt.
+                    let parked = Parked::new(&shared.waiting);
                     read_lock(storage, &full_key, index, Some(left))
                         .await
                         .map_err(|e| ha_error("waiting for", key, &e))?;
+                    drop(parked);
                 }
             }
         }

@@ -27,6 +27,7 @@ const DEADLINE: Duration = Duration::from_secs(45);
 /// `ConsulStorage` (own connection pool), as separate nodes would be.
 struct ConsulHa {
     path: String,
+    contenders: std::sync::Mutex<Vec<ConsulHaBackend>>,
 }
 
 fn config(path: &str, tweak: impl FnOnce(&mut ConsulConfig)) -> ConsulConfig {
@@ -69,11 +70,22 @@ async fn raw(method: &'static str, path: String, body: &'static [u8]) -> serde_j
 #[async_trait]
 impl HaHarness for ConsulHa {
     async fn contender(&self, wait: Duration) -> Arc<dyn HaBackend> {
-        Arc::new(contender(config(&self.path, |c| c.lock_wait_time = wait)).1)
+        let ha = contender(config(&self.path, |c| c.lock_wait_time = wait)).1;
+        self.contenders.lock().unwrap().push(ha.clone());
+        Arc::new(ha)
     }
 
     async fn break_lock(&self, _key: &str, lock: &dyn HaLock) {
         destroy_session(&lock.fencing_token().unwrap()).await;
+    }
+
+    fn waiting(&self) -> usize {
+        self.contenders
+            .lock()
+            .unwrap()
+            .iter()
+            .map(ConsulHaBackend::waiting)
+            .sum()
     }
 }
 
@@ -81,7 +93,11 @@ async fn consul_ha() -> (Arc<dyn HaHarness>, PrefixGuard) {
     let dev = shared_dev();
     let path = unique_path();
     let guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
-    (Arc::new(ConsulHa { path }), guard)
+    let harness = ConsulHa {
+        path,
+        contenders: std::sync::Mutex::new(Vec::new()),
+    };
+    (Arc::new(harness), guard)
 }
 
 seal_core::ha_suite!(consul_ha);
@@ -290,9 +306,10 @@ async fn blocking_queries_take_no_storage_permit() {
         tokio::spawn(async move { ha_b.try_lock(KEY, b"b").await.unwrap().is_some() })
     };
     until("B waits on the lock", DEADLINE, || async {
-        storage_b.request_stats().ha_in_flight > 0
+        ha_b.waiting() > 0
     })
     .await;
+    assert!(storage_b.request_stats().ha_in_flight > 0);
     storage_b.reset_peak_in_flight();
     for i in 0..20 {
         storage_b.put(&format!("k{i}"), b"v").await.unwrap();

@@ -44,6 +44,10 @@ pub trait HaHarness: Send + Sync + 'static {
     /// expiry would: Consul destroys the session, memory breaks the lock.
     /// The backend's lock-delay, if any, then applies.
     async fn break_lock(&self, key: &str, lock: &dyn HaLock);
+
+    /// How many `try_lock` calls of this harness's contenders are parked
+    /// waiting for a release right now (a blocking query, a notification).
+    fn waiting(&self) -> usize;
 }
 
 type H = Arc<dyn HaHarness>;
@@ -145,9 +149,11 @@ pub async fn release_hands_over_promptly(h: H) {
     let lock = try_lock(&a, b"a").await.expect("a takes the free lock");
     let started = Instant::now();
     let waiter = tokio::spawn(async move { try_lock(&b, b"b").await });
-    // Gives the waiter time to park on its notification. If it has not,
-    // it finds the lock free at its first look: the case still holds.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + DEADLINE;
+    while h.waiting() == 0 {
+        assert!(Instant::now() < deadline, "the waiter never parked");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     lock.release().await.unwrap();
     let won = tokio::time::timeout(DEADLINE, waiter)
         .await

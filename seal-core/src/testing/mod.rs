@@ -66,6 +66,10 @@ impl HaHarness for MemoryHaHarness {
             "break_lock: nobody held {key}"
         );
     }
+
+    fn waiting(&self) -> usize {
+        self.backend.waiting()
+    }
 }
 
 /// Expands to a `storage_suite` module with one `#[tokio::test]` per storage
