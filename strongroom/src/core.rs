@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::CoreError;
+use crate::auto_unseal::{AutoUnsealStatus, AutoUnsealTracker};
 use crate::config::{ClusterInfo, RECOVERY_CONFIG_PATH, SEAL_CONFIG_PATH, SealConfig};
 use crate::generate_root::GenerateRootOp;
 use crate::ha::Ha;
@@ -128,12 +129,13 @@ pub(crate) struct Inner {
     pub(crate) counters: Counters,
     /// Audit failures, kept across unseals (each logical layer counts here).
     pub(crate) audit_counters: Arc<AuditCounters>,
-    pub(crate) last_auto_unseal_error: RwLock<Option<String>>,
     /// The node's state as last published (see [`Core::watch_node_state`]).
     pub(crate) state: watch::Sender<NodeState>,
     /// Bumped whenever the serving state (`Unsealed::active`) changes, so
     /// requests that arrive during a promotion can wait for it.
     pub(crate) serving: watch::Sender<u64>,
+    /// The auto-unseal loop's last failure and next attempt.
+    pub(crate) auto_unseal: Arc<AutoUnsealTracker>,
 }
 
 impl fmt::Debug for Inner {
@@ -343,13 +345,13 @@ impl CoreBuilder {
                 generate_root: tokio::sync::Mutex::new(None),
                 counters: Counters::default(),
                 audit_counters: Arc::default(),
-                last_auto_unseal_error: RwLock::new(None),
                 state: watch::Sender::new(NodeState {
                     initialized: false,
                     sealed: true,
                     mode: HaMode::Disabled,
                 }),
                 serving: watch::Sender::new(0),
+                auto_unseal: Arc::default(),
             }),
         };
         core.start_following_election();
@@ -637,10 +639,18 @@ impl Core {
     /// Why the last auto-unseal attempt failed, in operator words (`None`
     /// after a success or when none failed). For logs and status pages.
     pub fn last_auto_unseal_error(&self) -> Option<String> {
-        self.inner
-            .last_auto_unseal_error
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.auto_unseal.last_error()
+    }
+
+    /// What the auto-unseal loop is doing: the last failure, since when the
+    /// seal fails, the next attempt. Needs no token (a sealed node has none
+    /// to check); Shamir nodes answer [`AutoUnsealState::NotApplicable`](crate::AutoUnsealState::NotApplicable).
+    pub fn auto_unseal_status(&self) -> AutoUnsealStatus {
+        self.inner.auto_unseal.status(
+            self.inner.seal.seal_type().as_str(),
+            self.inner.seal.is_auto(),
+            self.is_sealed(),
+            self.inner.manually_sealed.load(Ordering::SeqCst),
+        )
     }
 }

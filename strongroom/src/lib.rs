@@ -57,6 +57,7 @@
 
 mod active_view;
 mod auth;
+mod auto_unseal;
 mod break_glass;
 mod config;
 mod core;
@@ -73,6 +74,7 @@ mod seal_upkeep;
 mod types;
 mod unseal;
 
+pub use crate::auto_unseal::{AutoUnsealState, AutoUnsealStatus};
 pub use crate::core::{Core, CoreBuilder};
 pub use error::CoreError;
 pub use generate_root::{

@@ -751,11 +751,7 @@ impl Core {
                     .counters
                     .seal_unreachable_since_ms
                     .store(0, Ordering::Relaxed);
-                *self
-                    .inner
-                    .last_auto_unseal_error
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner) = None;
+                self.inner.auto_unseal.succeeded();
                 self.contend();
                 Ok(())
             }
@@ -766,10 +762,11 @@ impl Core {
 
     pub(crate) fn record_auto_unseal_failure(&self, failure: &AutoUnsealFailure) {
         let message = failure.to_string();
-        if matches!(
+        let waiting = matches!(
             failure,
             AutoUnsealFailure::NotInitialized | AutoUnsealFailure::Migration
-        ) {
+        );
+        if waiting {
             tracing::info!(reason = failure.kind(), "auto-unseal waiting: {message}");
         } else {
             self.inner
@@ -794,11 +791,9 @@ impl Core {
                 .seal_unreachable_since_ms
                 .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
         }
-        *self
-            .inner
-            .last_auto_unseal_error
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(message);
+        self.inner
+            .auto_unseal
+            .failed(message, failure.kind(), !waiting);
     }
 
     /// Starts the auto-unseal loop: while the node is sealed, try to fetch
@@ -822,6 +817,10 @@ impl Core {
 }
 
 async fn auto_unseal_loop(weak: Weak<Inner>) {
+    let Some(tracker) = weak.upgrade().map(|inner| inner.auto_unseal.clone()) else {
+        return;
+    };
+    let _running = tracker.running();
     let mut backoff = None;
     loop {
         let Some(inner) = weak.upgrade() else { return };
@@ -843,6 +842,7 @@ async fn auto_unseal_loop(weak: Weak<Inner>) {
         });
         backoff = Some(wait);
         let jittered = jitter(wait);
+        tracker.next_attempt_in(jittered);
         drop(core);
         tokio::time::sleep(jittered).await;
     }

@@ -51,6 +51,12 @@ pub(crate) async fn handle(
             unseal(state, request).await?
         }
         "sys/health" => health(state, request).await?,
+        // Not Vault: what the auto-unseal loop is doing (state, last
+        // error, next attempt), without a token like seal-status.
+        "sys/auto-unseal-status" => {
+            only(method, &[Method::GET])?;
+            ok(&state.core.auto_unseal_status())
+        }
         "sys/leader" => {
             only(method, &[Method::GET])?;
             ok(&state.core.leader().await?)
