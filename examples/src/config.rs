@@ -69,6 +69,8 @@ pub(crate) struct ServerConfig {
     /// `service_registration "kubernetes"`: label this pod with the node's
     /// role and seal state.
     pub(crate) kubernetes: Option<KubernetesRegistrationConfig>,
+    /// Serve the operator console at `/ui/` (Vault's `ui = true`).
+    pub(crate) ui: bool,
     /// Settings that were accepted but have no effect, for a startup warning.
     pub(crate) warnings: Vec<String>,
 }
@@ -246,6 +248,7 @@ struct Partial {
     auto_unseal_max_backoff: Option<std::time::Duration>,
     telemetry: Option<TelemetrySettings>,
     kubernetes: Option<KubernetesRegistrationConfig>,
+    ui: Option<bool>,
     warnings: Vec<String>,
 }
 
@@ -276,6 +279,7 @@ impl Partial {
             auto_unseal_max_backoff: self.auto_unseal_max_backoff,
             telemetry: self.telemetry.unwrap_or_default(),
             kubernetes: self.kubernetes,
+            ui: self.ui.unwrap_or(false),
             warnings: self.warnings,
         })
     }
@@ -305,6 +309,7 @@ impl Partial {
         if self.kubernetes.is_some() {
             base.kubernetes = self.kubernetes;
         }
+        base.ui = self.ui.unwrap_or(base.ui);
         base.warnings.extend(self.warnings);
         base
     }
@@ -312,7 +317,6 @@ impl Partial {
 
 /// Top-level settings Vault knows that this server accepts and ignores.
 const IGNORED_TOP_LEVEL: &[&str] = &[
-    "ui",
     "default_lease_ttl",
     "max_lease_ttl",
     "plugin_directory",
@@ -505,6 +509,7 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                     })?;
                 out.seal_health_check_interval = Some(every);
             }
+            "ui" => out.ui = Some(ctx.boolean(attr)?),
             "auto_unseal_max_backoff" => {
                 let text = ctx.string(attr)?;
                 let wait = humantime::parse_duration(text.trim())
@@ -526,7 +531,7 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
             _ => {
                 return Err(ctx.invalid(
                     attr.span(),
-                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval and the storage, seal and listener stanzas"),
+                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, ui, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval and the storage, seal and listener stanzas"),
                 ));
             }
         }
@@ -1063,7 +1068,8 @@ auto_unseal_max_backoff = "2s"
             cfg.auto_unseal_max_backoff,
             Some(std::time::Duration::from_secs(2))
         );
-        assert_eq!(cfg.warnings.len(), 1, "ui is accepted with a warning");
+        assert!(cfg.ui);
+        assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
     }
 
     #[test]

@@ -19,6 +19,7 @@ mod metrics;
 mod placeholders;
 mod registration;
 mod server;
+mod ui;
 
 use std::process::ExitCode;
 

@@ -49,6 +49,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
         auto_unseal_max_backoff: None,
         telemetry: crate::metrics::TelemetrySettings::default(),
         kubernetes: None,
+        ui: true,
         warnings: Vec::new(),
     })
 }

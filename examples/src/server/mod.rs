@@ -286,7 +286,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         };
         tasks.push(tokio::spawn(listener::serve(
             b,
-            router(state),
+            crate::ui::with_console(router(state), config.ui),
             shutdown.clone(),
         )));
     }
