@@ -119,9 +119,12 @@ export function mount(ctx) {
         h('h2', { id: 'seals-heading', text: 'Seals' }),
         sealList.length
           ? h('ul', { class: 'plain', 'data-test-seal-backends': true }, sealList.map((seal) => h('li', { 'data-test-seal-backend': seal.name },
-            h('strong', { text: seal.name }), ' ',
-            seal.healthy ? badge('healthy', 'good') : badge('unhealthy', 'bad'),
-            seal.unhealthy_since ? ` since ${when(seal.unhealthy_since)}` : '')))
+            h('strong', { text: seal.name }),
+            seal.type && seal.type !== seal.name ? ` (${seal.type})` : '',
+            sealList.length > 1 && seal.priority ? `, priority ${seal.priority}` : '', ' ',
+            seal.disabled ? badge('disabled', 'neutral') : seal.healthy ? badge('healthy', 'good') : badge('unhealthy', 'bad'),
+            seal.unhealthy_since ? ` since ${when(seal.unhealthy_since)}` : '',
+            seal.last_error ? h('p', { class: 'error-text', text: seal.last_error }) : null)))
           : h('p', { class: 'help', text: 'Seal health is not available from this node.' })),
       h('section', { class: 'card', 'aria-labelledby': 'key-heading' },
         h('h2', { id: 'key-heading', text: 'Encryption key' }),
