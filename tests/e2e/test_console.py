@@ -29,7 +29,7 @@ import pytest
 import requests
 from selenium.webdriver.common.keys import Keys
 
-from conftest import Server, free_port
+from conftest import Port, Server, _die_with_parent
 from console_browser import Console, downloaded_file, output_dir, start_browser, stop_browser, wait_until
 
 REQUEST_TIMEOUT = 10
@@ -48,8 +48,8 @@ def ui_config(tmp_path: Path, port: int, extra: str = "") -> Path:
 @pytest.fixture
 def console_server(strongroom_bin, tmp_path):
     """An uninitialised Shamir server on redb with the console on."""
-    port = free_port()
-    config = ui_config(tmp_path, port)
+    port = Port()
+    config = ui_config(tmp_path, port.number)
     srv = Server(strongroom_bin, tmp_path, ["server", f"-config={config}"], port)
     yield srv
     srv.stop()
@@ -353,9 +353,9 @@ def test_operator_journey(console_server, browser):
 
 
 def test_sign_out_forgets_the_token(strongroom_bin, tmp_path, browser):
-    port = free_port()
+    port = Port()
     srv = Server(strongroom_bin, tmp_path,
-                 ["server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-root-token-id=dev-root"], port)
+                 ["server", "-dev", f"-dev-listen-address=127.0.0.1:{port.number}", "-dev-root-token-id=dev-root"], port)
     try:
         ui = Console(browser, srv.addr, browser._strongroom_out)
         ui.open("/ui/vault/secrets")
@@ -398,13 +398,13 @@ class Moto:
         )
         if not os.access(binary, os.X_OK):
             pytest.fail(f"moto_server is not at {binary}: run scripts/setup-tools.sh")
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.port = Port()
+        self.endpoint = f"http://127.0.0.1:{self.port.number}"
         self._log = open(workdir / "moto.log", "ab")
         self.proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(self.port)],
+            [binary, "-H", "127.0.0.1", "-p", str(self.port.number)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"},
+            env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}, preexec_fn=_die_with_parent,
         )
         wait_until(self._up, "moto_server to answer", timeout=60, interval=0.2)
 
@@ -441,6 +441,7 @@ class Moto:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
         self._log.close()
+        self.port.release()
 
 
 @pytest.fixture
@@ -452,13 +453,13 @@ def moto(tmp_path):
 
 def test_auto_seal_recovery_keys_and_a_failing_kms(strongroom_bin, tmp_path, moto, browser):
     key_id = moto.kms("CreateKey", {"Description": "strongroom console test"})["KeyMetadata"]["KeyId"]
-    port = free_port()
     seal = (
         f'seal "awskms" {{\n  region = "us-east-1"\n  kms_key_id = "{key_id}"\n'
         f'  endpoint = "{moto.endpoint}"\n  access_key = "test"\n  secret_key = "test"\n}}\n'
         'auto_unseal_max_backoff = "3s"\n'
     )
-    config = ui_config(tmp_path, port, seal)
+    port = Port()
+    config = ui_config(tmp_path, port.number, seal)
     srv = Server(strongroom_bin, tmp_path, ["server", f"-config={config}"], port)
     ui = Console(browser, srv.addr, browser._strongroom_out)
     try:
@@ -489,7 +490,10 @@ def test_auto_seal_recovery_keys_and_a_failing_kms(strongroom_bin, tmp_path, mot
         # the Unseal page says why and when it tries again.
         moto.forget_everything()
         srv.stop()
+        port = Port()
+        config = ui_config(tmp_path, port.number, seal)
         srv = Server(strongroom_bin, tmp_path, ["server", f"-config={config}"], port)
+        ui.addr = srv.addr
         ui.open("/")
         assert ui.wait_path("/ui/vault/unseal")
         ui.wait_for("[data-test-auto-unseal]", "unseals itself")
