@@ -322,8 +322,11 @@ pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> ConsulError {
 /// 500 bodies that mean the agent could not talk to the servers, as opposed
 /// to a request the servers refused.
 fn is_rpc_failure(text: &str) -> bool {
-    const TRANSPORT: [&str; 7] = [
+    // "session shutdown": the multiplexed (yamux) RPC connection to a
+    // server that just died, seen during a leader failover.
+    const TRANSPORT: [&str; 8] = [
         "stream closed",
+        "session shutdown",
         "EOF",
         "connection refused",
         "connection reset",
@@ -414,8 +417,11 @@ mod tests {
 
     #[test]
     fn statuses_map_to_distinct_errors() {
-        let cases: [(u16, &str, fn(&ConsulError) -> bool); 8] = [
+        let cases: [(u16, &str, fn(&ConsulError) -> bool); 9] = [
             (500, "rpc error making call: stream closed", |e| {
+                matches!(e, ConsulError::ServerRpc { .. })
+            }),
+            (500, "rpc error making call: session shutdown", |e| {
                 matches!(e, ConsulError::ServerRpc { .. })
             }),
             (500, "No known Consul servers", |e| {

@@ -26,6 +26,14 @@ fn shamir_params(shares: usize, threshold: usize) -> InitParams {
     }
 }
 
+fn rekey_params(shares: usize, threshold: usize) -> RekeyParams {
+    RekeyParams {
+        secret_shares: shares,
+        secret_threshold: threshold,
+        ..RekeyParams::default()
+    }
+}
+
 fn recovery_params(shares: usize, threshold: usize) -> InitParams {
     InitParams {
         recovery_shares: shares,
@@ -77,15 +85,13 @@ async fn init_unsealed_shamir(
     (storage, core, init)
 }
 
+/// Polls `check` until it holds (10 s deadline; testkit's wait).
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::wait::until(what, Duration::from_secs(10), || {
+        let holds = check();
+        async move { holds }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -471,14 +477,12 @@ async fn kms_outage_at_start_then_the_retry_loop_unseals_without_restart() {
         let core = core.clone();
         async move { core.metrics().await.auto_unseal_failures }
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while failures(&restarted).await < 3 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retry loop does not retry"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    testkit::wait::until(
+        "the retry loop retries",
+        Duration::from_secs(10),
+        || async { failures(&restarted).await >= 3 },
+    )
+    .await;
     assert!(restarted.is_sealed());
 
     seal.set_unreachable(false);
@@ -671,15 +675,7 @@ async fn rekey_replaces_the_unseal_keys() {
     let token = init.root_token.as_str();
 
     let status = core
-        .rekey_init(
-            token,
-            RekeyParams {
-                secret_shares: 5,
-                secret_threshold: 3,
-                ..RekeyParams::default()
-            },
-            false,
-        )
+        .rekey_init(token, rekey_params(5, 3), false)
         .await
         .unwrap();
     assert!(status.started);
@@ -690,15 +686,7 @@ async fn rekey_replaces_the_unseal_keys() {
     assert!(!status.nonce.is_empty());
     // A second init while one runs is refused.
     let err = core
-        .rekey_init(
-            token,
-            RekeyParams {
-                secret_shares: 2,
-                secret_threshold: 2,
-                ..RekeyParams::default()
-            },
-            false,
-        )
+        .rekey_init(token, rekey_params(2, 2), false)
         .await
         .unwrap_err();
     assert!(
@@ -757,15 +745,7 @@ async fn rekey_with_the_wrong_current_keys_keeps_the_nonce() {
         .await
         .unwrap();
     let status = core
-        .rekey_init(
-            token,
-            RekeyParams {
-                secret_shares: 3,
-                secret_threshold: 2,
-                ..RekeyParams::default()
-            },
-            false,
-        )
+        .rekey_init(token, rekey_params(3, 2), false)
         .await
         .unwrap();
     core.rekey_update(token, &foreign.keys[0], &status.nonce, false)
@@ -866,11 +846,7 @@ async fn recovery_keys_rekey_on_an_auto_seal() {
     let core = auto_core(&storage, &seal).await;
     let init = core.init(recovery_params(3, 2)).await.unwrap();
     let token = init.root_token.as_str();
-    let params = RekeyParams {
-        secret_shares: 5,
-        secret_threshold: 3,
-        ..RekeyParams::default()
-    };
+    let params = rekey_params(5, 3);
     // The unseal keys of an auto seal cannot be rekeyed; Shamir has no
     // recovery keys.
     let err = core
@@ -895,15 +871,7 @@ async fn recovery_keys_rekey_on_an_auto_seal() {
 
     let (_s, shamir, sinit) = init_unsealed_shamir(1, 1).await;
     let err = shamir
-        .rekey_init(
-            &sinit.root_token,
-            RekeyParams {
-                secret_shares: 1,
-                secret_threshold: 1,
-                ..RekeyParams::default()
-            },
-            true,
-        )
+        .rekey_init(&sinit.root_token, rekey_params(1, 1), true)
         .await
         .unwrap_err();
     assert!(
@@ -916,15 +884,7 @@ async fn recovery_keys_rekey_on_an_auto_seal() {
 async fn rekey_needs_a_root_token() {
     let (_storage, core, _init) = init_unsealed_shamir(1, 1).await;
     let err = core
-        .rekey_init(
-            "nope",
-            RekeyParams {
-                secret_shares: 1,
-                secret_threshold: 1,
-                ..RekeyParams::default()
-            },
-            false,
-        )
+        .rekey_init("nope", rekey_params(1, 1), false)
         .await
         .unwrap_err();
     assert_eq!(err.status(), 403);
@@ -1043,25 +1003,26 @@ async fn the_background_check_persists_encryption_counts_across_restarts() {
     assert!(written >= 20, "{written}");
     // The periodic check (10 ms here, 5 min by default) writes the count
     // into the keyring, so a restart keeps the estimate.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let restarted = Core::builder()
-            .storage(storage.clone())
-            .auto_seal(seal.clone())
-            .options(options.clone())
-            .build()
-            .await
-            .unwrap();
-        let seen = restarted.metrics().await.barrier_encryptions;
-        if seen >= written {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "count never persisted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    testkit::wait::until(
+        "the count is persisted",
+        Duration::from_secs(10),
+        || async {
+            let restarted = Core::builder()
+                .storage(storage.clone())
+                .auto_seal(seal.clone())
+                .options(options.clone())
+                .build()
+                .await
+                .unwrap();
+            let seen = restarted.metrics().await.barrier_encryptions;
+            if seen >= written {
+                Ok(())
+            } else {
+                Err(format!("{seen} of {written} encryptions counted"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -1154,15 +1115,7 @@ async fn interrupted_rekey_leaves_the_current_keys_working(fail_on: &'static str
     *flaky.fail_key.lock().unwrap() = Some(fail_on);
     let token = init.root_token.as_str();
     let status = core
-        .rekey_init(
-            token,
-            RekeyParams {
-                secret_shares: 3,
-                secret_threshold: 2,
-                ..RekeyParams::default()
-            },
-            false,
-        )
+        .rekey_init(token, rekey_params(3, 2), false)
         .await
         .unwrap();
     core.rekey_update(token, &init.keys[0], &status.nonce, false)

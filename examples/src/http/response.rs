@@ -45,9 +45,18 @@ impl HttpError {
         }
     }
 
-    /// The JSON response.
+    /// The JSON response. A 413 also says `Connection: close`: the rest of
+    /// the body was never read, so the connection cannot carry another
+    /// request, and a client that pooled it would fail its next request on
+    /// it.
     pub(crate) fn into_response(self) -> Response {
-        json_response(self.status, &json!({ "errors": self.errors }))
+        let mut response = json_response(self.status, &json!({ "errors": self.errors }));
+        if self.status == 413 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 

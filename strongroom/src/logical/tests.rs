@@ -95,6 +95,18 @@ impl Fixture {
         (auth["client_token"].as_str().unwrap().to_owned(), auth)
     }
 
+    /// A token `parent` creates with `body`: its id.
+    async fn child_token(&self, parent: &str, body: Value) -> String {
+        let resp = self
+            .call_as(parent, Operation::Update, "auth/token/create", Some(body))
+            .await
+            .unwrap();
+        resp.auth.expect("auth block")["client_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// Every key in storage, depth first.
     async fn all_keys(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -357,24 +369,8 @@ async fn child_ttl_never_outlives_its_parent() {
 async fn revoke_self_revokes_descendants() {
     let f = fixture().await;
     let (parent, _) = f.create_token(json!({"ttl": "1h"})).await;
-    let child = f
-        .call_as(&parent, Update, "auth/token/create", Some(json!({})))
-        .await
-        .unwrap()
-        .auth
-        .unwrap()["client_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let grandchild = f
-        .call_as(&child, Update, "auth/token/create", Some(json!({})))
-        .await
-        .unwrap()
-        .auth
-        .unwrap()["client_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let child = f.child_token(&parent, json!({})).await;
+    let grandchild = f.child_token(&child, json!({})).await;
     let (orphan, _) = f.create_token(json!({"no_parent": true})).await;
     let resp = f
         .call_as(&parent, Update, "auth/token/revoke-self", None)
@@ -1743,15 +1739,7 @@ mod props {
 async fn cached_tokens_honour_revocation_from_any_path() {
     let f = fixture().await;
     let (parent, _) = f.create_token(json!({"ttl": "1h"})).await;
-    let child = f
-        .call_as(&parent, Update, "auth/token/create", Some(json!({})))
-        .await
-        .unwrap()
-        .auth
-        .unwrap()["client_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let child = f.child_token(&parent, json!({})).await;
     // Warm the cache for both tokens.
     for t in [&parent, &child] {
         f.call_as(t, Read, "auth/token/lookup-self", None)
