@@ -14,6 +14,9 @@
 //! | disturb, hold or count traffic to a real server | [`proxy::FaultProxy`], [`proxy::GateProxy`], [`proxy::CountingProxy`] |
 //! | KMS (moto_server), IAM users, outages | [`MotoServer`] |
 //! | a Strongroom node from a typed config | [`NodeConfig`], [`Node`], [`Client`] |
+//! | three HA nodes auto-unsealed by KMS (IAM enforced) on a 3-server Consul | [`kms_cluster::KmsCluster`] |
+//! | clients behind a Service recording every operation; what each node says it is | [`load::Load`], [`load::Service`], [`history::History`], [`roles::RoleSampler`] |
+//! | "is this history linearizable?" (register model, per key) | [`linearizability::check_register`], [`history::History::check`] |
 //! | OpenBao's dev server as the reference to compare with | [`BaoDev`] |
 //!
 //! Rules the harness keeps so suites do not flake: ports come from outside
@@ -58,12 +61,17 @@
 
 pub mod bao;
 pub mod consul;
+pub mod history;
 pub mod http;
+pub mod kms_cluster;
+pub mod linearizability;
+pub mod load;
 pub mod moto;
 pub mod node;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod roles;
 pub mod timeline;
 pub mod tls;
 pub mod tools;

@@ -74,23 +74,54 @@ impl Timeline {
     pub fn elapsed(&self) -> Duration {
         self.inner.started.elapsed()
     }
+
+    /// The instant the timeline began (times in it are offsets from here).
+    pub fn started(&self) -> Instant {
+        self.inner.started
+    }
+
+    /// A mark for [`Timeline::since`]: how many events there are now.
+    pub fn mark(&self) -> usize {
+        self.events().len()
+    }
+
+    /// The events recorded from `mark` on, formatted as [`Display`]
+    /// formats the whole timeline (for one scenario of several sharing a
+    /// cluster and its timeline).
+    ///
+    /// [`Display`]: fmt::Display
+    pub fn since(&self, mark: usize) -> String {
+        let mut out = String::new();
+        for e in self.events().iter().skip(mark) {
+            out.push_str(&e.to_string());
+        }
+        out
+    }
+
+    fn events(&self) -> std::sync::MutexGuard<'_, Vec<Event>> {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{:>9.3}s  {:<12} {}",
+            self.at.as_secs_f64(),
+            self.subject,
+            self.what
+        )
+    }
 }
 
 impl fmt::Display for Timeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let events = self
-            .inner
-            .events
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        for e in events.iter() {
-            writeln!(
-                f,
-                "{:>9.3}s  {:<12} {}",
-                e.at.as_secs_f64(),
-                e.subject,
-                e.what
-            )?;
+        for e in self.events().iter() {
+            e.fmt(f)?;
         }
         Ok(())
     }
@@ -186,5 +217,15 @@ mod tests {
         let stop = text.find("n1").unwrap_or(0);
         assert!(first < stop, "{text}");
         assert!(text.contains("SIGSTOP"), "{text}");
+    }
+
+    #[test]
+    fn since_shows_only_later_events() {
+        let t = Timeline::new();
+        t.step("before");
+        let mark = t.mark();
+        t.step("after");
+        let text = t.since(mark);
+        assert!(text.contains("after") && !text.contains("before"), "{text}");
     }
 }

@@ -145,7 +145,29 @@ fn admin(server: &MotoServer) -> (&str, &str) {
     (&server.access_key, &server.secret_key)
 }
 
+/// A policy document allowing exactly `actions` (`kms:Encrypt`, …) on
+/// every resource.
+fn allow_only(actions: &[&str]) -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}],
+    })
+    .to_string()
+}
+
 pub(super) async fn create_kms_user(server: &MotoServer, name: &str) -> IamUser {
+    create_user_with_policy(server, name, ALLOW_KMS).await
+}
+
+pub(super) async fn create_user_allowing(
+    server: &MotoServer,
+    name: &str,
+    actions: &[&str],
+) -> IamUser {
+    create_user_with_policy(server, name, &allow_only(actions)).await
+}
+
+async fn create_user_with_policy(server: &MotoServer, name: &str, policy: &str) -> IamUser {
     let (a, s) = admin(server);
     call(server, a, s, "CreateUser", &[("UserName", name)]).await;
     let policy_name = format!("{name}-kms");
@@ -154,7 +176,7 @@ pub(super) async fn create_kms_user(server: &MotoServer, name: &str) -> IamUser 
         a,
         s,
         "CreatePolicy",
-        &[("PolicyName", &policy_name), ("PolicyDocument", ALLOW_KMS)],
+        &[("PolicyName", &policy_name), ("PolicyDocument", policy)],
     )
     .await;
     let policy_arn = xml_field(&xml, "Arn");
@@ -216,6 +238,17 @@ mod tests {
             form_encode(r#"{"A":"kms:*", "R": "x/y~z"}"#),
             "%7B%22A%22%3A%22kms%3A%2A%22%2C+%22R%22%3A+%22x%2Fy~z%22%7D"
         );
+    }
+
+    #[test]
+    fn a_policy_allows_exactly_the_named_actions() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&allow_only(&["kms:Encrypt", "kms:Decrypt"])).unwrap();
+        assert_eq!(
+            doc["Statement"][0]["Action"],
+            serde_json::json!(["kms:Encrypt", "kms:Decrypt"])
+        );
+        assert_eq!(doc["Statement"][0]["Effect"], "Allow");
     }
 
     #[test]

@@ -277,13 +277,17 @@ impl MotoServer {
 
     /// A KMS client for the harness's own calls, straight to moto.
     pub fn kms_client(&self) -> aws_sdk_kms::Client {
+        self.client_signing_as(&self.access_key, &self.secret_key)
+    }
+
+    fn client_signing_as(&self, access: &str, secret: &str) -> aws_sdk_kms::Client {
         let conf = aws_sdk_kms::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(TEST_REGION))
             .endpoint_url(self.moto_endpoint())
             .credentials_provider(Credentials::new(
-                self.access_key.clone(),
-                self.secret_key.clone(),
+                access.to_owned(),
+                secret.to_owned(),
                 None,
                 None,
                 "strongroom-moto-harness",
@@ -361,6 +365,46 @@ impl MotoServer {
             "create_kms_user needs MotoServer::start_with_iam"
         );
         iam::create_kms_user(self, name).await
+    }
+
+    /// Creates an IAM user whose attached managed policy allows exactly
+    /// `actions` (e.g. the seal's `kms:Encrypt`, `kms:Decrypt`,
+    /// `kms:DescribeKey`), with an access key; everything else is denied.
+    /// Needs [`MotoServer::start_with_iam`].
+    ///
+    /// # Panics
+    /// Without IAM enforcement, or when moto refuses.
+    pub async fn create_user_allowing(&self, name: &str, actions: &[&str]) -> IamUser {
+        assert!(
+            self.iam_enforced,
+            "create_user_allowing needs MotoServer::start_with_iam"
+        );
+        iam::create_user_allowing(self, name, actions).await
+    }
+
+    /// A KMS client signing as `user`, straight to moto (to check what the
+    /// user may do, e.g. that a revocation is in effect).
+    pub fn kms_client_for(&self, user: &IamUser) -> aws_sdk_kms::Client {
+        self.client_signing_as(&user.access_key_id, user.secret_access_key.expose_secret())
+    }
+
+    /// Disables `key_id`: every Encrypt and Decrypt with it fails from now
+    /// on (a key an operator retired).
+    ///
+    /// # Panics
+    /// When moto refuses.
+    pub async fn disable_key(&self, key_id: &str) {
+        self.kms_client()
+            .disable_key()
+            .key_id(key_id)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "moto DisableKey: {}",
+                    aws_smithy_types::error::display::DisplayErrorContext(&e)
+                )
+            });
     }
 
     /// Detaches the user's KMS policy: its KMS calls are denied from now on.

@@ -221,6 +221,23 @@ impl Node {
         &self.config
     }
 
+    /// Rewrites the node's config file from `config` (same ports, same
+    /// directory); the node runs with it from its next start on — a
+    /// rolling restart with a changed setting. The process environment
+    /// stays as first started.
+    ///
+    /// # Panics
+    /// When the file cannot be written.
+    pub fn reconfigure(&mut self, config: NodeConfig) {
+        if config.uses_file() {
+            let hcl = config.render(&self.dir, self.port.get(), self.cluster_port.get());
+            let path = self.config_path();
+            std::fs::write(&path, hcl)
+                .unwrap_or_else(|e| panic!("testkit: write {}: {e}", path.display()));
+        }
+        self.config = config;
+    }
+
     /// The whole log (every run).
     pub fn log(&self) -> String {
         self.process.log()
