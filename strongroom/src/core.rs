@@ -136,6 +136,8 @@ pub(crate) struct Inner {
     pub(crate) serving: watch::Sender<u64>,
     /// The auto-unseal loop's last failure and next attempt.
     pub(crate) auto_unseal: Arc<AutoUnsealTracker>,
+    /// The standbys this node heard from (`sys/ha-status`).
+    pub(crate) ha_peers: crate::ha_status::Peers,
 }
 
 impl fmt::Debug for Inner {
@@ -352,6 +354,7 @@ impl CoreBuilder {
                 }),
                 serving: watch::Sender::new(0),
                 auto_unseal: Arc::default(),
+                ha_peers: crate::ha_status::Peers::default(),
             }),
         };
         core.start_following_election();

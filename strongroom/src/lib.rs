@@ -64,6 +64,7 @@ mod core;
 mod error;
 mod generate_root;
 mod ha;
+mod ha_status;
 mod init;
 pub mod logical;
 mod migrate;
@@ -76,6 +77,7 @@ mod unseal;
 
 pub use crate::auto_unseal::{AutoUnsealState, AutoUnsealStatus};
 pub use crate::core::{Core, CoreBuilder};
+pub use crate::ha_status::{HaNode, HaStatus};
 pub use error::CoreError;
 pub use generate_root::{
     GenerateRootStatus, ROOT_TOKEN_OTP_LENGTH, decode_root_token, encode_root_token,

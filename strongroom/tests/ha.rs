@@ -514,3 +514,118 @@ async fn a_shamir_node_contends_only_once_unsealed() {
     }
     assert!(late.leader().await.unwrap().is_self);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_node_lists_the_standbys_that_echo_to_it() {
+    let c = Cluster::auto(3).await;
+    let leader = c.one_active().await;
+    let active = &c.nodes[leader];
+    // Before any echo: the active node alone.
+    let alone = active.ha_status(&c.root).await.unwrap();
+    assert_eq!(alone.nodes.len(), 1);
+    assert!(alone.nodes[0].active_node && alone.nodes[0].last_echo.is_none());
+    assert_eq!(
+        alone.nodes[0].api_address,
+        format!("http://node{leader}:8200")
+    );
+
+    let mut standbys = Vec::new();
+    for (i, node) in c.nodes.iter().enumerate().filter(|(i, _)| *i != leader) {
+        let echo = node.ha_echo(Duration::from_millis(3)).unwrap();
+        active.receive_ha_echo(&echo).unwrap();
+        assert!(
+            matches!(active.receive_ha_echo(&echo), Err(CoreError::InvalidRequest(m)) if m.contains("not newer")),
+            "a replayed echo is refused"
+        );
+        // Echoes and the cluster view belong to the active node.
+        assert!(matches!(
+            node.receive_ha_echo(&echo),
+            Err(CoreError::Standby { .. })
+        ));
+        assert!(matches!(
+            node.ha_status(&c.root).await,
+            Err(CoreError::Standby { .. })
+        ));
+        standbys.push(format!("http://node{i}:8200"));
+    }
+    let status = active.ha_status(&c.root).await.unwrap();
+    assert_eq!(status.nodes.len(), 3, "{status:?}");
+    assert!(status.nodes[0].active_node);
+    let listed: Vec<_> = status.nodes[1..]
+        .iter()
+        .map(|n| n.api_address.clone())
+        .collect();
+    assert_eq!(listed, standbys);
+    for node in &status.nodes[1..] {
+        assert!(!node.active_node && node.last_echo.is_some() && node.echo_duration_ms == 3);
+        assert!(node.cluster_address.starts_with("https://node"));
+        assert_eq!(node.version, strongroom::VERSION);
+    }
+    let body = serde_json::to_value(&status).unwrap();
+    for key in [
+        "hostname",
+        "api_address",
+        "cluster_address",
+        "active_node",
+        "last_echo",
+        "version",
+    ] {
+        assert!(body["nodes"][0].get(key).is_some(), "{key} missing: {body}");
+    }
+    assert!(body["nodes"][0]["last_echo"].is_null());
+
+    // Only the cluster's keyring makes an echo: tampered bytes, garbage,
+    // and another cluster's echo are refused.
+    let other = (0..3).find(|i| *i != leader).unwrap();
+    let mut tampered = c.nodes[other].ha_echo(Duration::ZERO).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    assert!(matches!(
+        active.receive_ha_echo(&tampered),
+        Err(CoreError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        active.receive_ha_echo(b"hello"),
+        Err(CoreError::InvalidRequest(_))
+    ));
+    let stranger = Cluster::auto(2).await;
+    let stranger_leader = stranger.one_active().await;
+    let outsider = stranger.nodes[1 - stranger_leader]
+        .ha_echo(Duration::ZERO)
+        .unwrap();
+    assert!(matches!(
+        active.receive_ha_echo(&outsider),
+        Err(CoreError::InvalidRequest(_))
+    ));
+    assert_eq!(active.ha_status(&c.root).await.unwrap().nodes.len(), 3);
+
+    // A token is needed.
+    assert!(matches!(
+        active.ha_status("").await,
+        Err(CoreError::PermissionDenied)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_active_node_lists_only_what_it_heard_since_it_took_over() {
+    let c = Cluster::auto(3).await;
+    let leader = c.one_active().await;
+    for (_, node) in c.nodes.iter().enumerate().filter(|(i, _)| *i != leader) {
+        c.nodes[leader]
+            .receive_ha_echo(&node.ha_echo(Duration::ZERO).unwrap())
+            .unwrap();
+    }
+    c.nodes[leader].step_down(&c.root).await.unwrap();
+    let next = c.one_active_except(Some(leader)).await;
+    let status = c.nodes[next].ha_status(&c.root).await.unwrap();
+    assert_eq!(status.nodes.len(), 1, "nothing heard yet: {status:?}");
+    c.nodes[next]
+        .receive_ha_echo(&c.nodes[leader].ha_echo(Duration::ZERO).unwrap())
+        .unwrap();
+    let status = c.nodes[next].ha_status(&c.root).await.unwrap();
+    assert_eq!(status.nodes.len(), 2);
+    assert_eq!(
+        status.nodes[1].api_address,
+        format!("http://node{leader}:8200")
+    );
+}

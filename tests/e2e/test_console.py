@@ -245,6 +245,13 @@ def test_operator_journey(console_server, browser):
     assert ui.text("[data-test-cluster-id]") == status["cluster_id"]
     assert ui.text("[data-test-key-term]") == "1"
     ui.wait_for("[data-test-seal-backend='shamir']", "healthy")
+    ha = api(addr, "GET", "sys/ha-status", root_token).json()
+    assert ha["nodes"] == ha["data"]["nodes"] and [n["active_node"] for n in ha["nodes"]] == [True]
+    assert ha["nodes"][0]["api_address"] == addr and ha["nodes"][0]["last_echo"] is None
+    assert ui.find("[data-test-ha-node]").get_attribute("data-test-ha-node") == addr
+    assert api(addr, "GET", "sys/ha-status").status_code == 403, "sys/ha-status needs a token"
+    refused = api(addr, "PUT", "sys/ha-status/echo", body={"echo": base64.b64encode(b"not an echo").decode()})
+    assert refused.status_code == 400, refused.text
     ui.shot("cluster")
 
     # ---------------------------------------------------------- Secrets

@@ -12,6 +12,7 @@
 //! `LIST` method, `?list=true`, JSON error bodies and request timing in
 //! one place.
 
+mod ha_status;
 mod health;
 mod response;
 mod sys;

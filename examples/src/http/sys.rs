@@ -51,6 +51,17 @@ pub(crate) async fn handle(
             unseal(state, request).await?
         }
         "sys/health" => health(state, request).await?,
+        "sys/ha-status" => {
+            only(method, &[Method::GET])?;
+            super::ha_status::ha_status(state, request).await?
+        }
+        // Not Vault: a standby's report to the active node.
+        "sys/ha-status/echo" => {
+            if !is_write {
+                return Err(HttpError::method_not_allowed());
+            }
+            super::ha_status::echo(state, request)?
+        }
         // Not Vault: what the auto-unseal loop is doing (state, last
         // error, next attempt), without a token like seal-status.
         "sys/auto-unseal-status" => {

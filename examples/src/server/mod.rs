@@ -11,7 +11,10 @@
 mod backend;
 mod crash_hook;
 mod dev;
+mod ha_echo;
 mod listener;
+
+pub(crate) use ha_echo::ECHO_INTERVAL;
 
 use std::sync::Arc;
 
@@ -264,6 +267,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         core.watch_node_state(),
         shutdown.clone(),
     ));
+    ha_echo::spawn(core.clone(), shutdown.clone());
     let mut registrations: Vec<Arc<dyn ServiceRegistration>> = Vec::new();
     if let Some(kubernetes) = &config.kubernetes {
         let status = NodeStatus::of(&core).await;

@@ -46,11 +46,14 @@ export function mount(ctx) {
     const { status, leader, ha } = data;
     const nodes = ha && Array.isArray(ha.nodes) ? ha.nodes : (ha && ha.data && ha.data.nodes) || null;
     if (nodes && nodes.length) {
+      // Strongroom adds `sealed` to Vault's fields: false for a node that
+      // echoes, true or null (not answering) for one that went silent.
       return nodes.map((node) => ({
         name: node.hostname || node.api_address,
         address: node.api_address,
         active: Boolean(node.active_node),
         sealed: node.sealed === true,
+        silent: node.sealed === null,
         lastEcho: node.last_echo,
         version: node.version,
       }));
@@ -106,12 +109,13 @@ export function mount(ctx) {
               ['Node', 'API address', 'Role', 'Seal', 'Last heartbeat', 'Version'].map((c) => h('th', { scope: 'col', text: c })))),
             h('tbody', {}, rows.map((row) => h('tr', {
               'data-test-ha-node': row.address || row.name,
-              'data-test-ha-node-role': row.sealed ? 'sealed' : row.active ? 'active' : 'standby',
+              'data-test-ha-node-role': row.sealed ? 'sealed' : row.active ? 'active' : row.silent ? 'unreachable' : 'standby',
             },
             h('th', { scope: 'row', text: row.name }),
             h('td', { 'data-label': 'API address' }, h('code', { text: row.address || '—' })),
-            h('td', { 'data-label': 'Role' }, row.sealed ? badge('sealed', 'bad') : row.active ? badge('active', 'good') : badge('standby', 'neutral')),
-            h('td', { 'data-label': 'Seal', text: row.sealed ? 'sealed' : 'unsealed' }),
+            h('td', { 'data-label': 'Role' }, row.sealed ? badge('sealed', 'bad') : row.active ? badge('active', 'good')
+              : row.silent ? badge('not answering', 'bad') : badge('standby', 'neutral')),
+            h('td', { 'data-label': 'Seal', text: row.sealed ? 'sealed' : row.silent ? 'unknown' : 'unsealed' }),
             h('td', { 'data-label': 'Last heartbeat' }, row.active && !row.lastEcho ? 'is the active node'
               : row.lastEcho ? h('time', { datetime: row.lastEcho, title: when(row.lastEcho), text: relative(row.lastEcho) }) : '—'),
             h('td', { 'data-label': 'Version', text: row.version || '—' }))))))),

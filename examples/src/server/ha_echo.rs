@@ -1,0 +1,86 @@
+//! A standby's echo to the active node every few seconds, so the active
+//! node's `sys/ha-status` lists it with its last heartbeat (Vault's
+//! standbys echo over their cluster connection; here over the API, the
+//! echo encrypted by the barrier so only cluster members can send one).
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::json;
+use strongroom::{Core, HaMode};
+use tokio_util::sync::CancellationToken;
+
+/// How often a standby echoes.
+pub(crate) const ECHO_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Starts the echo loop (HA nodes only); it ends with `shutdown`.
+pub(crate) fn spawn(core: Core, shutdown: CancellationToken) {
+    if !core.ha_enabled() {
+        return;
+    }
+    let client = match reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::warn!("HA echo disabled: no HTTP client: {e}");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut last_duration = Duration::ZERO;
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(ECHO_INTERVAL) => {}
+            }
+            let state = core.node_state();
+            let HaMode::Standby {
+                leader: Some(leader),
+            } = state.mode
+            else {
+                continue;
+            };
+            if state.sealed || leader.api_addr.is_empty() {
+                continue;
+            }
+            let Ok(echo) = core.ha_echo(last_duration) else {
+                continue;
+            };
+            let url = format!(
+                "{}/v1/sys/ha-status/echo",
+                leader.api_addr.trim_end_matches('/')
+            );
+            let started = Instant::now();
+            let sent = client
+                .put(&url)
+                .header("X-Vault-No-Request-Forwarding", "true")
+                .json(&json!({ "echo": B64.encode(echo) }))
+                .timeout(ECHO_INTERVAL)
+                .send()
+                .await;
+            match sent {
+                Ok(answer) if answer.status().is_success() => {
+                    last_duration = started.elapsed();
+                    if failing {
+                        tracing::info!(active = %leader.api_addr, "HA echo to the active node works again");
+                    }
+                    failing = false;
+                }
+                outcome => {
+                    if !failing {
+                        let why = match outcome {
+                            Ok(answer) => format!("it answered {}", answer.status()),
+                            Err(e) => e.to_string(),
+                        };
+                        tracing::warn!(active = %leader.api_addr, "HA echo to the active node failed: {why}; sys/ha-status on the active node will show this node's last heartbeat ageing");
+                    }
+                    failing = true;
+                }
+            }
+        }
+    });
+}
