@@ -124,19 +124,4 @@ impl Core {
         logical.finish(&ticket, &outcome).await?;
         result
     }
-
-    /// Like [`check_token`](Self::check_token), and the token must carry the
-    /// root policy. Used by the rekey endpoints only.
-    ///
-    /// # Errors
-    /// As [`check_token`](Self::check_token); [`CoreError::PermissionDenied`]
-    /// for a valid token without the root policy.
-    pub(crate) async fn require_root_token(&self, token: &str) -> Result<TokenEntry, CoreError> {
-        let entry = self.check_token(token).await?;
-        if entry.is_root() {
-            Ok(entry)
-        } else {
-            Err(CoreError::PermissionDenied)
-        }
-    }
 }

@@ -9,6 +9,10 @@
 //! `require_verification` they take effect only after the threshold of the
 //! *new* shares is entered through `verify` under a second nonce, so a
 //! typo in distributing them cannot lock everyone out.
+//!
+//! As in Vault these endpoints take no token: the current keys authorize
+//! the rekey. They need an unsealed, active node (a standby answers
+//! [`CoreError::Standby`] so the request reaches the active node).
 
 use std::fmt;
 
@@ -90,6 +94,11 @@ fn no_rekey() -> CoreError {
 }
 
 impl Core {
+    /// Rekeying needs the unsealed, active node (and no token).
+    fn require_serving(&self) -> Result<(), CoreError> {
+        self.logical().map(|_| ())
+    }
+
     /// Which keys a rekey replaces on this seal, refusing the kind that does
     /// not apply.
     fn check_rekey_target(&self, recovery: bool) -> Result<(), CoreError> {
@@ -121,17 +130,15 @@ impl Core {
     /// with `recovery`).
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token; [`CoreError::InvalidRequest`] for a rekey already in progress,
+    /// [`CoreError::Sealed`]; [`CoreError::Standby`]; [`CoreError::InvalidRequest`] for a rekey already in progress,
     /// keys that do not apply to the seal type, PGP options, or share counts
     /// outside Vault's limits.
     pub async fn rekey_init(
         &self,
-        token: &str,
         params: RekeyParams,
         recovery: bool,
     ) -> Result<RekeyStatus, CoreError> {
-        self.require_root_token(token).await?;
+        self.require_serving()?;
         self.check_rekey_target(recovery)?;
         if params.pgp_keys.as_ref().is_some_and(|k| !k.is_empty()) || params.backup {
             return Err(CoreError::InvalidRequest(
@@ -167,20 +174,15 @@ impl Core {
         });
         drop(slots);
         tracing::info!(recovery, "rekey started");
-        self.rekey_status(token, recovery).await
+        self.rekey_status(recovery).await
     }
 
     /// The rekey in progress (`GET sys/rekey/init`).
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token.
-    pub async fn rekey_status(
-        &self,
-        token: &str,
-        recovery: bool,
-    ) -> Result<RekeyStatus, CoreError> {
-        self.require_root_token(token).await?;
+    /// [`CoreError::Sealed`]; [`CoreError::Standby`].
+    pub async fn rekey_status(&self, recovery: bool) -> Result<RekeyStatus, CoreError> {
+        self.require_serving()?;
         let required = self.current_threshold().await?;
         let mut slots = self.inner.rekey.lock().await;
         Ok(match slots.slot(recovery).as_ref() {
@@ -211,10 +213,9 @@ impl Core {
     /// keys stay valid. Cancelling when none is in progress is not an error.
     ///
     /// # Errors
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token.
-    pub async fn rekey_cancel(&self, token: &str, recovery: bool) -> Result<(), CoreError> {
-        self.require_root_token(token).await?;
+    /// [`CoreError::Sealed`]; [`CoreError::Standby`].
+    pub async fn rekey_cancel(&self, recovery: bool) -> Result<(), CoreError> {
+        self.require_serving()?;
         if self
             .inner
             .rekey
@@ -239,16 +240,15 @@ impl Core {
     /// wrong nonce, or when the new keys already await verification;
     /// [`CoreError::InvalidKey`] for a malformed key or a key set that is
     /// not the current one (progress reset, nonce kept);
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`]; seal and
+    /// [`CoreError::Sealed`]; [`CoreError::Standby`]; seal and
     /// storage errors while committing.
     pub async fn rekey_update(
         &self,
-        token: &str,
         key: &str,
         nonce: &str,
         recovery: bool,
     ) -> Result<RekeyUpdateResult, CoreError> {
-        self.require_root_token(token).await?;
+        self.require_serving()?;
         let share = seal_shamir::parse_share(key)?;
         let required = self.current_threshold().await?;
         let mut slots = self.inner.rekey.lock().await;
@@ -320,14 +320,12 @@ impl Core {
     ///
     /// # Errors
     /// [`CoreError::InvalidRequest`] when no new keys await verification;
-    /// [`CoreError::Sealed`]; [`CoreError::PermissionDenied`] without a root
-    /// token.
+    /// [`CoreError::Sealed`]; [`CoreError::Standby`].
     pub async fn rekey_verify_status(
         &self,
-        token: &str,
         recovery: bool,
     ) -> Result<RekeyVerifyStatus, CoreError> {
-        self.require_root_token(token).await?;
+        self.require_serving()?;
         let mut slots = self.inner.rekey.lock().await;
         let op = slots.slot(recovery).as_ref().ok_or_else(no_rekey)?;
         let pending = op
@@ -352,16 +350,15 @@ impl Core {
     /// for a wrong nonce; [`CoreError::InvalidKey`] for a malformed key or
     /// new keys that do not combine to the new secret (verification progress
     /// reset; the new keys stay pending); [`CoreError::Sealed`];
-    /// [`CoreError::PermissionDenied`]; seal and storage errors while
+    /// [`CoreError::Standby`]; seal and storage errors while
     /// committing.
     pub async fn rekey_verify(
         &self,
-        token: &str,
         key: &str,
         nonce: &str,
         recovery: bool,
     ) -> Result<RekeyVerifyResult, CoreError> {
-        self.require_root_token(token).await?;
+        self.require_serving()?;
         let share = seal_shamir::parse_share(key)?;
         let mut slots = self.inner.rekey.lock().await;
         let op = slots.slot(recovery).as_mut().ok_or_else(no_rekey)?;

@@ -648,17 +648,16 @@ async fn rotation_config_round_trips_with_vaults_sanitising() {
 
 async fn rekey_to(
     core: &Core,
-    token: &str,
     current: &[String],
     params: RekeyParams,
     recovery: bool,
 ) -> strongroom::RekeyUpdateResult {
-    let status = core.rekey_init(token, params, recovery).await.unwrap();
+    let status = core.rekey_init(params, recovery).await.unwrap();
     assert!(status.started);
     let mut last = None;
     for key in current {
         last = Some(
-            core.rekey_update(token, key, &status.nonce, recovery)
+            core.rekey_update(key, &status.nonce, recovery)
                 .await
                 .unwrap(),
         );
@@ -674,10 +673,7 @@ async fn rekey_replaces_the_unseal_keys() {
     core.barrier().put("app/kept", b"yes").await.unwrap();
     let token = init.root_token.as_str();
 
-    let status = core
-        .rekey_init(token, rekey_params(5, 3), false)
-        .await
-        .unwrap();
+    let status = core.rekey_init(rekey_params(5, 3), false).await.unwrap();
     assert!(status.started);
     assert_eq!(
         (status.t, status.n, status.progress, status.required),
@@ -686,7 +682,7 @@ async fn rekey_replaces_the_unseal_keys() {
     assert!(!status.nonce.is_empty());
     // A second init while one runs is refused.
     let err = core
-        .rekey_init(token, rekey_params(2, 2), false)
+        .rekey_init(rekey_params(2, 2), false)
         .await
         .unwrap_err();
     assert!(
@@ -695,25 +691,25 @@ async fn rekey_replaces_the_unseal_keys() {
     );
     // The nonce protects the progress.
     let err = core
-        .rekey_update(token, &init.keys[0], "not-the-nonce", false)
+        .rekey_update(&init.keys[0], "not-the-nonce", false)
         .await
         .unwrap_err();
     assert_eq!(err.status(), 400);
     assert!(err.to_string().contains("incorrect nonce"), "{err}");
     let step = core
-        .rekey_update(token, &init.keys[0], &status.nonce, false)
+        .rekey_update(&init.keys[0], &status.nonce, false)
         .await
         .unwrap();
     assert!(!step.complete && step.keys.is_empty());
     assert_eq!(step.progress, Some(1));
-    assert_eq!(core.rekey_status(token, false).await.unwrap().progress, 1);
+    assert_eq!(core.rekey_status(false).await.unwrap().progress, 1);
     let done = core
-        .rekey_update(token, &init.keys[2], &status.nonce, false)
+        .rekey_update(&init.keys[2], &status.nonce, false)
         .await
         .unwrap();
     assert!(done.complete);
     assert_eq!(done.keys.len(), 5);
-    assert!(!core.rekey_status(token, false).await.unwrap().started);
+    assert!(!core.rekey_status(false).await.unwrap().started);
 
     core.seal(token).await.unwrap();
     // The old keys no longer open anything.
@@ -744,15 +740,12 @@ async fn rekey_with_the_wrong_current_keys_keeps_the_nonce() {
         .init(shamir_params(3, 2))
         .await
         .unwrap();
-    let status = core
-        .rekey_init(token, rekey_params(3, 2), false)
-        .await
-        .unwrap();
-    core.rekey_update(token, &foreign.keys[0], &status.nonce, false)
+    let status = core.rekey_init(rekey_params(3, 2), false).await.unwrap();
+    core.rekey_update(&foreign.keys[0], &status.nonce, false)
         .await
         .unwrap();
     let err = core
-        .rekey_update(token, &foreign.keys[1], &status.nonce, false)
+        .rekey_update(&foreign.keys[1], &status.nonce, false)
         .await
         .unwrap_err();
     assert_eq!(err.status(), 400);
@@ -760,14 +753,14 @@ async fn rekey_with_the_wrong_current_keys_keeps_the_nonce() {
         err.to_string().contains("not the current unseal keys"),
         "{err}"
     );
-    let after = core.rekey_status(token, false).await.unwrap();
+    let after = core.rekey_status(false).await.unwrap();
     assert_eq!(
         (after.nonce.as_str(), after.progress),
         (status.nonce.as_str(), 0)
     );
     // Cancel: the current keys stay valid.
-    core.rekey_cancel(token, false).await.unwrap();
-    assert!(!core.rekey_status(token, false).await.unwrap().started);
+    core.rekey_cancel(false).await.unwrap();
+    assert!(!core.rekey_status(false).await.unwrap().started);
     core.seal(token).await.unwrap();
     unseal_with(&core, &init.keys[..2]).await;
 }
@@ -782,15 +775,15 @@ async fn rekey_with_verification_commits_only_after_the_new_keys_are_entered() {
         require_verification: true,
         ..RekeyParams::default()
     };
-    let done = rekey_to(&core, token, &init.keys[..2], params, false).await;
+    let done = rekey_to(&core, &init.keys[..2], params, false).await;
     assert!(done.verification_required);
     assert!(!done.verification_nonce.is_empty());
     assert_eq!(done.keys.len(), 4);
-    let status = core.rekey_status(token, false).await.unwrap();
+    let status = core.rekey_status(false).await.unwrap();
     assert_eq!(status.verification_nonce, done.verification_nonce);
     // Updates are over; verification is next.
     let err = core
-        .rekey_update(token, &init.keys[0], &done.nonce, false)
+        .rekey_update(&init.keys[0], &done.nonce, false)
         .await
         .unwrap_err();
     assert!(
@@ -799,33 +792,33 @@ async fn rekey_with_verification_commits_only_after_the_new_keys_are_entered() {
     );
     // Not yet in effect: the old keys are still the keys.
     let err = core
-        .rekey_verify(token, &done.keys[0], &done.nonce, false)
+        .rekey_verify(&done.keys[0], &done.nonce, false)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("incorrect nonce"), "{err}");
     // Old keys entered as "new" keys do not verify.
-    core.rekey_verify(token, &init.keys[0], &done.verification_nonce, false)
+    core.rekey_verify(&init.keys[0], &done.verification_nonce, false)
         .await
         .unwrap();
     let err = core
-        .rekey_verify(token, &init.keys[1], &done.verification_nonce, false)
+        .rekey_verify(&init.keys[1], &done.verification_nonce, false)
         .await
         .unwrap_err();
     assert!(
         err.to_string().contains("rekey verification failed"),
         "{err}"
     );
-    let vstatus = core.rekey_verify_status(token, false).await.unwrap();
+    let vstatus = core.rekey_verify_status(false).await.unwrap();
     assert_eq!((vstatus.progress, vstatus.t, vstatus.n), (0, 2, 4));
 
     let step = core
-        .rekey_verify(token, &done.keys[3], &done.verification_nonce, false)
+        .rekey_verify(&done.keys[3], &done.verification_nonce, false)
         .await
         .unwrap();
     assert!(!step.complete);
     assert_eq!(step.progress, Some(1));
     let fin = core
-        .rekey_verify(token, &done.keys_base64[1], &done.verification_nonce, false)
+        .rekey_verify(&done.keys_base64[1], &done.verification_nonce, false)
         .await
         .unwrap();
     assert!(fin.complete);
@@ -849,15 +842,12 @@ async fn recovery_keys_rekey_on_an_auto_seal() {
     let params = rekey_params(5, 3);
     // The unseal keys of an auto seal cannot be rekeyed; Shamir has no
     // recovery keys.
-    let err = core
-        .rekey_init(token, params.clone(), false)
-        .await
-        .unwrap_err();
+    let err = core.rekey_init(params.clone(), false).await.unwrap_err();
     assert!(
         err.to_string().contains("not applicable to seal type test"),
         "{err}"
     );
-    let done = rekey_to(&core, token, &init.recovery_keys[..2], params, true).await;
+    let done = rekey_to(&core, &init.recovery_keys[..2], params, true).await;
     assert_eq!(done.keys.len(), 5);
     let status = core.seal_status().await.unwrap();
     assert_eq!((status.t, status.n), (3, 5));
@@ -869,9 +859,9 @@ async fn recovery_keys_rekey_on_an_auto_seal() {
     assert!(err.to_string().contains("invalid recovery key"), "{err}");
     unseal_with(&core, &done.keys[..3]).await;
 
-    let (_s, shamir, sinit) = init_unsealed_shamir(1, 1).await;
+    let (_s, shamir, _sinit) = init_unsealed_shamir(1, 1).await;
     let err = shamir
-        .rekey_init(&sinit.root_token, rekey_params(1, 1), true)
+        .rekey_init(rekey_params(1, 1), true)
         .await
         .unwrap_err();
     assert!(
@@ -881,17 +871,17 @@ async fn recovery_keys_rekey_on_an_auto_seal() {
 }
 
 #[tokio::test]
-async fn rekey_needs_a_root_token() {
-    let (_storage, core, _init) = init_unsealed_shamir(1, 1).await;
+async fn rekey_needs_no_token_but_an_unsealed_node() {
+    // As in Vault: the current keys authorize a rekey, not a token.
+    let (_storage, core, init) = init_unsealed_shamir(1, 1).await;
+    assert!(!core.rekey_status(false).await.unwrap().started);
+    core.seal(&init.root_token).await.unwrap();
+    assert_eq!(core.rekey_status(false).await.unwrap_err().status(), 503);
     let err = core
-        .rekey_init("nope", rekey_params(1, 1), false)
+        .rekey_init(rekey_params(1, 1), false)
         .await
         .unwrap_err();
-    assert_eq!(err.status(), 403);
-    assert_eq!(
-        core.rekey_status("", false).await.unwrap_err().status(),
-        403
-    );
+    assert_eq!(err.status(), 503);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1113,16 +1103,12 @@ async fn interrupted_rekey_leaves_the_current_keys_working(fail_on: &'static str
     core.barrier().put("app/precious", b"data").await.unwrap();
 
     *flaky.fail_key.lock().unwrap() = Some(fail_on);
-    let token = init.root_token.as_str();
-    let status = core
-        .rekey_init(token, rekey_params(3, 2), false)
-        .await
-        .unwrap();
-    core.rekey_update(token, &init.keys[0], &status.nonce, false)
+    let status = core.rekey_init(rekey_params(3, 2), false).await.unwrap();
+    core.rekey_update(&init.keys[0], &status.nonce, false)
         .await
         .unwrap();
     let err = core
-        .rekey_update(token, &init.keys[1], &status.nonce, false)
+        .rekey_update(&init.keys[1], &status.nonce, false)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
@@ -1223,34 +1209,58 @@ async fn storage_down_at_start_starts_sealed_and_recovers_without_restart() {
 }
 
 #[tokio::test]
-async fn a_child_token_is_valid_but_not_enough_for_sys_operations() {
+async fn sys_operations_follow_the_token_policies() {
     let (_storage, core, init) = init_unsealed_shamir(1, 1).await;
-    let created = core
-        .handle(
-            LogicalRequest::new(Operation::Update, "auth/token/create")
-                .with_token(init.root_token.clone())
-                .with_data(serde_json::json!({"policies": ["default"], "ttl": "1h"})),
-        )
-        .await
-        .unwrap();
-    let child = created.auth.unwrap()["client_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let child = token_with(
+        &core,
+        &init.root_token,
+        serde_json::json!({"policies": ["default"], "ttl": "1h"}),
+    )
+    .await;
     let entry = core.check_token(&child).await.unwrap();
     assert!(!entry.is_root());
     for err in [
         core.seal(&child).await.unwrap_err(),
         core.rotate(&child).await.map(|_| ()).unwrap_err(),
         core.key_status(&child).await.map(|_| ()).unwrap_err(),
-        core.rekey_status(&child, false)
-            .await
-            .map(|_| ())
-            .unwrap_err(),
     ] {
         assert_eq!(err.status(), 403, "{err}");
     }
+    // The same operations once a policy grants them (sudo where Vault
+    // needs it).
+    core.handle(
+        LogicalRequest::new(Operation::Update, "sys/policies/acl/keys")
+            .with_token(init.root_token.clone())
+            .with_data(serde_json::json!({"policy": "path \"sys/key-status\" { capabilities = [\"read\"] }\npath \"sys/rotate\" { capabilities = [\"update\", \"sudo\"] }"})),
+    )
+    .await
+    .unwrap();
+    let operator = token_with(
+        &core,
+        &init.root_token,
+        serde_json::json!({"policies": ["keys"]}),
+    )
+    .await;
+    assert_eq!(core.rotate(&operator).await.unwrap(), 2);
+    assert_eq!(core.key_status(&operator).await.unwrap().term, 2);
+    assert_eq!(core.seal(&operator).await.unwrap_err().status(), 403);
     assert!(!core.is_sealed());
+}
+
+/// A token created by `parent` with `body` (`auth/token/create`).
+async fn token_with(core: &Core, parent: &str, body: serde_json::Value) -> String {
+    let created = core
+        .handle(
+            LogicalRequest::new(Operation::Update, "auth/token/create")
+                .with_token(parent)
+                .with_data(body),
+        )
+        .await
+        .unwrap();
+    created.auth.unwrap()["client_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 #[tokio::test]

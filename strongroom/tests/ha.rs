@@ -410,7 +410,7 @@ async fn a_standby_follows_a_shamir_rekey_made_by_the_active() {
     c.write(first, "kv/data/k", json!({"v": "before rekey"}))
         .await
         .unwrap();
-    let keys = rekey(&c.nodes[first], &c.root, &c.keys[0]).await;
+    let keys = rekey(&c.nodes[first], &c.keys[0]).await;
     c.nodes[first].step_down(&c.root).await.unwrap();
     let second = c.one_active_except(Some(first)).await;
     // Promoted after the rekey: it loads the new root key from storage.
@@ -419,7 +419,7 @@ async fn a_standby_follows_a_shamir_rekey_made_by_the_active() {
         json!({"v": "before rekey"})
     );
     // And it can rekey again with the keys of the first rekey.
-    let newest = rekey(&c.nodes[second], &c.root, &keys[0]).await;
+    let newest = rekey(&c.nodes[second], &keys[0]).await;
     c.write(second, "kv/data/k2", json!({"v": "after"}))
         .await
         .unwrap();
@@ -432,10 +432,9 @@ async fn a_standby_follows_a_shamir_rekey_made_by_the_active() {
     }
 }
 
-async fn rekey(core: &Core, root: &str, current: &str) -> Vec<String> {
+async fn rekey(core: &Core, current: &str) -> Vec<String> {
     let status = core
         .rekey_init(
-            root,
             RekeyParams {
                 secret_shares: 1,
                 secret_threshold: 1,
@@ -446,7 +445,7 @@ async fn rekey(core: &Core, root: &str, current: &str) -> Vec<String> {
         .await
         .unwrap();
     let done = core
-        .rekey_update(root, current, &status.nonce, false)
+        .rekey_update(current, &status.nonce, false)
         .await
         .unwrap();
     assert!(done.complete);

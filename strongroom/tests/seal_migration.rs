@@ -504,7 +504,6 @@ async fn break_glass_unseals_with_recovery_keys_when_every_seal_is_gone() {
     assert!(!core.is_sealed());
     let started = core
         .rekey_init(
-            &init.root_token,
             RekeyParams {
                 secret_shares: 2,
                 secret_threshold: 2,
@@ -514,21 +513,11 @@ async fn break_glass_unseals_with_recovery_keys_when_every_seal_is_gone() {
         )
         .await
         .unwrap();
-    core.rekey_update(
-        &init.root_token,
-        &init.recovery_keys[0],
-        &started.nonce,
-        true,
-    )
-    .await
-    .unwrap();
+    core.rekey_update(&init.recovery_keys[0], &started.nonce, true)
+        .await
+        .unwrap();
     let rekeyed = core
-        .rekey_update(
-            &init.root_token,
-            &init.recovery_keys[1],
-            &started.nonce,
-            true,
-        )
+        .rekey_update(&init.recovery_keys[1], &started.nonce, true)
         .await
         .unwrap();
     let new_keys = rekeyed.keys.clone();

@@ -370,29 +370,24 @@ async fn rekey(
     recovery: bool,
 ) -> Result<Response, HttpError> {
     let core = &state.core;
-    let token = request.token_str();
     match (step, request.method.as_str()) {
-        ("init", "GET") => Ok(ok(&core.rekey_status(token, recovery).await?)),
+        ("init", "GET") => Ok(ok(&core.rekey_status(recovery).await?)),
         ("init", "PUT" | "POST") => {
             let params: RekeyParams = request.parse()?;
-            Ok(ok(&core.rekey_init(token, params, recovery).await?))
+            Ok(ok(&core.rekey_init(params, recovery).await?))
         }
         ("init", "DELETE") => {
-            core.rekey_cancel(token, recovery).await?;
+            core.rekey_cancel(recovery).await?;
             Ok(no_content())
         }
         ("update", "PUT" | "POST") => {
             let (key, nonce) = request.parse::<RekeyKeyBody>()?.parts()?;
-            Ok(ok(&core
-                .rekey_update(token, key.trim(), &nonce, recovery)
-                .await?))
+            Ok(ok(&core.rekey_update(key.trim(), &nonce, recovery).await?))
         }
-        ("verify", "GET") => Ok(ok(&core.rekey_verify_status(token, recovery).await?)),
+        ("verify", "GET") => Ok(ok(&core.rekey_verify_status(recovery).await?)),
         ("verify", "PUT" | "POST") => {
             let (key, nonce) = request.parse::<RekeyKeyBody>()?.parts()?;
-            Ok(ok(&core
-                .rekey_verify(token, key.trim(), &nonce, recovery)
-                .await?))
+            Ok(ok(&core.rekey_verify(key.trim(), &nonce, recovery).await?))
         }
         ("init" | "update" | "verify", _) => Err(HttpError::method_not_allowed()),
         _ => Err(HttpError::not_found()),
