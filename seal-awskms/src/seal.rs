@@ -79,6 +79,63 @@ impl fmt::Debug for AwsKmsSeal {
 }
 
 impl AwsKmsSeal {
+    /// KMS `Decrypt` of a wrapped data key. No KeyId is sent: KMS finds the
+    /// key from the wrapped key itself, so blobs from an earlier
+    /// `kms_key_id` still open.
+    async fn unwrap_data_key(
+        &self,
+        wrapped_key: &[u8],
+        recorded_key: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let out = self
+            .client
+            .decrypt()
+            .ciphertext_blob(Blob::new(wrapped_key))
+            .send()
+            .await
+            .map_err(|e| {
+                let err = classify(&e, &self.context(KmsOp::Decrypt, recorded_key));
+                if matches!(err, SealError::Decrypt) {
+                    tracing::debug!(
+                        recorded_key = %recorded_key,
+                        region = %self.region,
+                        "KMS Decrypt refused the wrapped data key as invalid ciphertext"
+                    );
+                }
+                err
+            })?;
+        Ok(Zeroizing::new(
+            out.plaintext
+                .map(Blob::into_inner)
+                .ok_or_else(|| self.missing_field(KmsOp::Decrypt, "Plaintext"))?,
+        ))
+    }
+
+    /// Opens a Vault `EncryptedBlobInfo` (see [`AwsKmsSeal::decrypt`]).
+    async fn decrypt_vault_blob(&self, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        let parsed = seal_core::vault_blob::parse(blob)?;
+        if parsed.mechanism != 1 {
+            return Err(SealError::Malformed(
+                "Vault awskms blob without envelope encryption (mechanism is not 1); Strongroom \
+                 reads only the envelope blobs Vault's awskms seal writes",
+            ));
+        }
+        if parsed.iv.len() != format::NONCE_LEN || parsed.ciphertext.len() < format::TAG_LEN {
+            return Err(SealError::Malformed(
+                "Vault awskms blob with a nonce that is not 12 bytes or a short ciphertext",
+            ));
+        }
+        let data_key = self
+            .unwrap_data_key(&parsed.wrapped_key, &parsed.key_id)
+            .await?;
+        let mut buffer = Zeroizing::new(Vec::with_capacity(parsed.ciphertext.len()));
+        buffer.extend_from_slice(&parsed.ciphertext);
+        cipher(&data_key)?
+            .decrypt_in_place(Nonce::from_slice(&parsed.iv), b"", &mut *buffer)
+            .map_err(|_| SealError::Decrypt)?;
+        Ok(buffer)
+    }
+
     /// Builds the seal from its configuration without contacting KMS.
     ///
     /// Credentials: static `access_key`/`secret_key`(/`session_token`) when
@@ -263,7 +320,13 @@ impl AwsKmsSeal {
     /// that are not an awskms blob, [`SealError::Decrypt`] when the blob does
     /// not open with `aad`, and the classified KMS failures.
     pub async fn rewrap(&self, blob: &[u8], aad: &[u8]) -> Result<Option<Vec<u8>>, SealError> {
-        let recorded = format::parse(blob)?.key_id.to_owned();
+        let recorded = if seal_core::vault_blob::is_vault_blob(blob) {
+            // A blob Vault wrote: always rewritten in this seal's format,
+            // which binds it to `aad`.
+            String::new()
+        } else {
+            format::parse(blob)?.key_id.to_owned()
+        };
         let current = self.current_key_arn().await?;
         if recorded == current {
             return Ok(None);
@@ -374,33 +437,19 @@ impl Seal for AwsKmsSeal {
         AwsKmsSeal::rewrap(self, blob, aad).await
     }
 
+    /// Also opens the blob Vault's awskms seal wrote (`EncryptedBlobInfo`,
+    /// envelope mechanism: KMS-wrapped data key, AES-GCM with the `iv`
+    /// field and no associated data), so a Vault data set auto-unseals with
+    /// the same KMS key. `aad` does not apply to those blobs: Vault bound
+    /// nothing to them.
     async fn decrypt(&self, blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        if seal_core::vault_blob::is_vault_blob(blob) {
+            return self.decrypt_vault_blob(blob).await;
+        }
         let parsed = format::parse(blob)?;
-        // No KeyId: KMS finds the key from the wrapped key itself, so blobs
-        // from an earlier kms_key_id still open.
-        let out = self
-            .client
-            .decrypt()
-            .ciphertext_blob(Blob::new(parsed.wrapped_key))
-            .send()
-            .await
-            .map_err(|e| {
-                let err = classify(&e, &self.context(KmsOp::Decrypt, parsed.key_id));
-                if matches!(err, SealError::Decrypt) {
-                    tracing::debug!(
-                        recorded_key = %parsed.key_id,
-                        region = %self.region,
-                        "KMS Decrypt refused the wrapped data key as invalid ciphertext"
-                    );
-                }
-                err
-            })?;
-        let data_key = Zeroizing::new(
-            out.plaintext
-                .map(Blob::into_inner)
-                .ok_or_else(|| self.missing_field(KmsOp::Decrypt, "Plaintext"))?,
-        );
-
+        let data_key = self
+            .unwrap_data_key(parsed.wrapped_key, parsed.key_id)
+            .await?;
         let associated = format::associated_data(parsed.authenticated_prefix, aad);
         let mut buffer = Zeroizing::new(Vec::with_capacity(parsed.ciphertext.len()));
         buffer.extend_from_slice(parsed.ciphertext);

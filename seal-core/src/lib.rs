@@ -33,9 +33,11 @@
 
 mod ha;
 mod memory;
+pub mod protobuf;
 mod seal;
 mod secret;
 mod storage;
+pub mod vault_blob;
 
 #[cfg(feature = "testing")]
 pub mod testing;

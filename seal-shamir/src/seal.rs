@@ -93,8 +93,18 @@ impl Seal for ShamirSeal {
         Ok(blob::encode(SealType::Shamir, &body))
     }
 
+    /// Also opens Vault's Shamir wrapper blob (`EncryptedBlobInfo` whose
+    /// ciphertext is `iv || ct || tag`, Vault ≥ 1.3 with stored keys), so a
+    /// Vault data set unseals with Vault's keys. Vault wrapped without
+    /// associated data, so `aad` does not apply to those blobs.
     async fn decrypt(&self, blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
-        let body = blob::decode(SealType::Shamir, blob)?;
+        let vault;
+        let (body, aad) = if seal_core::vault_blob::is_vault_blob(blob) {
+            vault = seal_core::vault_blob::parse(blob)?;
+            (vault.ciphertext.as_slice(), &[][..])
+        } else {
+            (blob::decode(SealType::Shamir, blob)?, aad)
+        };
         if body.len() < NONCE_LEN + TAG_LEN {
             return Err(SealError::Malformed(
                 "Shamir seal blob shorter than nonce and tag",
