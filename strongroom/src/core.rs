@@ -91,6 +91,9 @@ pub(crate) struct Active {
     /// Cancelled when the period ends: stops its background tasks and
     /// closes its storage view.
     pub(crate) ended: CancellationToken,
+    /// Serving a Vault data set read-only (nothing is written; see
+    /// `takeover`).
+    pub(crate) read_only: bool,
 }
 
 pub(crate) struct Inner {

@@ -90,6 +90,10 @@ pub enum CoreError {
     /// The core was configured in a way it cannot run.
     #[error("invalid core configuration: {0}")]
     Config(String),
+    /// Taking over (or upgrading) a data set Vault wrote failed; the
+    /// message names the entry and why.
+    #[error("{0}")]
+    VaultTakeover(String),
 }
 
 impl CoreError {
@@ -114,7 +118,8 @@ impl CoreError {
             | Self::Barrier(_)
             | Self::Corrupt { .. }
             | Self::Random(_)
-            | Self::Config(_) => 500,
+            | Self::Config(_)
+            | Self::VaultTakeover(_) => 500,
         }
     }
 

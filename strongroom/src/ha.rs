@@ -35,7 +35,6 @@ use crate::config::{CLUSTER_INFO_PATH, ClusterInfo};
 use crate::core::{Active, Core, Inner};
 use crate::logical::{Logical, Operation};
 use crate::types::{CoreOptions, HaMode, LeaderAddress, LeaderStatus, NodeState};
-use crate::unseal::spawn_rotation_check;
 
 /// How long a request waits for a node that has just taken the lock to
 /// finish loading its state before it is told to go elsewhere.
@@ -345,19 +344,13 @@ impl Core {
         let ended = period.token().child_token();
         let view: Arc<dyn Storage> =
             Arc::new(ActiveView::new(self.inner.barrier.clone(), ended.clone()));
-        let cluster = match cluster {
-            Some(cluster) => cluster,
-            None => self.load_or_create_cluster(view.as_ref()).await?,
-        };
-        let logical =
-            Arc::new(Logical::with_audit_counters(view, self.inner.audit_counters.clone()).await?);
+        // Loads mounts, tokens and policies from storage (a Vault data set
+        // read-only, or upgraded when so configured) and starts the
+        // writing node's background tasks.
+        let (logical, cluster, read_only) = self.start_serving(view, cluster, &ended).await?;
         if period.is_ended() || background.is_cancelled() {
+            ended.cancel();
             return Ok(false);
-        }
-        spawn_rotation_check(Arc::downgrade(&self.inner), ended.clone());
-        if self.inner.seal.is_auto() {
-            // Re-wrapping the stored keys writes: the active node's job.
-            crate::seal_upkeep::spawn(Arc::downgrade(&self.inner), ended.clone());
         }
         {
             let mut guard = self
@@ -374,6 +367,7 @@ impl Core {
                 logical,
                 period: period.id(),
                 ended,
+                read_only,
             });
         }
         self.inner.serving.send_modify(|g| *g += 1);

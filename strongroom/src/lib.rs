@@ -56,6 +56,7 @@
 //! ```
 
 mod active_view;
+mod adopt;
 mod auth;
 mod auto_unseal;
 mod break_glass;
@@ -72,9 +73,11 @@ mod rekey;
 mod rotate;
 mod seal_set;
 mod seal_upkeep;
+mod takeover;
 mod types;
 mod unseal;
 
+pub use crate::adopt::{AdoptStep, VaultTakeover};
 pub use crate::auto_unseal::{AutoUnsealState, AutoUnsealStatus};
 pub use crate::core::{Core, CoreBuilder};
 pub use crate::ha_status::{HaNode, HaStatus};
@@ -87,6 +90,7 @@ pub use migrate::{MigrationHook, MigrationStep};
 pub use rotate::RotationConfigUpdate;
 pub use seal_core::SealType;
 pub use seal_set::{NamedSeal, SealBackendStatus};
+pub use takeover::AdoptReport;
 pub use types::{
     CoreMetrics, CoreOptions, HaMode, HealthStatus, InitParams, InitResult, KeyStatus,
     LeaderAddress, LeaderStatus, NodeState, RekeyParams, RekeyStatus, RekeyUpdateResult,

@@ -51,6 +51,14 @@ pub struct CoreOptions {
     /// With HA: how long a seal migration waits for this node to get the
     /// lock (the active node steps down or stops) before giving up.
     pub migration_lock_wait: Duration,
+    /// What to do at unseal when the storage holds a data set HashiCorp
+    /// Vault wrote: serve it read-only (the default) or upgrade it.
+    pub vault_takeover: crate::VaultTakeover,
+    /// Test hook: stop the Vault upgrade after this step (the step is
+    /// durable) and hold there until the process is killed, so crash tests
+    /// can kill -9 at each step boundary. Never set it in production.
+    #[doc(hidden)]
+    pub adopt_pause_after: Option<crate::AdoptStep>,
 }
 
 impl Default for CoreOptions {
@@ -66,6 +74,8 @@ impl Default for CoreOptions {
             auto_unseal_max_backoff: Duration::from_secs(30),
             seal_health_check_interval: Duration::from_secs(600),
             migration_lock_wait: Duration::from_secs(60),
+            vault_takeover: crate::VaultTakeover::default(),
+            adopt_pause_after: None,
         }
     }
 }

@@ -16,11 +16,12 @@ use zeroize::Zeroizing;
 
 use crate::CoreError;
 use crate::config::{
-    CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, REKEY_PENDING_PATH, STORED_KEYS_PATH,
+    CLUSTER_INFO_PATH, ClusterInfo, RECOVERY_KEY_PATH, REKEY_PENDING_PATH, SEAL_CONFIG_PATH,
+    STORED_KEYS_PATH, SealConfig,
 };
 use crate::core::{Active, Core, Inner, SealKind, Unsealed};
 use crate::error::corrupt;
-use crate::logical::{Logical, Operation};
+use crate::logical::Operation;
 use crate::types::SealStatus;
 
 /// Why an auto-unseal attempt failed, classified for operators and metrics.
@@ -293,6 +294,15 @@ impl Core {
 
     async fn unseal_with_secret_locked(&self, secret: &[u8]) -> Result<(), CoreError> {
         let root = match &self.inner.seal {
+            SealKind::Shamir(_) if self.is_legacy_shamir().await? => {
+                // Vault ≤ 1.2: the combined shares are the root key itself.
+                RootKey::from_bytes(secret).map_err(|_| {
+                    invalid_unseal_key(&format!(
+                        "the combined key is {} bytes, but a root key is 16 or 32 bytes",
+                        secret.len()
+                    ))
+                })?
+            }
             SealKind::Shamir(shamir) => {
                 let kek = Kek::from_bytes(secret).map_err(|_| {
                     invalid_unseal_key(&format!(
@@ -499,6 +509,22 @@ impl Core {
         })
     }
 
+    /// Whether the storage holds Vault's legacy Shamir layout (Vault ≤ 1.2):
+    /// the seal configuration says no key is stored (`stored_shares` 0) and
+    /// `core/hsm/barrier-unseal-keys` does not exist, so the combined unseal
+    /// shares are the root key and open `core/keyring` directly. Detected
+    /// from storage on every unseal, never assumed; Strongroom's own init
+    /// and rekey always store the root key.
+    pub(crate) async fn is_legacy_shamir(&self) -> Result<bool, CoreError> {
+        let Some(config) = SealConfig::load(&*self.inner.physical, SEAL_CONFIG_PATH).await? else {
+            return Ok(false);
+        };
+        if config.seal_type != "shamir" || config.stored_shares != 0 {
+            return Ok(false);
+        }
+        Ok(self.inner.physical.get(STORED_KEYS_PATH).await?.is_none())
+    }
+
     /// Reads `core/hsm/barrier-unseal-keys` and opens it with the seal.
     async fn fetch_stored_root_key(&self) -> Result<RootKey, AutoUnsealFailure> {
         let blob = match self.inner.physical.get(STORED_KEYS_PATH).await {
@@ -581,22 +607,14 @@ impl Core {
             (cluster, None)
         } else {
             let storage: Arc<dyn seal_core::Storage> = self.inner.barrier.clone();
-            let cluster = match new_cluster {
-                Some(info) => info,
-                None => self.load_or_create_cluster(storage.as_ref()).await?,
-            };
-            let logical = Arc::new(
-                Logical::with_audit_counters(storage, self.inner.audit_counters.clone()).await?,
-            );
             let ended = background.child_token();
-            spawn_rotation_check(Arc::downgrade(&self.inner), ended.clone());
-            if self.inner.seal.is_auto() {
-                crate::seal_upkeep::spawn(Arc::downgrade(&self.inner), ended.clone());
-            }
+            let (logical, cluster, read_only) =
+                self.start_serving(storage, new_cluster, &ended).await?;
             let active = Active {
                 logical,
                 period: 0,
                 ended,
+                read_only,
             };
             (Some(cluster), Some(active))
         };

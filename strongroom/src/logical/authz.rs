@@ -69,8 +69,9 @@ impl Logical {
         };
         let storage = self.inner.storage.as_ref();
         match mount.kind() {
-            MountKind::KvV1 => kv1::exists(storage, mount, rest).await,
-            MountKind::KvV2 => kv2::exists(storage, mount, rest).await,
+            Some(MountKind::KvV1) => kv1::exists(storage, mount, rest).await,
+            Some(MountKind::KvV2) => kv2::exists(storage, mount, rest).await,
+            None => Ok(None),
         }
     }
 

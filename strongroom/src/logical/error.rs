@@ -97,7 +97,13 @@ impl LogicalError {
             Self::NotFound(_) | Self::UnsupportedPath(_) => 404,
             Self::InvalidRequest(_) => 400,
             Self::UnsupportedOperation { .. } => 405,
+            // A read-only takeover refuses writes (see `adopt`).
             Self::Storage(StorageError::InvalidKey { .. }) => 400,
+            Self::Storage(StorageError::PermissionDenied { message, .. })
+                if message == crate::adopt::READ_ONLY_MESSAGE =>
+            {
+                400
+            }
             // The client sent a secret larger than the backend stores
             // (Consul: 512 KiB); Vault's HTTP layer answers 413 for these.
             Self::Storage(
@@ -130,6 +136,11 @@ impl LogicalError {
                 | StorageError::TransactionTooLarge { .. }
                 | StorageError::InvalidKey { .. }),
             ) => vec![err.to_string()],
+            Self::Storage(StorageError::PermissionDenied { message, .. })
+                if message == crate::adopt::READ_ONLY_MESSAGE =>
+            {
+                vec![message.clone()]
+            }
             Self::Storage(_) | Self::Corrupt { .. } | Self::Random(_) => {
                 vec![format!("internal error: {self}")]
             }

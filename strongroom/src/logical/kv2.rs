@@ -600,6 +600,86 @@ pub(crate) async fn import_v1(
     Ok(copied)
 }
 
+/// One version of a key being imported from another layout (a Vault data
+/// set being adopted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImportedVersion {
+    pub(crate) created_time: OffsetDateTime,
+    pub(crate) deletion_time: Option<OffsetDateTime>,
+    pub(crate) destroyed: bool,
+    /// The version's data (a JSON object); `None` once destroyed.
+    pub(crate) data: Option<Vec<u8>>,
+}
+
+/// One key with its metadata and versions, to import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ImportedKey {
+    pub(crate) key: String,
+    pub(crate) created_time: OffsetDateTime,
+    pub(crate) updated_time: OffsetDateTime,
+    pub(crate) current_version: u64,
+    pub(crate) oldest_version: u64,
+    pub(crate) max_versions: u64,
+    pub(crate) cas_required: bool,
+    pub(crate) versions: BTreeMap<u64, ImportedVersion>,
+}
+
+/// The writes that store `key` in this engine's layout below the mount
+/// folder `base` (`logical/<uuid>/`): its metadata and every version that
+/// still has data.
+///
+/// # Errors
+/// [`LogicalError::Corrupt`] when a version's data is not a JSON object.
+pub(crate) fn import_key_ops(base: &str, key: &ImportedKey) -> Result<Vec<TxnOp>, LogicalError> {
+    let paths = KeyPaths::under(base, "", &key.key);
+    let mut meta = KeyMeta::new(key.created_time);
+    meta.updated_time = key.updated_time;
+    meta.current_version = key.current_version;
+    meta.oldest_version = key.oldest_version;
+    meta.max_versions = key.max_versions;
+    meta.cas_required = key.cas_required;
+    let mut ops = Vec::with_capacity(key.versions.len() + 1);
+    for (n, v) in &key.versions {
+        meta.versions.insert(
+            *n,
+            VersionMeta {
+                created_time: v.created_time,
+                deletion_time: v.deletion_time,
+                destroyed: v.destroyed,
+            },
+        );
+        if let Some(data) = &v.data {
+            let path = paths.version(*n);
+            serde_json::from_slice::<Map<String, Value>>(data)
+                .map_err(|e| LogicalError::corrupt(&path, e))?;
+            ops.push(TxnOp::put(path, data.clone()));
+        }
+    }
+    ops.push(TxnOp::put(
+        paths.meta.clone(),
+        to_bytes(&paths.meta, &meta)?,
+    ));
+    Ok(ops)
+}
+
+/// The write that stores a mount-wide configuration below `base`.
+///
+/// # Errors
+/// [`LogicalError::Corrupt`] when it does not serialise (never in practice).
+pub(crate) fn import_config_op(
+    base: &str,
+    max_versions: u64,
+    cas_required: bool,
+) -> Result<TxnOp, LogicalError> {
+    let path = format!("{base}config");
+    let cfg = KvConfig {
+        max_versions,
+        cas_required,
+        delete_version_after: 0,
+    };
+    Ok(TxnOp::put(path.clone(), to_bytes(&path, &cfg)?))
+}
+
 /// Drops the oldest versions beyond the effective `max_versions` (the key's
 /// setting, else the mount's, else 10) and returns the deletes to apply.
 fn prune(meta: &mut KeyMeta, cfg: &KvConfig, paths: &KeyPaths) -> Vec<TxnOp> {

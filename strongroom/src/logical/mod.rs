@@ -35,11 +35,11 @@ mod audit;
 mod authz;
 mod error;
 mod kv1;
-mod kv2;
-mod mounts;
+pub(crate) mod kv2;
+pub(crate) mod mounts;
 pub mod policy;
-mod token;
-mod util;
+pub(crate) mod token;
+pub(crate) mod util;
 
 pub(crate) use util::random_base62;
 
@@ -821,8 +821,9 @@ impl Logical {
             )));
         };
         match mount.kind() {
-            MountKind::KvV1 => kv1::handle(ctx, mount, rest).await,
-            MountKind::KvV2 => kv2::handle(ctx, &self.inner.kv_locks, mount, rest).await,
+            Some(MountKind::KvV1) => kv1::handle(ctx, mount, rest).await,
+            Some(MountKind::KvV2) => kv2::handle(ctx, &self.inner.kv_locks, mount, rest).await,
+            None => Err(mount.unsupported_error()),
         }
     }
 
@@ -918,6 +919,10 @@ impl Logical {
                         // Vault: "Disabled the secrets engine (if it existed)".
                         return Ok(LogicalResponse::no_content());
                     };
+                    if table.entries[index].kind().is_none() {
+                        // Never delete what Strongroom cannot serve.
+                        return Err(table.entries[index].unsupported_error());
+                    }
                     let mut next = table.clone();
                     let removed = next.entries.remove(index);
                     // The table goes first: once it is written nothing can

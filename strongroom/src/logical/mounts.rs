@@ -61,7 +61,8 @@ pub(crate) struct MountEntry {
     /// Names the engine's data folder `logical/<uuid>/`.
     pub(crate) uuid: String,
     pub(crate) accessor: String,
-    #[serde(default)]
+    /// Vault writes `null` for engines without options.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub(crate) options: BTreeMap<String, String>,
     #[serde(default)]
     pub(crate) default_lease_ttl: u64,
@@ -71,15 +72,42 @@ pub(crate) struct MountEntry {
     pub(crate) local: bool,
     #[serde(default)]
     pub(crate) seal_wrap: bool,
+    /// Fields written by Vault that this router does not use (`table`,
+    /// `config`, `backend_aware_uuid`, `namespace_id`...): kept so that a
+    /// table taken over from Vault and written back loses nothing.
+    #[serde(flatten)]
+    pub(crate) extra: Map<String, Value>,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    Ok(Option::<BTreeMap<String, String>>::deserialize(d)?.unwrap_or_default())
 }
 
 impl MountEntry {
-    pub(crate) fn kind(&self) -> MountKind {
-        if self.options.get("version").is_some_and(|v| v == "2") {
+    /// The engine serving this mount, or `None` for a type this router
+    /// does not implement (a mount taken over from Vault: `system`,
+    /// `cubbyhole`, `identity`, `pki`...), which is kept in the table and
+    /// in storage untouched but not served.
+    pub(crate) fn kind(&self) -> Option<MountKind> {
+        if !matches!(self.kind_name.as_str(), "kv" | "generic") {
+            return None;
+        }
+        Some(if self.options.get("version").is_some_and(|v| v == "2") {
             MountKind::KvV2
         } else {
             MountKind::KvV1
-        }
+        })
+    }
+
+    /// The error a request to a mount of an unsupported type gets.
+    pub(crate) fn unsupported_error(&self) -> LogicalError {
+        LogicalError::UnsupportedPath(format!(
+            "the {:?} secrets engine mounted at {} is not supported by Strongroom; it was taken \
+             over from Vault and is kept unchanged in storage, but not served",
+            self.kind_name, self.path
+        ))
     }
 
     /// The storage folder holding this mount's data.
@@ -177,20 +205,46 @@ pub(crate) fn normalize_mount_path(raw: &str) -> Result<String, LogicalError> {
 impl MountTable {
     /// Loads the table, or an empty one when none was stored yet.
     pub(crate) async fn load(storage: &dyn Storage) -> Result<Self, LogicalError> {
-        match storage.get(MOUNTS_PATH).await? {
-            Some(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|e| LogicalError::corrupt(MOUNTS_PATH, e))
-            }
-            None => Ok(Self {
+        Ok(Self::load_path(storage, MOUNTS_PATH)
+            .await?
+            .unwrap_or_else(|| Self {
                 kind: table_type(),
                 entries: Vec::new(),
-            }),
+            }))
+    }
+
+    /// Loads a table stored at `path` in this layout or Vault's (which
+    /// gzip-compresses it behind a canary byte and may write `null`
+    /// entries).
+    pub(crate) async fn load_path(
+        storage: &dyn Storage,
+        path: &str,
+    ) -> Result<Option<Self>, LogicalError> {
+        let Some(bytes) = storage.get(path).await? else {
+            return Ok(None);
+        };
+        let json = crate::adopt::decompress(&bytes).map_err(|e| LogicalError::corrupt(path, e))?;
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(rename = "type", default = "table_type")]
+            kind: String,
+            #[serde(default)]
+            entries: Option<Vec<MountEntry>>,
         }
+        let raw: Raw = serde_json::from_slice(&json).map_err(|e| LogicalError::corrupt(path, e))?;
+        Ok(Some(Self {
+            kind: raw.kind,
+            entries: raw.entries.unwrap_or_default(),
+        }))
+    }
+
+    /// The table as this router stores it (plain JSON).
+    pub(crate) fn to_bytes(&self) -> Result<Vec<u8>, LogicalError> {
+        serde_json::to_vec(self).map_err(|e| LogicalError::corrupt(MOUNTS_PATH, e))
     }
 
     pub(crate) async fn persist(&self, storage: &dyn Storage) -> Result<(), LogicalError> {
-        let bytes = serde_json::to_vec(self).map_err(|e| LogicalError::corrupt(MOUNTS_PATH, e))?;
-        storage.put(MOUNTS_PATH, &bytes).await?;
+        storage.put(MOUNTS_PATH, &self.to_bytes()?).await?;
         Ok(())
     }
 
@@ -341,6 +395,7 @@ pub(crate) fn parse_enable(
         max_lease_ttl,
         local: fields.bool("local")?.unwrap_or(false),
         seal_wrap: fields.bool("seal_wrap")?.unwrap_or(false),
+        extra: Map::new(),
     })
 }
 
@@ -363,6 +418,7 @@ pub(crate) fn new_entry(
         max_lease_ttl: 0,
         local: false,
         seal_wrap: false,
+        extra: Map::new(),
     })
 }
 
@@ -393,7 +449,7 @@ pub(crate) fn apply_tune(
     if let Some(opts) = fields.object("options")? {
         let of = Fields::new(Some(opts));
         if let Some(version) = of.string("version")? {
-            let current = entry.kind();
+            let current = entry.kind().ok_or_else(|| entry.unsupported_error())?;
             match (current, version.as_str()) {
                 (_, "") | (MountKind::KvV1, "1") | (MountKind::KvV2, "2") => {}
                 (MountKind::KvV1, "2") => return Ok(true),

@@ -25,10 +25,10 @@ use super::policy::store::check_assignable;
 use super::util::{Fields, StripedLocks, now, random_base62, rfc3339};
 use seal_core::{Storage, TxnOp};
 
-const SALT_PATH: &str = "sys/token/salt";
-const ID_PREFIX: &str = "sys/token/id/";
-const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
-const PARENT_PREFIX: &str = "sys/token/parent/";
+pub(crate) const SALT_PATH: &str = "sys/token/salt";
+pub(crate) const ID_PREFIX: &str = "sys/token/id/";
+pub(crate) const ACCESSOR_PREFIX: &str = "sys/token/accessor/";
+pub(crate) const PARENT_PREFIX: &str = "sys/token/parent/";
 
 /// Vault's system-wide maximum lease TTL (768h = 32 days): the default TTL
 /// of a child token and the longest a token may live through renewals.
@@ -225,6 +225,109 @@ fn encode<T: Serialize>(path: &str, value: &T) -> Result<Vec<u8>, LogicalError> 
     serde_json::to_vec(value).map_err(|e| LogicalError::corrupt(path, e))
 }
 
+/// `hex(sha256(salt ‖ domain ‖ value))`: how the store names tokens
+/// (domain `""`) and accessors (domain `"accessor:"`).
+fn salted_hash(salt: &[u8], domain: &str, value: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(domain.as_bytes());
+    hasher.update(value.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Whether a name below `sys/token/id/` (or `accessor/`, `parent/`) is one
+/// this store writes (64 hex digits), as opposed to another layout's.
+pub(crate) fn is_own_hash(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A fresh store salt, as stored at [`SALT_PATH`] (hex text).
+pub(crate) fn new_salt_hex() -> Result<Zeroizing<String>, LogicalError> {
+    let fresh = seal_core::random_bytes(32).map_err(|e| LogicalError::Random(e.to_string()))?;
+    Ok(Zeroizing::new(hex::encode(&*fresh)))
+}
+
+/// A token taken over from another layout (a Vault data set), with the
+/// raw token id that layout kept, so it can be stored under this store's
+/// salted hash and keep working unchanged.
+pub(crate) struct ImportedToken {
+    pub(crate) id: Zeroizing<String>,
+    pub(crate) accessor: String,
+    pub(crate) parent: Option<Zeroizing<String>>,
+    pub(crate) policies: Vec<String>,
+    pub(crate) path: String,
+    pub(crate) display_name: String,
+    pub(crate) meta: Option<BTreeMap<String, String>>,
+    pub(crate) num_uses: u64,
+    pub(crate) issue_time: OffsetDateTime,
+    pub(crate) creation_ttl: u64,
+    pub(crate) expire_time: Option<OffsetDateTime>,
+    pub(crate) explicit_max_ttl: u64,
+    pub(crate) renewable: bool,
+}
+
+impl std::fmt::Debug for ImportedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportedToken")
+            .field("accessor", &self.accessor)
+            .field("policies", &self.policies)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The writes that store `token` in this store's layout under the salt
+/// `salt_hex` (the text stored at [`SALT_PATH`]): the entry, the accessor
+/// index and the parent marker.
+///
+/// # Errors
+/// [`LogicalError::Corrupt`] for a salt that is not hex.
+pub(crate) fn import_token_ops(
+    salt_hex: &str,
+    token: &ImportedToken,
+) -> Result<Vec<TxnOp>, LogicalError> {
+    let salt =
+        Zeroizing::new(hex::decode(salt_hex).map_err(|e| LogicalError::corrupt(SALT_PATH, e))?);
+    let id_hash = salted_hash(&salt, "", &token.id);
+    let parent_hash = token.parent.as_ref().map(|p| salted_hash(&salt, "", p));
+    let mut policies = token.policies.clone();
+    policies.sort();
+    policies.dedup();
+    let entry = TokenEntry {
+        id_hash: id_hash.clone(),
+        accessor: token.accessor.clone(),
+        orphan: parent_hash.is_none(),
+        parent_hash: parent_hash.clone(),
+        policies,
+        path: token.path.clone(),
+        display_name: token.display_name.clone(),
+        meta: token.meta.clone(),
+        num_uses: token.num_uses,
+        issue_time: token.issue_time,
+        creation_ttl: token.creation_ttl,
+        expire_time: token.expire_time,
+        explicit_max_ttl: token.explicit_max_ttl,
+        renewable: token.renewable,
+    };
+    let id_path = format!("{ID_PREFIX}{id_hash}");
+    let mut ops = vec![
+        TxnOp::put(id_path.clone(), encode(&id_path, &entry)?),
+        TxnOp::put(
+            format!(
+                "{ACCESSOR_PREFIX}{}",
+                salted_hash(&salt, "accessor:", &token.accessor)
+            ),
+            id_hash.clone().into_bytes(),
+        ),
+    ];
+    if let Some(parent) = parent_hash {
+        ops.push(TxnOp::put(
+            format!("{PARENT_PREFIX}{parent}/{id_hash}"),
+            Vec::new(),
+        ));
+    }
+    Ok(ops)
+}
+
 /// Options for a new token, decoded from `auth/token/create`.
 #[derive(Debug, Default)]
 pub(crate) struct NewToken {
@@ -262,11 +365,11 @@ impl TokenStore {
                 Zeroizing::new(bytes)
             }
             None => {
-                let fresh =
-                    seal_core::random_bytes(32).map_err(|e| LogicalError::Random(e.to_string()))?;
-                let text = Zeroizing::new(hex::encode(&*fresh));
+                let text = new_salt_hex()?;
                 writes.push(TxnOp::put(SALT_PATH, text.as_bytes().to_vec()));
-                Zeroizing::new(fresh.to_vec())
+                Zeroizing::new(
+                    hex::decode(&*text).map_err(|e| LogicalError::corrupt(SALT_PATH, e))?,
+                )
             }
         };
         Ok(Self {
@@ -304,11 +407,7 @@ impl TokenStore {
     }
 
     fn hash(&self, domain: &str, value: &str) -> String {
-        let mut hasher = Sha256::new();
-        hasher.update(&*self.salt);
-        hasher.update(domain.as_bytes());
-        hasher.update(value.as_bytes());
-        hex::encode(hasher.finalize())
+        salted_hash(&self.salt, domain, value)
     }
 
     fn token_hash(&self, token: &str) -> String {
