@@ -71,6 +71,9 @@ pub(crate) struct ServerConfig {
     pub(crate) kubernetes: Option<KubernetesRegistrationConfig>,
     /// Serve the operator console at `/ui/` (Vault's `ui = true`).
     pub(crate) ui: bool,
+    /// Not Vault: what to do with a data set HashiCorp Vault wrote
+    /// (`vault_takeover = "read-only"`, the default, or `"upgrade"`).
+    pub(crate) vault_takeover: strongroom::VaultTakeover,
     /// Settings that were accepted but have no effect, for a startup warning.
     pub(crate) warnings: Vec<String>,
 }
@@ -249,6 +252,7 @@ struct Partial {
     telemetry: Option<TelemetrySettings>,
     kubernetes: Option<KubernetesRegistrationConfig>,
     ui: Option<bool>,
+    vault_takeover: Option<strongroom::VaultTakeover>,
     warnings: Vec<String>,
 }
 
@@ -280,6 +284,7 @@ impl Partial {
             telemetry: self.telemetry.unwrap_or_default(),
             kubernetes: self.kubernetes,
             ui: self.ui.unwrap_or(false),
+            vault_takeover: self.vault_takeover.unwrap_or_default(),
             warnings: self.warnings,
         })
     }
@@ -310,6 +315,7 @@ impl Partial {
             base.kubernetes = self.kubernetes;
         }
         base.ui = self.ui.unwrap_or(base.ui);
+        base.vault_takeover = self.vault_takeover.unwrap_or(base.vault_takeover);
         base.warnings.extend(self.warnings);
         base
     }
@@ -523,6 +529,19 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                     })?;
                 out.auto_unseal_max_backoff = Some(wait);
             }
+            "vault_takeover" => {
+                let text = ctx.string(attr)?;
+                out.vault_takeover = Some(match text.as_str() {
+                    "read-only" => strongroom::VaultTakeover::ReadOnly,
+                    "upgrade" => strongroom::VaultTakeover::Upgrade,
+                    _ => {
+                        return Err(ctx.invalid(
+                            attr.span(),
+                            format!("vault_takeover {text:?} is not \"read-only\" or \"upgrade\" (the one-way upgrade of a Vault data set)"),
+                        ));
+                    }
+                });
+            }
             _ if IGNORED_TOP_LEVEL.contains(&key) => out.warnings.push(format!(
                 "{}:{}: {key} is accepted for Vault compatibility but has no effect",
                 path.display(),
@@ -531,7 +550,7 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
             _ => {
                 return Err(ctx.invalid(
                     attr.span(),
-                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, ui, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval and the storage, seal and listener stanzas"),
+                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, ui, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval, vault_takeover and the storage, seal and listener stanzas"),
                 ));
             }
         }

@@ -114,6 +114,7 @@ pub(crate) async fn handle(
             only(method, &[Method::GET])?;
             metrics(state, request).await?
         }
+        "sys/strongroom/adopt" => adopt(state, request).await?,
         path => {
             if let Some(step) = path.strip_prefix("sys/rekey/") {
                 rekey(state, request, step, false).await?
@@ -338,6 +339,52 @@ fn decode_token(request: &ApiRequest) -> Result<Response, HttpError> {
         &request.request_id,
         json!({ "token": token.as_str() }),
     )))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct AdoptBody {
+    confirm: bool,
+}
+
+/// Not Vault: `sys/strongroom/adopt`. GET tells whether this node serves a
+/// Vault data set read-only; PUT with `{"confirm": true}` and a root token
+/// runs the one-way upgrade to Strongroom's layout
+/// (`strongroom operator adopt`).
+async fn adopt(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
+    match request.method.as_str() {
+        "GET" => {
+            state.core.check_token(request.token_str()).await?;
+            let read_only = state.core.is_read_only_takeover();
+            Ok(ok(&sys_envelope(
+                &request.request_id,
+                json!({ "read_only_takeover": read_only }),
+            )))
+        }
+        "PUT" | "POST" => {
+            let body: AdoptBody = request.parse()?;
+            if !body.confirm {
+                return Err(HttpError::bad_request(
+                    "the upgrade of a Vault data set is one-way: Vault can no longer read it \
+                     afterwards; back it up first (consul kv export <prefix>) and send \
+                     {\"confirm\": true} to proceed",
+                ));
+            }
+            let report = state.core.adopt_vault(request.token_str()).await?;
+            tracing::warn!(
+                upgraded = report.upgraded,
+                "the Vault data set was upgraded to Strongroom's layout through sys/strongroom/adopt"
+            );
+            Ok(ok(&sys_envelope(
+                &request.request_id,
+                json!({
+                    "upgraded": report.upgraded,
+                    "not_carried_over": report.not_carried_over,
+                }),
+            )))
+        }
+        _ => Err(HttpError::method_not_allowed()),
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -50,6 +50,7 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
         telemetry: crate::metrics::TelemetrySettings::default(),
         kubernetes: None,
         ui: true,
+        vault_takeover: strongroom::VaultTakeover::default(),
         warnings: Vec::new(),
     })
 }

@@ -204,6 +204,16 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         let initial = options.auto_unseal_initial_backoff.min(max);
         options = options.with_auto_unseal_backoff(initial, max);
     }
+    options.vault_takeover = config.vault_takeover;
+    // Test hook for the crash tests of the Vault upgrade (see CoreOptions).
+    options.adopt_pause_after = match std::env::var("STRONGROOM_TEST_ADOPT_PAUSE_AFTER").as_deref()
+    {
+        Ok("planned") => Some(strongroom::AdoptStep::Planned),
+        Ok("copied") => Some(strongroom::AdoptStep::Copied),
+        Ok("switched") => Some(strongroom::AdoptStep::Switched),
+        Ok("done") => Some(strongroom::AdoptStep::Done),
+        _ => None,
+    };
     if let Some(every) = config.seal_health_check_interval {
         options = options.with_seal_health_check_interval(every);
     }

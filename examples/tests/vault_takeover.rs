@@ -1,0 +1,412 @@
+//! Taking over a data set that the real HashiCorp Vault v1.1.2 wrote to a
+//! Consul prefix (real Consul; moto for AWS KMS): Strongroom unseals with
+//! Vault's keys, serves Vault's mounts, secrets, versions and tokens, writes
+//! nothing in the read-only trial mode, and upgrades the data set in place
+//! — surviving kill -9 at every step boundary of that upgrade.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
+
+mod common;
+#[path = "common/vault.rs"]
+mod vault;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::Server;
+use seal_awskms::testing::{MotoServer, TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
+use serde_json::{Value, json};
+use storage_consul::testing::{ConsulDev, PrefixGuard, free_port, unique_path};
+use vault::{Vault, Written, write_data_set};
+
+/// Every key under `prefix` with its value and modify index.
+async fn consul_dump(consul: &str, prefix: &str) -> BTreeMap<String, (String, u64)> {
+    let url = format!("http://{consul}/v1/kv/{prefix}?recurse");
+    let resp = reqwest::get(&url).await.expect("consul dump");
+    if resp.status() == 404 {
+        return BTreeMap::new();
+    }
+    let rows: Vec<Value> = resp.json().await.expect("consul json");
+    rows.iter()
+        .map(|r| {
+            (
+                r["Key"].as_str().unwrap().to_owned(),
+                (
+                    r["Value"].as_str().unwrap_or_default().to_owned(),
+                    r["ModifyIndex"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn kms_stanza(moto: &MotoServer, key_id: &str) -> String {
+    format!(
+        "seal \"awskms\" {{\n  region = \"{TEST_REGION}\"\n  kms_key_id = \"{key_id}\"\n  endpoint = \"{}\"\n  access_key = \"{TEST_ACCESS_KEY}\"\n  secret_key = \"{TEST_SECRET_KEY}\"\n}}\n",
+        moto.endpoint()
+    )
+}
+
+/// Starts Strongroom with `storage "consul"` on the test prefix, a plain
+/// listener and `extra` config, with optional test environment variables.
+async fn start(s: &Setup, dir: &Path, extra: &str, env: &[(&str, &str)]) -> Server {
+    std::fs::create_dir_all(dir).unwrap();
+    let port = free_port();
+    let config = format!(
+        "storage \"consul\" {{\n  address = \"{}\"\n  path = \"{}\"\n}}\n{}{extra}",
+        s.consul.http_address(),
+        s.prefix,
+        common::plain_listener(port)
+    );
+    let config_path = dir.join("server.hcl");
+    std::fs::write(&config_path, config).unwrap();
+    let mut server = Server::spawn_with_env(
+        dir,
+        port,
+        &["server", &format!("-config={}", config_path.display())],
+        env,
+    );
+    server.wait_ready().await;
+    server
+}
+
+/// Enters Vault's unseal keys 2..5 (not the ones Vault was unsealed with).
+async fn unseal_with_vaults_keys(server: &Server, keys: &[String]) {
+    for key in &keys[2..] {
+        let (code, body) = server
+            .call("PUT", "sys/unseal", None, Some(json!({"key": key})))
+            .await;
+        assert_eq!(code, 200, "unseal: {body}; log:\n{}", server.log());
+        if body["sealed"] == json!(false) {
+            return;
+        }
+    }
+    panic!("still sealed after Vault's keys; log:\n{}", server.log());
+}
+
+async fn get(server: &Server, path: &str, token: &str) -> (u16, Value) {
+    server.call("GET", path, Some(token), None).await
+}
+
+/// Everything Vault wrote is served: KV v1, every KV v2 version with its
+/// delete/destroy state, the mount config, tokens with their policies and
+/// TTL, and unsupported engines are listed but not served.
+async fn check_served(server: &Server, w: &Written) {
+    let root = w.root_token.as_str();
+    let (code, body) = get(server, "kv1/app", root).await;
+    assert_eq!(
+        (code, &body["data"]),
+        (200, &json!({"pw": "one"})),
+        "{body}"
+    );
+    let (_, body) = get(server, "kv1/nested/deep", root).await;
+    assert_eq!(body["data"], json!({"x": "y"}));
+    let (_, body) = server.call("LIST", "kv1/", Some(root), None).await;
+    assert_eq!(body["data"]["keys"], json!(["app", "nested/"]), "{body}");
+
+    let (code, body) = get(server, "secret/data/app", root).await;
+    assert_eq!(code, 200, "{body}; log:\n{}", server.log());
+    assert_eq!(body["data"]["data"], json!({"pw": "v3"}));
+    assert_eq!(body["data"]["metadata"]["version"], 3);
+    let (_, body) = get(server, "secret/data/app?version=2", root).await;
+    assert_eq!(body["data"]["data"], json!({"pw": "v2"}), "{body}");
+    let (code, body) = get(server, "secret/data/app?version=1", root).await;
+    assert_eq!(code, 404, "destroyed version: {body}");
+    assert_eq!(body["data"]["metadata"]["destroyed"], true, "{body}");
+    let (code, body) = get(server, "secret/metadata/app", root).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["current_version"], 3);
+    assert_eq!(body["data"]["versions"]["1"]["destroyed"], true);
+    assert_eq!(body["data"]["versions"]["3"]["destroyed"], false);
+    let (code, body) = get(server, "secret/data/team/db", root).await;
+    assert_eq!(code, 404, "deleted version: {body}");
+    assert_ne!(body["data"]["metadata"]["deletion_time"], "", "{body}");
+    let (_, body) = server
+        .call("LIST", "secret/metadata/", Some(root), None)
+        .await;
+    assert_eq!(body["data"]["keys"], json!(["app", "team/"]), "{body}");
+    let (_, body) = get(server, "secret/config", root).await;
+    assert_eq!(body["data"]["max_versions"], 5, "{body}");
+
+    // Vault's token keeps its policies, accessor and TTL.
+    let (code, body) = get(server, "auth/token/lookup-self", &w.app_token).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["policies"], json!(["app", "default"]));
+    assert_eq!(body["data"]["accessor"], w.app_accessor.as_str());
+    let ttl = body["data"]["ttl"].as_u64().unwrap();
+    assert!(ttl > 6000 && ttl <= 7200, "ttl {ttl}");
+    let (code, body) = server
+        .call(
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(root),
+            Some(json!({"accessor": w.app_accessor})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    // Outside its policies the token is refused.
+    let (code, _) = get(server, "secret/data/team/db", &w.app_token).await;
+    assert_eq!(code, 403);
+    // Within them: served once ACL policies are enforced (until then only
+    // root tokens read secrets, and the answer is 403).
+    let (code, body) = get(server, "secret/data/app", &w.app_token).await;
+    assert!(
+        code == 403 || (code == 200 && body["data"]["data"]["pw"] == "v3"),
+        "{code} {body}"
+    );
+
+    // Vault's pki engine is listed, not served, not deleted.
+    let (_, mounts) = get(server, "sys/mounts", root).await;
+    assert_eq!(mounts["data"]["pki/"]["type"], "pki", "{mounts}");
+    let (code, body) = get(server, "pki/ca/pem", root).await;
+    assert_eq!(code, 404);
+    assert!(
+        body.to_string().contains("not supported by Strongroom"),
+        "{body}"
+    );
+    let (code, _) = server
+        .call("DELETE", "sys/mounts/pki", Some(root), None)
+        .await;
+    assert_eq!(code, 404, "an unsupported engine is never deleted");
+}
+
+async fn check_writable(server: &Server, w: &Written) {
+    let root = w.root_token.as_str();
+    let (code, body) = server
+        .call("PUT", "kv1/new", Some(root), Some(json!({"a": "b"})))
+        .await;
+    assert_eq!(code, 204, "{body}");
+    let (code, body) = server
+        .call(
+            "PUT",
+            "secret/data/app",
+            Some(root),
+            Some(json!({"data": {"pw": "v4"}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["version"], 4);
+    let (_, body) = get(server, "secret/data/app?version=2", root).await;
+    assert_eq!(body["data"]["data"], json!({"pw": "v2"}));
+}
+
+struct Setup {
+    consul: ConsulDev,
+    prefix: String,
+    _guard: PrefixGuard,
+    dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let consul = tokio::task::spawn_blocking(ConsulDev::start).await.unwrap();
+    let prefix = unique_path();
+    let guard = PrefixGuard::new(consul.http_address(), prefix.clone(), None);
+    Setup {
+        consul,
+        prefix,
+        _guard: guard,
+        dir: tempfile::tempdir().unwrap(),
+    }
+}
+
+async fn vault_writes(s: &Setup, seal: &str, auto: bool) -> Written {
+    let mut vault = Vault::start(s.dir.path(), &s.consul.http_address(), &s.prefix, seal).await;
+    let written = write_data_set(&vault, auto).await;
+    vault.stop();
+    written
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_takeover_serves_vaults_data_and_writes_nothing() {
+    let s = setup().await;
+    let w = vault_writes(&s, "", false).await;
+    let consul = s.consul.http_address();
+    let before = consul_dump(&consul, &s.prefix).await;
+    assert!(before.keys().any(|k| k.ends_with("core/keyring")));
+
+    let mut server = start(&s, s.dir.path(), "", &[]).await;
+    let status = server.wait_sealed(true, Duration::from_secs(10)).await;
+    assert_eq!(
+        (status["t"].as_u64(), status["n"].as_u64()),
+        (Some(3), Some(5))
+    );
+    unseal_with_vaults_keys(&server, &w.keys).await;
+    check_served(&server, &w).await;
+    let (code, body) = get(&server, "sys/strongroom/adopt", &w.root_token).await;
+    assert_eq!(body["data"]["read_only_takeover"], true, "{code} {body}");
+    let (code, body) = server
+        .call(
+            "PUT",
+            "kv1/new",
+            Some(&w.root_token),
+            Some(json!({"a": "b"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.to_string().contains("read-only"), "{body}");
+    assert!(
+        server.log().contains("auth method \\\"userpass\\\"")
+            || server.log().contains("auth method \"userpass\""),
+        "{}",
+        server.log()
+    );
+    server.terminate();
+
+    let after = consul_dump(&consul, &s.prefix).await;
+    assert_eq!(
+        before, after,
+        "the read-only takeover changed the Vault prefix"
+    );
+}
+
+/// Waits until the server's log shows it paused after `step`.
+async fn wait_paused(server: &Server, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let needle = format!("step=\"{step}\"");
+    loop {
+        let log = server.log();
+        if log.contains("paused after this step") && log.contains(&needle) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pause after {step}; log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_survives_kill_9_at_every_step_boundary() {
+    let s = setup().await;
+    let w = vault_writes(&s, "", false).await;
+    let consul = s.consul.http_address();
+    for step in ["planned", "copied", "switched", "done"] {
+        let dir = s.dir.path().join(step);
+        let mut server = start(
+            &s,
+            &dir,
+            "vault_takeover = \"upgrade\"\n",
+            &[("STRONGROOM_TEST_ADOPT_PAUSE_AFTER", step)],
+        )
+        .await;
+        // The last key's unseal runs the upgrade and blocks at the pause.
+        let keys = w.keys.clone();
+        let (http, base) = (server.http.clone(), server.base.clone());
+        let unsealing = tokio::spawn(async move {
+            for key in &keys[..3] {
+                let _ = common::call(
+                    &http,
+                    &base,
+                    "PUT",
+                    "sys/unseal",
+                    None,
+                    Some(json!({"key": key})),
+                )
+                .await;
+            }
+        });
+        wait_paused(&server, step).await;
+        server.kill9();
+        unsealing.abort();
+        if step == "switched" {
+            // Interrupted after the switch: a node without the upgrade flag
+            // serves the switched data read-only.
+            let mut server = start(&s, &dir.join("read-only"), "", &[]).await;
+            unseal_with_vaults_keys(&server, &w.keys).await;
+            check_served(&server, &w).await;
+            server.kill9();
+        }
+    }
+    let dir = s.dir.path().join("final");
+    let mut server = start(&s, &dir, "vault_takeover = \"upgrade\"\n", &[]).await;
+    unseal_with_vaults_keys(&server, &w.keys).await;
+    check_served(&server, &w).await;
+    check_writable(&server, &w).await;
+    let (_, body) = get(&server, "sys/strongroom/adopt", &w.root_token).await;
+    assert_eq!(body["data"]["read_only_takeover"], false, "{body}");
+    server.terminate();
+    // Vault's KV v2 copy and token entries are gone; policies stay as Vault
+    // stored them; the engine Strongroom lacks is untouched.
+    let dump = consul_dump(&consul, &s.prefix).await;
+    assert!(dump.keys().any(|k| k.ends_with("sys/policy/app")));
+    assert!(
+        !dump.keys().any(|k| k.contains("/sys/token/id/h")),
+        "{:?}",
+        dump.keys()
+    );
+    assert!(
+        !dump.keys().any(|k| k.contains("/policy/metadata")),
+        "{:?}",
+        dump.keys()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awskms_takeover_auto_unseals_and_recovery_keys_stay_valid() {
+    let s = setup().await;
+    let moto = MotoServer::start().await;
+    let key = moto.create_key().await;
+    let seal = kms_stanza(&moto, &key.key_id);
+    let w = vault_writes(&s, &seal, true).await;
+
+    let mut server = start(&s, &s.dir.path().join("strongroom"), &seal, &[]).await;
+    let status = server.wait_sealed(false, Duration::from_secs(60)).await;
+    assert_eq!(status["type"], "awskms");
+    assert_eq!(status["recovery_seal"], true);
+    check_served(&server, &w).await;
+
+    // The explicit upgrade needs a confirmation and a root token.
+    let (code, body) = server
+        .call(
+            "PUT",
+            "sys/strongroom/adopt",
+            Some(&w.root_token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(body.to_string().contains("consul kv export"), "{body}");
+    let (code, _) = server
+        .call(
+            "PUT",
+            "sys/strongroom/adopt",
+            Some(&w.app_token),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    assert_eq!(code, 403);
+    let (code, body) = server
+        .call(
+            "PUT",
+            "sys/strongroom/adopt",
+            Some(&w.root_token),
+            Some(json!({"confirm": true})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}; log:\n{}", server.log());
+    assert_eq!(body["data"]["upgraded"], true);
+    let report = body["data"]["not_carried_over"].to_string();
+    assert!(
+        report.contains("pki") && report.contains("userpass"),
+        "{report}"
+    );
+    check_served(&server, &w).await;
+    check_writable(&server, &w).await;
+
+    // Vault's recovery keys unseal a node sealed by hand.
+    let (code, _) = server
+        .call("PUT", "sys/seal", Some(&w.root_token), None)
+        .await;
+    assert_eq!(code, 204);
+    unseal_with_vaults_keys(&server, &w.keys).await;
+    server.terminate();
+
+    // A restart auto-unseals the upgraded data set.
+    let mut server = start(&s, &s.dir.path().join("restart"), &seal, &[]).await;
+    server.wait_sealed(false, Duration::from_secs(60)).await;
+    let (_, body) = get(&server, "secret/data/app", &w.root_token).await;
+    assert_eq!(body["data"]["data"], json!({"pw": "v4"}));
+    server.terminate();
+}
