@@ -4,14 +4,12 @@
 
 #![allow(dead_code, unreachable_pub, clippy::expect_used, clippy::unwrap_used)]
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-
-use crate::common::{call, send_signal};
+use testkit::node::Client;
+use testkit::{Port, Process, ProcessSpec, Scenario, wait};
 
 /// The Vault binary: `STRONGROOM_VAULT_BIN`, else the setup-tools cache.
 ///
@@ -39,21 +37,21 @@ pub fn vault_bin() -> PathBuf {
     path
 }
 
-/// One Vault server process (SIGKILLed on drop).
+/// One Vault server process (killed with its test).
 pub struct Vault {
-    child: Option<Child>,
-    pub base: String,
-    pub log_path: PathBuf,
-    pub http: reqwest::Client,
+    process: Process,
+    pub client: Client,
+    _ports: (Port, Port),
 }
 
 impl Vault {
     /// Starts Vault on the Consul agent at `consul` (`host:port`) under
     /// `prefix`, with an optional extra `seal` stanza; waits until it
     /// answers HTTP.
-    pub async fn start(dir: &Path, consul: &str, prefix: &str, seal: &str) -> Vault {
-        let port = storage_consul::testing::free_port();
-        let cluster_port = storage_consul::testing::free_port();
+    pub async fn start(sc: &Scenario, consul: &str, prefix: &str, seal: &str) -> Vault {
+        let dir = sc.subdir("vault");
+        let (port, cluster_port) = (testkit::reserve_port(), testkit::reserve_port());
+        let (p, c) = (port.get(), cluster_port.get());
         let config = format!(
             r#"storage "consul" {{
   address = "{consul}"
@@ -61,56 +59,42 @@ impl Vault {
   disable_registration = "true"
 }}
 listener "tcp" {{
-  address = "127.0.0.1:{port}"
-  cluster_address = "127.0.0.1:{cluster_port}"
+  address = "127.0.0.1:{p}"
+  cluster_address = "127.0.0.1:{c}"
   tls_disable = 1
 }}
 {seal}
-api_addr = "http://127.0.0.1:{port}"
-cluster_addr = "https://127.0.0.1:{cluster_port}"
+api_addr = "http://127.0.0.1:{p}"
+cluster_addr = "https://127.0.0.1:{c}"
 disable_mlock = true
 "#
         );
         let config_path = dir.join("vault.hcl");
         std::fs::write(&config_path, config).expect("write vault config");
-        let log_path = dir.join("vault.log");
-        let log = File::create(&log_path).expect("vault log");
-        let child = Command::new(vault_bin())
+        let spec = ProcessSpec::new("vault", vault_bin(), dir.join("vault.log"))
             .arg("server")
             .arg(format!("-config={}", config_path.display()))
             .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn vault");
-        let vault = Vault {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            log_path,
-            http: reqwest::Client::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while vault
-            .http
-            .get(format!("{}/v1/sys/seal-status", vault.base))
-            .send()
-            .await
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "Vault did not answer within 60 s; log:\n{}",
-                vault.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            .env_remove("VAULT_TOKEN");
+        let process = Process::start(spec, sc.timeline());
+        let client = Client::new(format!("http://127.0.0.1:{p}"), None);
+        wait::until("Vault answers HTTP", Duration::from_secs(60), || async {
+            client
+                .try_call("GET", "sys/seal-status", None, None)
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Vault {
+            process,
+            client,
+            _ports: (port, cluster_port),
         }
-        vault
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log()
     }
 
     /// One API call; panics with Vault's log unless the status is `want`.
@@ -122,7 +106,7 @@ disable_mlock = true
         token: Option<&str>,
         body: Option<Value>,
     ) -> Value {
-        let (code, value) = call(&self.http, &self.base, method, path, token, body).await;
+        let (code, value) = self.client.call(method, path, token, body).await;
         assert_eq!(
             code,
             want,
@@ -134,50 +118,15 @@ disable_mlock = true
 
     /// Polls until Vault reports itself active and unsealed.
     pub async fn wait_active(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (code, _) = call(&self.http, &self.base, "GET", "sys/health", None, None).await;
-            if code == 200 {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "Vault did not become active (last health {code}); log:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait::until("Vault is active", Duration::from_secs(60), || async {
+            (self.client.health_code("").await == 200).then_some(())
+        })
+        .await;
     }
 
     /// SIGTERM and wait: Vault seals, steps down and exits cleanly.
-    pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        send_signal(i32::try_from(child.id()).expect("pid"), "TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if child.try_wait().expect("try_wait").is_some() {
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "Vault did not exit within 60 s of SIGTERM; log:\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Vault {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+    pub fn stop(&self) {
+        self.process.terminate(Duration::from_secs(60));
     }
 }
 
@@ -273,23 +222,23 @@ pub async fn write_data_set(vault: &Vault, auto_seal: bool) -> Written {
         .await;
     // KV v2 needs a moment after mounting (its upgrade check); retry the
     // first write until it is accepted.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, body) = call(
-            &vault.http,
-            &vault.base,
-            "PUT",
-            "secret/data/app",
-            t,
-            Some(json!({"data": {"pw": "v1"}})),
-        )
-        .await;
-        if code == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "KV v2 write: {code} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait::until(
+        "Vault's KV v2 accepts writes",
+        Duration::from_secs(30),
+        || async {
+            let (code, _) = vault
+                .client
+                .call(
+                    "PUT",
+                    "secret/data/app",
+                    t,
+                    Some(json!({"data": {"pw": "v1"}})),
+                )
+                .await;
+            (code == 200).then_some(())
+        },
+    )
+    .await;
     for pw in ["v2", "v3"] {
         vault
             .expect(
