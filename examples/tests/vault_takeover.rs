@@ -161,13 +161,28 @@ async fn check_served(server: &Node, w: &Written) {
     // Outside its policies the token is refused.
     let (code, _) = get(server, "secret/data/team/db", &w.app_token).await;
     assert_eq!(code, 403);
-    // Within them: served once ACL policies are enforced (until then only
-    // root tokens read secrets, and the answer is 403).
+    // Within them (Vault's policy `app`, loaded as Vault stored it) it reads.
     let (code, body) = get(server, "secret/data/app", &w.app_token).await;
-    assert!(
-        code == 403 || (code == 200 && body["data"]["data"]["pw"] == "v3"),
-        "{code} {body}"
+    assert_eq!(
+        (code, &body["data"]["data"]),
+        (200, &json!({"pw": "v3"})),
+        "{body}"
     );
+    let (code, body) = get(server, "kv1/app", &w.app_token).await;
+    assert_eq!(
+        (code, &body["data"]),
+        (200, &json!({"pw": "one"})),
+        "{body}"
+    );
+    let (code, _) = call(
+        server,
+        "PUT",
+        "kv1/app",
+        &w.app_token,
+        Some(json!({"pw": "x"})),
+    )
+    .await;
+    assert_eq!(code, 403, "the policy grants read only");
 
     // Vault's pki engine is listed, not served, not deleted.
     let (_, mounts) = get(server, "sys/mounts", root).await;

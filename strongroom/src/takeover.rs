@@ -189,9 +189,8 @@ impl Core {
             });
         }
         let report = self.run_upgrade(view.as_ref()).await?;
-        let logical = Arc::new(
-            Logical::with_audit_counters(view, self.inner.audit_counters.clone()).await?,
-        );
+        let logical =
+            Arc::new(Logical::with_audit_counters(view, self.inner.audit_counters.clone()).await?);
         let mut swapped = false;
         if let Some(active) = self
             .inner

@@ -305,7 +305,12 @@ impl std::fmt::Debug for AuditBroker {
 
 async fn load_table(storage: &dyn Storage, path: &str) -> Result<DeviceTable, LogicalError> {
     match storage.get(path).await? {
-        Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| LogicalError::corrupt(path, e)),
+        Some(bytes) => {
+            // Vault writes this table gzip-compressed behind a canary byte.
+            let json =
+                crate::adopt::decompress(&bytes).map_err(|e| LogicalError::corrupt(path, e))?;
+            serde_json::from_slice(&json).map_err(|e| LogicalError::corrupt(path, e))
+        }
         None => Ok(DeviceTable::default()),
     }
 }
