@@ -168,7 +168,13 @@ impl Core {
         if self.is_sealed() {
             return Err(CoreError::Sealed);
         }
-        self.require_root_token(token).await?;
+        // One-way: the root token only, whatever other policies grant.
+        let entry = self
+            .authorize(token, crate::Operation::Update, "sys/strongroom/adopt")
+            .await?;
+        if !entry.is_root() {
+            return Err(CoreError::PermissionDenied);
+        }
         let _op = self.inner.op_lock.lock().await;
         // Only the node that serves writes; with HA its writes go through
         // the fenced view of its active period.
