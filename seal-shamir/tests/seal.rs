@@ -108,3 +108,40 @@ fn debug_prints_no_key() {
         "{text}"
     );
 }
+
+/// Vault ≥ 1.3 with stored keys: `core/hsm/barrier-unseal-keys` is Vault's
+/// `EncryptedBlobInfo` whose ciphertext is `iv || AES-GCM(KEK, ["<b64 root>"])`
+/// without associated data. The Shamir seal opens it with the combined KEK
+/// (the AAD argument does not apply to Vault's blobs) and refuses another KEK.
+#[tokio::test]
+async fn opens_vaults_stored_keys_blob() {
+    use aes_gcm::aead::{Aead, KeyInit};
+    use aes_gcm::{Aes256Gcm, Nonce};
+    use seal_core::vault_blob::{VaultBlob, encode};
+
+    let kek = [9u8; 32];
+    let payload = br#"["AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="]"#;
+    let iv = [4u8; 12];
+    let ct = Aes256Gcm::new_from_slice(&kek)
+        .unwrap()
+        .encrypt(Nonce::from_slice(&iv), &payload[..])
+        .unwrap();
+    let mut ciphertext = iv.to_vec();
+    ciphertext.extend_from_slice(&ct);
+    let blob = encode(&VaultBlob {
+        ciphertext,
+        ..VaultBlob::default()
+    });
+    let seal = ShamirSeal::new();
+    seal.set_kek(Kek::from_bytes(&kek).unwrap());
+    let plain = seal
+        .decrypt(&blob, b"core/hsm/barrier-unseal-keys")
+        .await
+        .unwrap();
+    assert_eq!(&plain[..], &payload[..]);
+    seal.set_kek(Kek::from_bytes(&[8u8; 32]).unwrap());
+    assert!(matches!(
+        seal.decrypt(&blob, b"").await,
+        Err(SealError::Decrypt)
+    ));
+}
