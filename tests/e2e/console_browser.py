@@ -61,8 +61,8 @@ CHROMIUM_FLAGS = [
 ]
 
 OUTPUT_ROOT = Path(
-    os.environ.get("STRONGROOM_CONSOLE_OUTPUT") or Path(__file__).resolve().parent / "output" / "console"
-)
+    os.environ.get("STRONGROOM_CONSOLE_OUTPUT") or Path(__file__).parent / "output" / "console"
+).resolve()
 
 
 def output_dir(test_name: str) -> Path:

@@ -96,7 +96,8 @@ export function mount(ctx) {
       h('section', { class: 'card', 'aria-labelledby': 'ha-heading' },
         h('h2', { id: 'ha-heading', text: 'High availability' }),
         facts([
-          ['HA mode', haEnabled ? 'enabled' : 'disabled (single node)', 'ha-mode'],
+          // sys/leader answers 503 on a sealed HA node (as Vault's).
+          ['HA mode', haEnabled ? 'enabled' : leader && leader.error ? (status.sealed ? 'unknown while sealed' : 'unknown') : 'disabled (single node)', 'ha-mode'],
           ['This node is', role, 'ha-role'],
           ['Active node address', haEnabled ? (leader.leader_address || 'unknown') : (status.sealed ? 'none while sealed' : window.location.origin), 'active-address'],
           leader && leader.active_time ? ['Active since', when(leader.active_time), 'active-time'] : null,
