@@ -22,22 +22,34 @@ mkdir -p "$out"
 echo "==> building the test executables once"
 cargo build --quiet -p examples --bin strongroom
 export STRONGROOM_BIN="$CARGO_TARGET_DIR/debug/strongroom"
-mapfile -t suites < <(
-  cargo test --no-run --message-format=json \
-    -p storage-consul --test cluster --test ha \
-    -p examples --tests 2>/dev/null |
-  "$STRONGROOM_PYTHON" -c '
+# The system python3 parses cargo's messages: the shared venv may be
+# rebuilt by another setup run meanwhile.
+cargo test --no-run --message-format=json \
+  -p storage-consul --test cluster --test ha \
+  -p examples --tests >"$out/build.json" 2>"$out/build.log" ||
+  { cat "$out/build.log" >&2; echo "the test executables did not build" >&2; exit 1; }
+mapfile -t suites < <(python3 -c '
 import json, sys
-for line in sys.stdin:
+for line in open(sys.argv[1]):
     m = json.loads(line)
     t = m.get("target", {})
     if m.get("reason") == "compiler-artifact" and m.get("executable") and t.get("kind") == ["test"]:
         pkg = m["package_id"].split("#")[0].rstrip("/").split("/")[-1]
         print(pkg + "/" + t["name"] + "\t" + m["executable"])
-')
+' "$out/build.json")
+rm -f "$out/build.json" "$out/build.log"
 [ "${#suites[@]}" -gt 0 ] || { echo "no test executables were built" >&2; exit 1; }
 
 declare -A failures=()
+# One more failure of $1.
+count() { failures["$1"]=$(( ${failures["$1"]:-0} + 1 )); }
+# Counts each test the sed expression $2 finds in log $3 as a failure of
+# suite $1; a failed run that names none counts against the suite.
+tally() {
+  local found=0 t
+  while read -r t; do count "$1::$t"; found=1; done < <(sed -n "$2" "$3")
+  [ "$found" = 1 ] || count "$1 (exited without a FAILED test)"
+}
 failed_runs=0
 started=$(date +%s)
 for run in $(seq 1 "$runs"); do
@@ -49,11 +61,7 @@ for run in $(seq 1 "$runs"); do
       rm -f "$log"
     else
       run_failed=1
-      found=0
-      while read -r t; do
-        failures["$name::$t"]=$(( ${failures["$name::$t"]:-0} + 1 )); found=1
-      done < <(sed -n 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$log")
-      [ "$found" = 1 ] || failures["$name (exited without a FAILED test)"]=$(( ${failures["$name (exited without a FAILED test)"]:-0} + 1 ))
+      tally "$name" 's/^test \(.*\) \.\.\. FAILED$/\1/p' "$log"
     fi
   done
   log="$out/run$run-e2e.log"
@@ -61,11 +69,7 @@ for run in $(seq 1 "$runs"); do
     rm -f "$log"
   else
     run_failed=1
-    found=0
-    while read -r t; do
-      failures["e2e::$t"]=$(( ${failures["e2e::$t"]:-0} + 1 )); found=1
-    done < <(sed -n 's/^FAILED \([^ ]*\).*/\1/p' "$log")
-    [ "$found" = 1 ] || failures["e2e (exited without a FAILED test)"]=$(( ${failures["e2e (exited without a FAILED test)"]:-0} + 1 ))
+    tally e2e 's/^FAILED \([^ ]*\).*/\1/p' "$log"
   fi
   failed_runs=$(( failed_runs + run_failed ))
   printf 'run %d/%d: %s (%ds so far)\n' "$run" "$runs" \
@@ -73,7 +77,9 @@ for run in $(seq 1 "$runs"); do
 done
 
 echo
-echo "==> $runs runs of ${#suites[@]} test binaries + tests/e2e: $failed_runs run(s) with failures"
+names=""
+for entry in "${suites[@]}"; do names+="${entry%%$'\t'*} "; done
+echo "==> $runs runs of ${#suites[@]} test binaries (${names% }) + tests/e2e: $failed_runs run(s) with failures"
 if [ "${#failures[@]}" -eq 0 ]; then
   echo "no test failed"
   rmdir "$out" 2>/dev/null || true
