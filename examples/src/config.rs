@@ -50,6 +50,19 @@ pub(crate) struct ServerConfig {
     pub(crate) listeners: Vec<ListenerConfig>,
     /// The address clients should use to reach this node (advertised in HA).
     pub(crate) api_addr: Option<String>,
+    /// The address for node-to-node traffic (Vault's `cluster_addr`),
+    /// advertised beside `api_addr` and shown as `leader_cluster_address`.
+    pub(crate) cluster_addr: Option<String>,
+    /// A top-level `ha_enabled` (Vault reads it in the storage stanza, which
+    /// works too): `false` turns HA off, `true` demands an HA backend.
+    pub(crate) ha_enabled: Option<bool>,
+    /// `ha_storage "consul"`: take the HA lock in this Consul instead of
+    /// the storage backend (which may then be one without HA).
+    pub(crate) ha_storage: Option<HaStorageConfig>,
+    /// `service_registration "consul"`: where and how to register the
+    /// node as a Consul service (without it, a `storage "consul"` stanza's
+    /// settings are used, as in Vault).
+    pub(crate) consul_registration: Option<ConsulStanza>,
     /// A human name for the cluster, shown in seal-status and health.
     pub(crate) cluster_name: Option<String>,
     /// `trace`, `debug`, `info`, `warn` or `error`.
@@ -93,6 +106,19 @@ pub(crate) struct KubernetesRegistrationConfig {
     /// Where the stanza starts, for error messages.
     pub(crate) line: usize,
 }
+
+/// A Consul stanza (`ha_storage "consul"`, `service_registration
+/// "consul"`): its attributes, handed to `ConsulConfig::from_map`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConsulStanza {
+    /// The stanza's attributes, values as strings.
+    pub(crate) settings: BTreeMap<String, String>,
+    /// Where the stanza starts, for error messages.
+    pub(crate) line: usize,
+}
+
+/// The `ha_storage` stanza (Consul only).
+pub(crate) type HaStorageConfig = ConsulStanza;
 
 /// The `storage` stanza.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -244,6 +270,10 @@ struct Partial {
     seal_health_check_interval: Option<std::time::Duration>,
     listeners: Vec<ListenerConfig>,
     api_addr: Option<String>,
+    cluster_addr: Option<String>,
+    ha_enabled: Option<bool>,
+    ha_storage: Option<HaStorageConfig>,
+    consul_registration: Option<ConsulStanza>,
     cluster_name: Option<String>,
     log_level: Option<String>,
     log_format: Option<LogFormat>,
@@ -276,6 +306,10 @@ impl Partial {
             seal_health_check_interval: self.seal_health_check_interval,
             listeners: self.listeners,
             api_addr: self.api_addr,
+            cluster_addr: self.cluster_addr,
+            ha_enabled: self.ha_enabled,
+            ha_storage: self.ha_storage,
+            consul_registration: self.consul_registration,
             cluster_name: self.cluster_name,
             log_level: self.log_level,
             log_format: self.log_format.unwrap_or_default(),
@@ -301,6 +335,10 @@ impl Partial {
             .or(base.seal_health_check_interval);
         base.listeners.extend(self.listeners);
         base.api_addr = self.api_addr.or(base.api_addr);
+        base.cluster_addr = self.cluster_addr.or(base.cluster_addr);
+        base.ha_enabled = self.ha_enabled.or(base.ha_enabled);
+        base.ha_storage = self.ha_storage.or(base.ha_storage);
+        base.consul_registration = self.consul_registration.or(base.consul_registration);
         base.cluster_name = self.cluster_name.or(base.cluster_name);
         base.log_level = self.log_level.or(base.log_level);
         base.log_format = self.log_format.unwrap_or(base.log_format);
@@ -328,7 +366,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "plugin_directory",
     "disable_cache",
     "disable_clustering",
-    "cluster_addr",
     "pid_file",
     "raw_storage_endpoint",
     "introspection_endpoint",
@@ -469,6 +506,8 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
         let key = attr.key.as_str();
         match key {
             "api_addr" => out.api_addr = Some(ctx.string(attr)?),
+            "cluster_addr" => out.cluster_addr = Some(ctx.string(attr)?),
+            "ha_enabled" => out.ha_enabled = Some(ctx.boolean(attr)?),
             "cluster_name" => out.cluster_name = Some(ctx.string(attr)?),
             "log_level" => {
                 let level = ctx.string(attr)?.to_ascii_lowercase();
@@ -550,7 +589,7 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
             _ => {
                 return Err(ctx.invalid(
                     attr.span(),
-                    format!("unknown setting {key:?}; known: api_addr, cluster_name, log_level, log_format, disable_mlock, ui, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval, vault_takeover and the storage, seal and listener stanzas"),
+                    format!("unknown setting {key:?}; known: api_addr, cluster_addr, ha_enabled, cluster_name, log_level, log_format, disable_mlock, ui, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval, vault_takeover and the storage, seal and listener stanzas"),
                 ));
             }
         }
@@ -588,13 +627,37 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                 }
                 out.kubernetes = Some(parse_kubernetes(&ctx, block)?);
             }
-            "service_registration" | "ha_storage" | "user_lockout" => {
-                if block.ident.as_str() == "ha_storage" {
+            "service_registration"
+                if block.labels.first().map(|l| l.as_str()) == Some("consul") =>
+            {
+                if out.consul_registration.is_some() {
                     return Err(ctx.invalid(
                         block.span(),
-                        "ha_storage is not supported; HA uses the storage stanza's backend (consul)",
+                        "only one service_registration \"consul\" stanza is allowed",
                     ));
                 }
+                out.consul_registration = Some(ConsulStanza {
+                    settings: ctx.settings(&block.body)?,
+                    line: ctx.line_of(block.span()),
+                });
+            }
+            "ha_storage" => {
+                if out.ha_storage.is_some() {
+                    return Err(ctx.invalid(block.span(), "only one ha_storage stanza is allowed"));
+                }
+                let kind = block_label(&ctx, block, "ha_storage", "ha_storage \"consul\" { ... }")?;
+                if kind != "consul" {
+                    return Err(ctx.invalid(
+                        block.span(),
+                        format!("ha_storage type {kind:?} is not supported; use \"consul\" (or leave ha_storage out to use the storage stanza's backend)"),
+                    ));
+                }
+                out.ha_storage = Some(ConsulStanza {
+                    settings: ctx.settings(&block.body)?,
+                    line: ctx.line_of(block.span()),
+                });
+            }
+            "service_registration" | "user_lockout" => {
                 out.warnings.push(format!(
                     "{}:{}: the {} stanza is accepted for Vault compatibility but has no effect",
                     path.display(),
@@ -1149,6 +1212,50 @@ listener "tcp" {
         assert_eq!(settings["tls_skip_verify"], "true");
         assert_eq!(settings["service_tags"], "a,b");
         assert_eq!(settings["path"], "vault/");
+    }
+
+    #[test]
+    fn ha_settings_parse() {
+        let cfg = parse_ok(
+            r#"
+storage "redb" { path = "/tmp/x.redb" }
+ha_storage "consul" {
+  address = "127.0.0.1:8500"
+  path = "strongroom/"
+  session_ttl = "5s"
+  lock_delay = "1s"
+}
+service_registration "consul" {
+  address = "127.0.0.1:8500"
+  service = "sr"
+}
+listener "tcp" {
+  address = "127.0.0.1:8200"
+  tls_disable = true
+}
+api_addr = "http://10.0.0.1:8200"
+cluster_addr = "https://10.0.0.1:8201"
+ha_enabled = true
+disable_clustering = true
+"#,
+        );
+        assert_eq!(cfg.cluster_addr.as_deref(), Some("https://10.0.0.1:8201"));
+        assert_eq!(cfg.ha_enabled, Some(true));
+        let ha = cfg.ha_storage.unwrap();
+        assert_eq!(ha.settings["session_ttl"], "5s");
+        assert_eq!(ha.line, 3);
+        assert_eq!(cfg.consul_registration.unwrap().settings["service"], "sr");
+        assert!(
+            cfg.warnings
+                .iter()
+                .any(|w| w.contains("disable_clustering")),
+            "{:?}",
+            cfg.warnings
+        );
+        let err = parse_err(
+            "storage \"inmem\" {}\nha_storage \"raft\" {}\nlistener \"tcp\" { tls_disable = true }\n",
+        );
+        assert!(err.contains("line 2") && err.contains("\"raft\""), "{err}");
     }
 
     #[test]

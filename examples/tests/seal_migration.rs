@@ -39,12 +39,17 @@ struct Site {
 
 impl Site {
     fn new(sc: &Scenario, name: &str, consul: Option<&ConsulDev>) -> Self {
+        // One node, killed between steps: with HA (on by default with
+        // Consul) each new process would first wait for its predecessor's
+        // lock session to expire (2 x TTL + lock-delay). These tests are
+        // about seal migration, so HA is off.
         let storage = match consul {
             None => StorageStanza::redb(),
             Some(c) => StorageStanza::consul(
                 &c.http_address(),
                 Some(&format!("strongroom-{}/", uuid::Uuid::new_v4())),
-            ),
+            )
+            .attr("ha_enabled", "false"),
         };
         Self {
             dir: sc.subdir(name),

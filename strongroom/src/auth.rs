@@ -51,7 +51,8 @@ impl Core {
         if token.is_empty() {
             return Err(CoreError::PermissionDenied);
         }
-        let logical = self.logical()?;
+        // Waits for a node that has just taken the HA lock to load.
+        let (logical, _) = self.serving().await?;
         match logical.authorize(token, op, path).await {
             Ok(entry) => Ok(entry),
             Err(LogicalError::PermissionDenied) => Err(CoreError::PermissionDenied),
@@ -99,7 +100,8 @@ impl Core {
         if token.is_empty() {
             return Err(CoreError::PermissionDenied);
         }
-        let logical = self.logical()?;
+        // Waits for a node that has just taken the HA lock to load.
+        let (logical, _) = self.serving().await?;
         let ticket = match logical
             .begin(
                 LogicalRequest::new(op, path)

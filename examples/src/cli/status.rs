@@ -20,16 +20,14 @@ pub(crate) async fn run(args: &StatusArgs) -> Result<u8, Error> {
         .await?
         .unwrap_or(Value::Null);
     let sealed = seal.get("sealed").and_then(Value::as_bool).unwrap_or(true);
-    // sys/leader needs an unsealed server; when sealed, HA details are unknown.
-    let leader = if sealed {
-        None
-    } else {
-        client
-            .send("GET", "sys/leader", None)
-            .await
-            .ok()
-            .filter(|r| r.status == 200)
-            .and_then(|r| r.body)
+    // As `vault status`: a sealed HA node answers sys/leader with "Vault is
+    // sealed", which reads as HA enabled with the details unknown.
+    let leader = match client.send("GET", "sys/leader", None).await {
+        Ok(r) if r.status == 200 => r.body,
+        Ok(r) if r.status == 503 && r.body.as_ref().is_some_and(is_sealed_error) => {
+            Some(serde_json::json!({ "ha_enabled": true }))
+        }
+        _ => None,
     };
     match args.format {
         Format::Json => {
@@ -47,6 +45,12 @@ pub(crate) async fn run(args: &StatusArgs) -> Result<u8, Error> {
         Format::Table => print!("{}", seal_status_table(&seal, leader.as_ref())),
     }
     Ok(if sealed { 2 } else { 0 })
+}
+
+fn is_sealed_error(body: &Value) -> bool {
+    body["errors"]
+        .as_array()
+        .is_some_and(|e| e.iter().any(|m| m.as_str() == Some("Vault is sealed")))
 }
 
 fn text(value: &Value, key: &str) -> String {
@@ -119,7 +123,7 @@ pub(crate) fn seal_status_table(seal: &Value, leader: Option<&Value>) -> String 
     if let Some(leader) = leader {
         let ha = flag(leader, "ha_enabled");
         push("HA Enabled", ha.to_string());
-        if ha {
+        if ha && !sealed {
             let is_self = flag(leader, "is_self");
             push("HA Cluster", {
                 let c = text(leader, "leader_cluster_address");
@@ -169,6 +173,75 @@ mod tests {
         assert!(table.contains("\nTotal Shares       5\n"), "{table}");
         assert!(table.contains("\nSealed             true\n"), "{table}");
         assert!(table.contains("\nStorage Type       redb\n"), "{table}");
+    }
+
+    /// The value of row `key` in a Key/Value table.
+    fn row(table: &str, key: &str) -> Option<String> {
+        table.lines().find_map(|line| {
+            line.strip_prefix(key)
+                .filter(|rest| rest.starts_with("  "))
+                .map(|rest| rest.trim().to_owned())
+        })
+    }
+
+    #[test]
+    fn ha_rows_follow_vaults_status_output() {
+        let seal = json!({"type":"shamir","initialized":true,"sealed":false,"t":1,"n":1,
+                          "progress":0,"nonce":"","version":"0.1.0","storage_type":"consul",
+                          "recovery_seal":false});
+        let active = seal_status_table(
+            &seal,
+            Some(
+                &json!({"ha_enabled":true,"is_self":true,"active_time":"2024-05-01T10:00:00Z",
+                         "leader_address":"http://a:8200","leader_cluster_address":""}),
+            ),
+        );
+        assert_eq!(
+            row(&active, "HA Enabled").as_deref(),
+            Some("true"),
+            "{active}"
+        );
+        assert_eq!(
+            row(&active, "HA Cluster").as_deref(),
+            Some("n/a"),
+            "{active}"
+        );
+        assert_eq!(
+            row(&active, "HA Mode").as_deref(),
+            Some("active"),
+            "{active}"
+        );
+        assert_eq!(
+            row(&active, "Active Since").as_deref(),
+            Some("2024-05-01T10:00:00Z")
+        );
+        assert!(row(&active, "Active Node Address").is_none(), "{active}");
+        let standby = seal_status_table(
+            &seal,
+            Some(
+                &json!({"ha_enabled":true,"is_self":false,"leader_address":"http://a:8200",
+                         "leader_cluster_address":"https://a:8201"}),
+            ),
+        );
+        assert_eq!(
+            row(&standby, "HA Cluster").as_deref(),
+            Some("https://a:8201")
+        );
+        assert_eq!(row(&standby, "HA Mode").as_deref(), Some("standby"));
+        assert_eq!(
+            row(&standby, "Active Node Address").as_deref(),
+            Some("http://a:8200")
+        );
+        let mut sealed = seal.clone();
+        sealed["sealed"] = json!(true);
+        let table = seal_status_table(&sealed, Some(&json!({"ha_enabled": true})));
+        assert_eq!(
+            row(&table, "HA Enabled").as_deref(),
+            Some("true"),
+            "{table}"
+        );
+        assert!(row(&table, "HA Mode").is_none(), "{table}");
+        assert!(is_sealed_error(&json!({"errors": ["Vault is sealed"]})));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The Vault-compatible HTTP API (`/v1/...`).
 //!
-//! One dispatcher reads every request: it checks the body size (413 over
+//! On an HA standby, requests that belong to the active node are first
+//! forwarded there (or redirected with 307, see [`forward`]). Otherwise
+//! one dispatcher reads every request: it checks the body size (413 over
 //! the listener's `max_request_size`), extracts the token (`X-Vault-Token`
 //! or `Authorization: Bearer`), then hands `sys/*` endpoints the core serves
 //! itself to [`sys`] and everything else (KV engines, `sys/mounts`,
@@ -12,14 +14,16 @@
 //! `LIST` method, `?list=true`, JSON error bodies and request timing in
 //! one place.
 
+mod forward;
 mod ha_status;
 mod health;
 mod response;
 mod sys;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -28,12 +32,17 @@ use axum::http::{HeaderMap, Method, header};
 use axum::response::Response;
 use futures::StreamExt as _;
 use serde_json::Value;
-use strongroom::Core;
 use strongroom::logical::{LogicalRequest, Operation};
+use strongroom::{Core, HaMode};
 use zeroize::Zeroizing;
 
 use crate::metrics::Metrics;
+pub(crate) use forward::Forwarder;
 use response::HttpError;
+
+/// How long a standby that knows no active node (a failover under way)
+/// waits for one before answering 503.
+const LEADER_WAIT: Duration = Duration::from_secs(2);
 
 /// What every request handler needs.
 #[derive(Clone, Debug)]
@@ -46,6 +55,8 @@ pub(crate) struct AppState {
     pub(crate) max_request_size: usize,
     /// Whether `sys/metrics` is served without a token on this listener.
     pub(crate) unauthenticated_metrics: bool,
+    /// Sends a standby's requests on to the active node.
+    pub(crate) forwarder: Forwarder,
 }
 
 /// The axum application for one listener.
@@ -116,6 +127,17 @@ impl ApiRequest {
 async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
     let start = Instant::now();
     let method = request.method().as_str().to_owned();
+    let request = match standby_route(&state, request).await {
+        Ok(request) => request,
+        Err(forwarded) => {
+            state.metrics.handle_request.since(start);
+            state
+                .metrics
+                .requests
+                .record(&method, forwarded.status().as_u16());
+            return forwarded;
+        }
+    };
     let (timed, response) = match read_request(&state, request).await {
         Ok(api) => {
             // Probes and scrapes arrive every few seconds and would drown
@@ -137,6 +159,47 @@ async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
         .requests
         .record(&method, response.status().as_u16());
     response
+}
+
+/// On an HA standby, sends what belongs to the active node there: forwarded,
+/// or redirected with 307 (see [`forward`]). `Ok` hands the request back
+/// to be served here: this node serves, is sealed, the endpoint describes
+/// this node, or no active node is known (the core then answers 503).
+async fn standby_route(state: &AppState, request: Request) -> Result<Request, Response> {
+    let Some(path) = request.uri().path().strip_prefix("/v1/") else {
+        return Ok(request);
+    };
+    if forward::is_node_local(path) {
+        return Ok(request);
+    }
+    let mut node = state.core.node_state();
+    if matches!(node.mode, HaMode::Standby { leader: None }) && !node.sealed {
+        // A failover is under way: give the next active node a moment.
+        let mut changes = state.core.watch_node_state();
+        let _ = tokio::time::timeout(
+            LEADER_WAIT,
+            changes.wait_for(|s| s.sealed || !matches!(s.mode, HaMode::Standby { leader: None })),
+        )
+        .await;
+        node = state.core.node_state();
+    }
+    let leader = match node.mode {
+        HaMode::Standby {
+            leader: Some(leader),
+        } if !node.sealed => leader,
+        _ => return Ok(request),
+    };
+    if forward::wants_redirect(request.headers()) || forward::was_forwarded(request.headers()) {
+        return Err(forward::redirect(&leader.api_addr, &request));
+    }
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    Err(state
+        .forwarder
+        .forward(&leader.api_addr, request, client)
+        .await)
 }
 
 /// Finds the client token: `X-Vault-Token`, else `Authorization: Bearer`.

@@ -202,20 +202,10 @@ async fn health(state: &AppState, request: &ApiRequest) -> Result<Response, Http
     Ok(json_response(code, &status))
 }
 
+/// `sys/step-down` on the active node (a standby forwarded it here): give
+/// up the lock; answered once it is released and another node can take it.
 async fn step_down(state: &AppState, request: &ApiRequest) -> Result<Response, HttpError> {
-    // Vault: `update` and `sudo` on sys/step-down.
-    state
-        .core
-        .authorize(request.token_str(), Operation::Update, "sys/step-down")
-        .await?;
-    let leader = state.core.leader().await?;
-    if leader.ha_enabled {
-        return Err(HttpError::new(
-            500,
-            "step-down is not available yet on this server: HA leader election is not wired into the core",
-        ));
-    }
-    // Vault: without HA there is nothing to step down from; success.
+    state.core.step_down(request.token_str()).await?;
     Ok(no_content())
 }
 

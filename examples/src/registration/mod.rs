@@ -3,10 +3,13 @@
 //!
 //! Each place is a [`ServiceRegistration`]: [`KubernetesRegistration`]
 //! labels the pod (`vault-active`, `vault-sealed`, …) so the chart's
-//! `-active` Service always selects the leader. The server feeds every
+//! `-active` Service always selects the leader; [`ConsulRegistration`]
+//! registers the `vault` service with `active`/`standby` tags and a sealed
+//! check, so `active.vault.service.consul` names the leader. The server feeds every
 //! registration the same [`NodeStatus`] whenever it changes
 //! ([`publish_status`]), and tells each one on shutdown.
 
+mod consul;
 mod kubernetes;
 
 use std::sync::Arc;
@@ -16,6 +19,7 @@ use async_trait::async_trait;
 use strongroom::Core;
 use tokio_util::sync::CancellationToken;
 
+pub(crate) use consul::ConsulRegistration;
 pub(crate) use kubernetes::KubernetesRegistration;
 
 /// What a registration publishes about the node.

@@ -1,12 +1,25 @@
-//! Turning the config's `storage` and `seal` stanzas into the concrete
-//! backends the core receives as trait objects.
+//! Turning the config's `storage`, `ha_storage`, `service_registration
+//! "consul"` and `seal` stanzas into the concrete backends the core
+//! receives as trait objects.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use seal_core::{MemoryStorage, Storage};
+use seal_core::{HaBackend, MemoryStorage, Storage};
+use storage_consul::{ConsulConfig, ConsulHaBackend, ConsulStorage};
 
-use crate::config::{SealConfig, StorageConfig};
+use crate::config::{SealConfig, ServerConfig, StorageConfig};
 use crate::error::Error;
+
+/// The opened storage, and the Consul client behind it when there is one
+/// (HA and service registration share its connection, token and TLS).
+#[derive(Debug)]
+pub(crate) struct OpenedStorage {
+    /// What the core stores through.
+    pub(crate) storage: Arc<dyn Storage>,
+    /// With `storage "consul"`: the backend and its settings.
+    pub(crate) consul: Option<(ConsulStorage, ConsulConfig)>,
+}
 
 /// Opens the configured storage.
 ///
@@ -14,9 +27,12 @@ use crate::error::Error;
 ///
 /// [`Error::Backend`] when the redb file cannot be opened or the Consul
 /// settings are invalid, naming the stanza's line.
-pub(crate) fn open_storage(config: &StorageConfig) -> Result<Arc<dyn Storage>, Error> {
+pub(crate) fn open_storage(config: &StorageConfig) -> Result<OpenedStorage, Error> {
     match config {
-        StorageConfig::Inmem => Ok(Arc::new(MemoryStorage::new())),
+        StorageConfig::Inmem => Ok(OpenedStorage {
+            storage: Arc::new(MemoryStorage::new()),
+            consul: None,
+        }),
         StorageConfig::Redb { path } => {
             if let Some(parent) = path
                 .parent()
@@ -34,23 +50,122 @@ pub(crate) fn open_storage(config: &StorageConfig) -> Result<Arc<dyn Storage>, E
                 what: format!("storage \"redb\" at {}", path.display()),
                 message: e.to_string(),
             })?;
-            Ok(Arc::new(storage))
+            Ok(OpenedStorage {
+                storage: Arc::new(storage),
+                consul: None,
+            })
         }
         StorageConfig::Consul { settings, line } => {
-            let what = format!("storage \"consul\" (config line {line})");
-            let consul_config =
-                storage_consul::ConsulConfig::from_map(settings).map_err(|e| Error::Backend {
-                    what: what.clone(),
-                    message: e.to_string(),
-                })?;
-            let storage =
-                storage_consul::ConsulStorage::new(consul_config).map_err(|e| Error::Backend {
-                    what,
-                    message: e.to_string(),
-                })?;
-            Ok(Arc::new(storage))
+            let (storage, config) = open_consul(
+                settings,
+                &format!("storage \"consul\" (config line {line})"),
+            )?;
+            Ok(OpenedStorage {
+                storage: Arc::new(storage.clone()),
+                consul: Some((storage, config)),
+            })
         }
     }
+}
+
+fn consul_config(settings: &BTreeMap<String, String>, what: &str) -> Result<ConsulConfig, Error> {
+    ConsulConfig::from_map(settings).map_err(|e| Error::Backend {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn open_consul(
+    settings: &BTreeMap<String, String>,
+    what: &str,
+) -> Result<(ConsulStorage, ConsulConfig), Error> {
+    let config = consul_config(settings, what)?;
+    let storage = ConsulStorage::new(config.clone()).map_err(|e| Error::Backend {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok((storage, config))
+}
+
+/// The HA lock service: `ha_storage "consul"` when given, else the Consul
+/// storage itself (Vault: `ha_enabled` defaults to true there); none for
+/// redb and inmem, which serve one node.
+///
+/// The Consul HA backend fences the writes of the storage it is built
+/// from, so with Consul storage every write of the active node carries a
+/// `check-session` on the lock. With a separate `ha_storage` the data
+/// storage is not fenced by Consul; the core still refuses every write the
+/// moment it knows the lock is lost.
+///
+/// # Errors
+///
+/// [`Error::Backend`] for invalid `ha_storage` settings.
+pub(crate) fn open_ha(
+    config: &ServerConfig,
+    opened: &OpenedStorage,
+) -> Result<Option<Arc<dyn HaBackend>>, Error> {
+    if config.ha_enabled == Some(false) {
+        return Ok(None);
+    }
+    if config.ha_enabled == Some(true) && config.ha_storage.is_none() && opened.consul.is_none() {
+        return Err(Error::Backend {
+            what: format!("ha_enabled with storage \"{}\"", config.storage.kind()),
+            message: "this storage cannot elect an active node; use storage \"consul\" or add \
+                      an ha_storage \"consul\" stanza"
+                .into(),
+        });
+    }
+    if let Some(stanza) = &config.ha_storage {
+        let what = format!("ha_storage \"consul\" (config line {})", stanza.line);
+        let (storage, consul) = open_consul(&stanza.settings, &what)?;
+        if !consul.ha_enabled {
+            return Ok(None);
+        }
+        tracing::warn!(
+            "ha_storage \"consul\": the HA lock lives in Consul but the data does not, so writes \
+             are fenced by the core only (storage \"consul\" also fences them in Consul)"
+        );
+        return Ok(Some(Arc::new(ConsulHaBackend::new(&storage))));
+    }
+    Ok(match &opened.consul {
+        Some((storage, consul)) if consul.ha_enabled => {
+            Some(Arc::new(ConsulHaBackend::new(storage)))
+        }
+        _ => None,
+    })
+}
+
+/// The settings of the Consul service registration, when it is on:
+/// `service_registration "consul"` when given, else (as Vault) those of
+/// `ha_storage "consul"` or `storage "consul"`; `None` with
+/// `disable_registration = true` or without Consul.
+///
+/// # Errors
+///
+/// [`Error::Backend`] for invalid settings.
+pub(crate) fn consul_registration(
+    config: &ServerConfig,
+    opened: &OpenedStorage,
+) -> Result<Option<ConsulConfig>, Error> {
+    let consul = if let Some(stanza) = &config.consul_registration {
+        consul_config(
+            &stanza.settings,
+            &format!(
+                "service_registration \"consul\" (config line {})",
+                stanza.line
+            ),
+        )?
+    } else if let Some(stanza) = &config.ha_storage {
+        consul_config(
+            &stanza.settings,
+            &format!("ha_storage \"consul\" (config line {})", stanza.line),
+        )?
+    } else if let Some((_, consul)) = &opened.consul {
+        consul.clone()
+    } else {
+        return Ok(None);
+    };
+    Ok((!consul.registration.disable_registration).then_some(consul))
 }
 
 /// The seals the config names, as the core's builder takes them.

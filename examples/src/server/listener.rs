@@ -178,7 +178,8 @@ pub(crate) async fn serve(bound: Bound, app: Router, shutdown: CancellationToken
             }
         };
         let _ = stream.set_nodelay(true);
-        // The client's address travels with each request (audit entries).
+        // The client's address travels with each request (audit entries,
+        // and X-Forwarded-For when a standby forwards).
         let service = TowerToHyperService::new(tower::ServiceExt::map_request(
             app.clone(),
             move |mut request: hyper::Request<hyper::body::Incoming>| {

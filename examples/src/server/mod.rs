@@ -25,10 +25,10 @@ use tracing_subscriber::EnvFilter;
 use crate::cli::ServerArgs;
 use crate::config::{LogFormat, ServerConfig, StorageConfig};
 use crate::error::Error;
-use crate::http::{AppState, router};
+use crate::http::{AppState, Forwarder, router};
 use crate::metrics::{MeteredStorage, Metrics};
 use crate::registration::{
-    KubernetesRegistration, NodeStatus, ServiceRegistration, publish_status,
+    ConsulRegistration, KubernetesRegistration, NodeStatus, ServiceRegistration, publish_status,
 };
 
 /// Crates whose logs follow the configured level; everything else (hyper,
@@ -139,6 +139,12 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// An address from the environment (Vault's `VAULT_API_ADDR`,
+/// `VAULT_CLUSTER_ADDR`), which overrides the file.
+fn env_addr(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|a| !a.trim().is_empty())
+}
+
 fn storage_description(storage: &StorageConfig) -> String {
     match storage {
         StorageConfig::Inmem => "inmem".to_owned(),
@@ -179,10 +185,12 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         config.telemetry.clone(),
         config.storage.kind(),
     ));
+    let opened = backend::open_storage(&config.storage)?;
     let storage: Arc<dyn seal_core::Storage> = Arc::new(MeteredStorage::new(
-        backend::open_storage(&config.storage)?,
+        opened.storage.clone(),
         metrics.storage.clone(),
     ));
+    let ha = backend::open_ha(&config, &opened)?;
     let seals = backend::build_seals(&config.seals).await?;
     let auto = !seals.enabled.is_empty();
     let seal_name = if auto { "awskms" } else { "shamir" };
@@ -190,13 +198,19 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     let bound = listener::bind_all(&config.listeners).await?;
     // Vault: VAULT_API_ADDR overrides the file (the Helm chart sets it to
     // the pod's address).
-    let api_addr = std::env::var("VAULT_API_ADDR")
-        .ok()
-        .filter(|a| !a.is_empty())
+    let stanza = opened.consul.as_ref().map(|(_, c)| c);
+    let api_addr = env_addr("VAULT_API_ADDR")
         .or_else(|| config.api_addr.clone())
+        .or_else(|| stanza.and_then(|c| c.redirect_addr.clone()))
         .or_else(|| bound.first().map(listener::Bound::url))
         .unwrap_or_default();
+    let cluster_addr = env_addr("VAULT_CLUSTER_ADDR")
+        .or_else(|| config.cluster_addr.clone())
+        .or_else(|| stanza.and_then(|c| c.cluster_addr.clone()));
     let mut options = CoreOptions::new(config.storage.kind()).with_api_addr(api_addr.clone());
+    if let Some(addr) = &cluster_addr {
+        options = options.with_cluster_addr(addr.clone());
+    }
     if let Some(name) = &config.cluster_name {
         options = options.with_cluster_name(name.clone());
     }
@@ -227,6 +241,10 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     } else {
         builder.shamir()
     };
+    let ha_enabled = ha.is_some();
+    if let Some(ha) = ha {
+        builder = builder.ha(ha);
+    }
     if let Some(hook) = crash_hook::from_env()? {
         builder = builder.migration_hook(hook);
     }
@@ -237,6 +255,9 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
 
     let mut summary = String::from("==> Strongroom server configuration:\n\n");
     summary.push_str(&format!("             Api Address: {api_addr}\n"));
+    if let Some(addr) = &cluster_addr {
+        summary.push_str(&format!("         Cluster Address: {addr}\n"));
+    }
     if let Some(name) = &config.cluster_name {
         summary.push_str(&format!("            Cluster Name: {name}\n"));
     }
@@ -255,6 +276,16 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         "                 Storage: {}\n",
         storage_description(&config.storage)
     ));
+    if ha_enabled {
+        summary.push_str(&format!(
+            "              HA Storage: consul{}\n",
+            if config.ha_storage.is_some() {
+                " (ha_storage)"
+            } else {
+                ""
+            }
+        ));
+    }
     summary.push_str(&format!(
         "                 Version: Strongroom v{}\n",
         strongroom::VERSION
@@ -283,6 +314,13 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         let status = NodeStatus::of(&core).await;
         registrations.push(Arc::new(KubernetesRegistration::start(kubernetes, status)?));
     }
+    if let Some(consul) = backend::consul_registration(&config, &opened)? {
+        let status = NodeStatus::of(&core).await;
+        registrations.push(Arc::new(ConsulRegistration::start(
+            &consul, &api_addr, status,
+        )?));
+    }
+    let forwarder = Forwarder::new()?;
     if !registrations.is_empty() {
         tokio::spawn(publish_status(
             core.clone(),
@@ -297,6 +335,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
             metrics: metrics.clone(),
             max_request_size: b.config.max_request_size,
             unauthenticated_metrics: b.config.unauthenticated_metrics_access,
+            forwarder: forwarder.clone(),
         };
         tasks.push(tokio::spawn(listener::serve(
             b,
