@@ -18,6 +18,7 @@
 //! | clients behind a Service recording every operation; what each node says it is | [`load::Load`], [`load::Service`], [`history::History`], [`roles::RoleSampler`] |
 //! | "is this history linearizable?" (register model, per key) | [`linearizability::check_register`], [`history::History::check`] |
 //! | OpenBao's dev server as the reference to compare with | [`BaoDev`] |
+//! | N nodes electing an active one on Consul; "never two active" | [`ha::HaCluster`], [`ha::LeaderSampler`] |
 //!
 //! Rules the harness keeps so suites do not flake: ports come from outside
 //! the kernel's ephemeral range and are locked across processes for the
@@ -61,6 +62,7 @@
 
 pub mod bao;
 pub mod consul;
+pub mod ha;
 pub mod history;
 pub mod http;
 pub mod kms_cluster;
