@@ -1,0 +1,605 @@
+//! HA with real processes: three `strongroom server` nodes on a real Consul
+//! (short session TTL and lock-delay, an agent with `session_ttl_min =
+//! "1s"`), orchestrated through testkit. Every scenario runs a
+//! `LeaderSampler` that fails the test if two nodes ever say they are
+//! active at the same time; failures print the timeline and log tails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::ha::{HaCluster, HaOptions, LeaderSampler};
+use testkit::{NodeConfig, Scenario, wait};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const SAMPLE_EVERY: Duration = Duration::from_millis(25);
+
+fn base() -> NodeConfig {
+    NodeConfig::new().binary(env!("CARGO_BIN_EXE_strongroom"))
+}
+
+async fn cluster(sc: &Scenario) -> HaCluster {
+    let consul = testkit::consul::shared_dev();
+    HaCluster::start(sc, consul, base(), HaOptions::default()).await
+}
+
+/// A raw request with extra headers, no redirects followed.
+async fn raw(
+    url: &str,
+    method: &str,
+    token: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let mut request = http
+        .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+        .header("X-Vault-Token", token);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, headers, value)
+}
+
+/// Writes `kv/<key>` through `node` until it succeeds; returns how long
+/// that took from `since`.
+async fn write_until_accepted(c: &HaCluster, node: usize, key: &str, since: Instant) -> Duration {
+    wait::until(
+        &format!("a write through {} is accepted", c.node(node).name()),
+        DEADLINE,
+        || async {
+            match c
+                .node(node)
+                .try_call(
+                    "PUT",
+                    &format!("kv/{key}"),
+                    Some(c.root()),
+                    Some(json!({"v": key})),
+                )
+                .await
+            {
+                Ok((204 | 200, _)) => Ok(since.elapsed()),
+                Ok((code, body)) => Err(format!("{code} {body}")),
+                Err(e) => Err(e),
+            }
+        },
+    )
+    .await
+}
+
+async fn read(c: &HaCluster, node: usize, key: &str) -> Option<Value> {
+    c.node(node).read(c.root(), &format!("kv/{key}")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_active_writes_anywhere_read_everywhere_and_standbys_forward() {
+    let sc = Scenario::new("three nodes: one active, standbys forward or redirect");
+    let c = cluster(&sc).await;
+    let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
+    let active = c.active(DEADLINE).await;
+    let standby = (active + 1) % 3;
+    c.node(active).mount_kv(c.root(), "kv", "1").await;
+
+    sc.step("a write through each node, read back through each node");
+    for i in 0..3 {
+        c.node(i)
+            .write(c.root(), &format!("kv/from-n{}", i + 1), json!({"by": i}))
+            .await;
+    }
+    for reader in 0..3 {
+        for writer in 0..3 {
+            let got = read(&c, reader, &format!("from-n{}", writer + 1)).await;
+            assert_eq!(
+                got,
+                Some(json!({"by": writer})),
+                "n{} reading n{}'s write",
+                reader + 1,
+                writer + 1
+            );
+        }
+    }
+
+    sc.step("sys/leader and sys/health on each node");
+    let active_addr = c.node(active).base.clone();
+    for (i, node) in c.nodes().iter().enumerate() {
+        let (code, leader) = node.call("GET", "sys/leader", None, None).await;
+        assert_eq!(code, 200);
+        assert_eq!(leader["ha_enabled"], true);
+        assert_eq!(leader["is_self"], i == active, "{leader}");
+        assert_eq!(leader["leader_address"], active_addr.as_str(), "{leader}");
+        assert_eq!(leader["performance_standby"], false);
+        let want = if i == active { 200 } else { 429 };
+        assert_eq!(node.health_code("").await, want);
+        assert_eq!(node.health_code("standbyok=true").await, 200);
+    }
+
+    sc.step("a standby redirects with 307 when asked not to forward");
+    let url = format!("{}/v1/kv/from-n1?x=1", c.node(standby).base);
+    let (code, headers, _) = raw(
+        &url,
+        "GET",
+        c.root(),
+        None,
+        &[("X-Vault-No-Request-Forwarding", "true")],
+    )
+    .await;
+    assert_eq!(code, 307);
+    assert_eq!(
+        headers["location"],
+        format!("{active_addr}/v1/kv/from-n1?x=1").as_str()
+    );
+
+    sc.step("without the header it forwards: same answer as the active node");
+    let (direct, _, direct_body) = raw(
+        &format!("{active_addr}/v1/kv/from-n1"),
+        "GET",
+        c.root(),
+        None,
+        &[],
+    )
+    .await;
+    let (forwarded, _, forwarded_body) = raw(&url, "GET", c.root(), None, &[]).await;
+    assert_eq!(
+        (forwarded, &forwarded_body["data"]),
+        (direct, &direct_body["data"])
+    );
+    // Errors are relayed as they are, token checks included.
+    let (denied, _, body) = raw(&url, "GET", "not-a-token", None, &[]).await;
+    assert_eq!(denied, 403, "{body}");
+
+    sc.step("strongroom status on a standby and on the active node");
+    for (i, want_mode) in [(standby, "standby"), (active, "active")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
+            .args(["status", &format!("-address={}", c.node(i).base)])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let row = |key: &str| {
+            text.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .filter(|r| r.starts_with("  "))
+                    .map(|r| r.trim().to_owned())
+            })
+        };
+        assert_eq!(row("HA Enabled").as_deref(), Some("true"), "{text}");
+        assert_eq!(row("HA Mode").as_deref(), Some(want_mode), "{text}");
+        assert!(row("HA Cluster").is_some(), "{text}");
+        if want_mode == "standby" {
+            assert_eq!(
+                row("Active Node Address").as_deref(),
+                Some(active_addr.as_str()),
+                "{text}"
+            );
+        } else {
+            assert!(row("Active Since").is_some(), "{text}");
+        }
+    }
+    sampler.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hvac_through_a_standby_works_unchanged() {
+    let sc = Scenario::new("hvac against a standby");
+    let c = cluster(&sc).await;
+    let active = c.active(DEADLINE).await;
+    let standby = (active + 1) % 3;
+    let python = std::env::var("STRONGROOM_PYTHON").unwrap_or_else(|_| {
+        testkit::tools::cache_dir()
+            .join("venv/bin/python")
+            .display()
+            .to_string()
+    });
+    let script = r#"
+import sys, hvac
+client = hvac.Client(url=sys.argv[1], token=sys.argv[2])
+assert client.is_authenticated()
+client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+client.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"password": "s3cret"}, mount_point="secret")
+got = client.secrets.kv.v2.read_secret_version(path="app/db", mount_point="secret", raise_on_deleted_version=True)
+assert got["data"]["data"] == {"password": "s3cret"}, got
+leader = client.sys.read_leader_status()
+assert leader["ha_enabled"] and not leader["is_self"], leader
+assert client.sys.read_health_status(method="GET", standby_ok=True)["standby"] is True
+print("hvac ok")
+"#;
+    let out = tokio::process::Command::new(&python)
+        .args(["-c", script, &c.node(standby).base, c.root()])
+        .output()
+        .await
+        .unwrap_or_else(|e| {
+            panic!("run {python} (scripts/setup-tools.sh installs the venv with hvac): {e}")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("hvac ok"),
+        "hvac failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The secret is on the active node, where the standby sent it.
+    let (code, body) = c
+        .node(active)
+        .call("GET", "secret/data/app/db", Some(c.root()), None)
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(body["data"]["data"], json!({"password": "s3cret"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_of_the_active_hands_over_at_once() {
+    let sc = Scenario::new("graceful: SIGTERM the active node");
+    let c = cluster(&sc).await;
+    let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
+    let old = c.active(DEADLINE).await;
+    c.node(old).mount_kv(c.root(), "kv", "1").await;
+    c.node(old)
+        .write(c.root(), "kv/before", json!({"v": 1}))
+        .await;
+    let survivor = (old + 1) % 3;
+    sc.step(format!("SIGTERM {}", c.node(old).name()));
+    let sent = Instant::now();
+    let status = c.node(old).terminate();
+    assert!(status.is_some_and(|s| s.success()), "exit: {status:?}");
+    let took = write_until_accepted(&c, survivor, "after", sent).await;
+    sc.step(format!("a write was accepted {took:?} after the SIGTERM"));
+    eprintln!("graceful failover: write accepted {took:?} after SIGTERM");
+    let new = c.active_except(old, DEADLINE).await;
+    assert_eq!(read(&c, new, "before").await, Some(json!({"v": 1})));
+    assert!(
+        c.node(old).log().contains("giving up the HA lock"),
+        "the old node released the lock on its way out"
+    );
+    sampler.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_of_the_active_fails_over_after_ttl_and_lock_delay() {
+    let sc = Scenario::new("crash: SIGKILL the active node");
+    let c = cluster(&sc).await;
+    let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
+    let old = c.active(DEADLINE).await;
+    c.node(old).mount_kv(c.root(), "kv", "1").await;
+    c.node(old)
+        .write(c.root(), "kv/before", json!({"v": 1}))
+        .await;
+    let survivor = (old + 2) % 3;
+    sc.step(format!("SIGKILL {}", c.node(old).name()));
+    let killed = Instant::now();
+    c.node(old).kill9();
+    let took = write_until_accepted(&c, survivor, "after", killed).await;
+    sc.step(format!("a write was accepted {took:?} after the SIGKILL"));
+    eprintln!(
+        "crash failover (session TTL 2 s, lock-delay 1 s): write accepted {took:?} after SIGKILL"
+    );
+    let new = c.active_except(old, DEADLINE).await;
+    assert_eq!(read(&c, new, "before").await, Some(json!({"v": 1})));
+    sampler.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn step_down_through_a_standby_hands_over_and_the_old_active_forwards() {
+    let sc = Scenario::new("sys/step-down");
+    let c = cluster(&sc).await;
+    let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
+    let old = c.active(DEADLINE).await;
+    c.node(old).mount_kv(c.root(), "kv", "1").await;
+    let via = (old + 1) % 3;
+    // Only a sudo token may step down; the standby forwards the refusal.
+    let (code, _) = c
+        .node(via)
+        .call("PUT", "sys/step-down", Some("nope"), None)
+        .await;
+    assert_eq!(code, 403);
+    sc.step(format!(
+        "sys/step-down through standby {}",
+        c.node(via).name()
+    ));
+    let (code, body) = c
+        .node(via)
+        .call("PUT", "sys/step-down", Some(c.root()), None)
+        .await;
+    assert_eq!(code, 204, "{body}");
+    let new = c.active_except(old, DEADLINE).await;
+    sc.step(format!("{} is active", c.node(new).name()));
+    c.node(old).wait_standby(DEADLINE).await;
+    // The old active node is a forwarding standby now.
+    c.node(old)
+        .write(c.root(), "kv/through-old", json!({"v": 2}))
+        .await;
+    assert_eq!(read(&c, new, "through-old").await, Some(json!({"v": 2})));
+    let (_, leader) = c.node(old).call("GET", "sys/leader", None, None).await;
+    assert_eq!(leader["leader_address"], c.node(new).base.as_str());
+    sampler.stop_and_check().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_standby_promoted_after_a_rotation_reads_old_and_new_terms() {
+    let sc = Scenario::new("rotation on the active, promotion later");
+    let c = cluster(&sc).await;
+    let old = c.active(DEADLINE).await;
+    c.node(old).mount_kv(c.root(), "kv", "1").await;
+    c.node(old)
+        .write(c.root(), "kv/term1", json!({"v": 1}))
+        .await;
+    let via = (old + 1) % 3;
+    sc.step("sys/rotate through a standby");
+    let (code, body) = c
+        .node(via)
+        .call("PUT", "sys/rotate", Some(c.root()), None)
+        .await;
+    assert_eq!(code, 204, "{body}");
+    c.node(via)
+        .write(c.root(), "kv/term2", json!({"v": 2}))
+        .await;
+    sc.step(format!("SIGTERM {}", c.node(old).name()));
+    c.node(old).terminate();
+    let new = c.active_except(old, DEADLINE).await;
+    assert_eq!(read(&c, new, "term1").await, Some(json!({"v": 1})));
+    assert_eq!(read(&c, new, "term2").await, Some(json!({"v": 2})));
+    let (code, status) = c
+        .node(new)
+        .call("GET", "sys/key-status", Some(c.root()), None)
+        .await;
+    assert_eq!(code, 200);
+    assert_eq!(status["term"], 2, "{status}");
+    c.node(new)
+        .write(c.root(), "kv/after", json!({"v": 3}))
+        .await;
+}
+
+/// One write by the old active node's clients: key, and the answer.
+#[derive(Debug)]
+struct Attempt {
+    key: String,
+    status: Option<u16>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_active_node_cannot_write_after_another_took_over() {
+    let sc = Scenario::new(
+        "fencing: SIGSTOP the active node past its session, SIGCONT with writes in flight",
+    );
+    let c = cluster(&sc).await;
+    let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
+    let old = c.active(DEADLINE).await;
+    c.node(old).mount_kv(c.root(), "kv", "1").await;
+    c.node(old)
+        .write(c.root(), "kv/contended", json!({"v": "before"}))
+        .await;
+
+    sc.step(format!(
+        "8 writers hammer {} directly (no forwarding)",
+        c.node(old).name()
+    ));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let url = c.node(old).base.clone();
+        let token = c.root().to_owned();
+        let stop = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap();
+            let mut attempts = Vec::new();
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                i += 1;
+                for key in [format!("old-{w}-{i}"), "contended".to_owned()] {
+                    let status = http
+                        .put(format!("{url}/v1/kv/{key}"))
+                        .header("X-Vault-Token", &token)
+                        .header("X-Vault-No-Request-Forwarding", "true")
+                        .json(&json!({"v": format!("old-{w}-{i}")}))
+                        .send()
+                        .await
+                        .ok()
+                        .map(|r| r.status().as_u16());
+                    attempts.push(Attempt { key, status });
+                }
+            }
+            attempts
+        }));
+    }
+    wait::until("the writers got through", DEADLINE, || async {
+        c.node(old).read(c.root(), "kv/old-0-3").await.is_some()
+    })
+    .await;
+
+    sc.step(format!("SIGSTOP {}", c.node(old).name()));
+    sampler.excuse_until_standby(old);
+    c.node(old).pause();
+    let new = c.active_except(old, DEADLINE).await;
+    sc.step(format!(
+        "{} took over; it writes the contended key",
+        c.node(new).name()
+    ));
+    c.node(new)
+        .write(c.root(), "kv/contended", json!({"v": "new"}))
+        .await;
+    c.node(new)
+        .write(c.root(), "kv/by-new", json!({"v": "new"}))
+        .await;
+
+    sc.step(format!(
+        "SIGCONT {} with its writes in flight",
+        c.node(old).name()
+    ));
+    c.node(old).resume();
+    c.node(old).wait_standby(DEADLINE).await;
+    sc.step(format!("{} is a standby", c.node(old).name()));
+    stop.cancel();
+    let mut attempts = Vec::new();
+    for w in writers {
+        attempts.extend(w.await.unwrap());
+    }
+
+    sc.step("check every write");
+    assert_eq!(
+        read(&c, new, "contended").await,
+        Some(json!({"v": "new"})),
+        "the old node overwrote the new active's write"
+    );
+    assert_eq!(read(&c, new, "by-new").await, Some(json!({"v": "new"})));
+    let (mut acked, mut refused) = (0, 0);
+    for a in attempts.iter().filter(|a| a.key != "contended") {
+        let stored = read(&c, new, &a.key).await;
+        match a.status {
+            Some(200 | 204) => {
+                acked += 1;
+                assert!(stored.is_some(), "acknowledged write {} is lost", a.key);
+            }
+            _ => {
+                refused += 1;
+                assert!(
+                    stored.is_none(),
+                    "write {} landed although it was answered {:?}",
+                    a.key,
+                    a.status
+                );
+            }
+        }
+    }
+    let mut answers = std::collections::BTreeMap::new();
+    for a in &attempts {
+        *answers.entry(a.status).or_insert(0) += 1;
+    }
+    eprintln!(
+        "fencing: {acked} acknowledged writes intact, {refused} refused writes absent; answers {answers:?}"
+    );
+    sc.step(format!(
+        "{acked} acknowledged writes intact, {refused} refused writes absent"
+    ));
+    assert!(acked > 0 && refused > 0, "acked {acked}, refused {refused}");
+    let log = c.node(old).log();
+    assert!(
+        log.contains("leadership lost"),
+        "the old node says it lost the lock"
+    );
+    for line in log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .take(20)
+    {
+        eprintln!("old active: {line}");
+    }
+    sampler.stop_and_check().await;
+}
+
+/// The instances of `service` in the Consul catalog: (port, tags, check
+/// statuses).
+async fn catalog(c: &HaCluster) -> Entries {
+    let url = format!(
+        "http://{}/v1/health/service/{}",
+        c.consul_http(),
+        c.service()
+    );
+    let entries: Value = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let tags = e["Service"]["Tags"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_owned())
+                .collect();
+            let checks = e["Checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| {
+                    c["CheckID"]
+                        .as_str()
+                        .is_some_and(|id| id.ends_with("vault-sealed-check"))
+                })
+                .map(|c| c["Status"].as_str().unwrap().to_owned())
+                .collect();
+            (e["Service"]["Port"].as_u64().unwrap(), tags, checks)
+        })
+        .collect()
+}
+
+type Entries = Vec<(u64, Vec<String>, Vec<String>)>;
+
+/// The catalog, once exactly the node on `port` carries the `active` tag.
+async fn one_active_tag(c: &HaCluster, port: u64) -> Result<Entries, String> {
+    let entries = catalog(c).await;
+    let active: Vec<u64> = entries
+        .iter()
+        .filter(|(_, tags, _)| tags.iter().any(|t| t == "active"))
+        .map(|(p, _, _)| *p)
+        .collect();
+    if active == [port] {
+        Ok(entries)
+    } else {
+        Err(format!("{entries:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_consul_catalog_names_one_active_node_and_shows_sealed_ones() {
+    let sc = Scenario::new("service registration follows the roles");
+    let c = cluster(&sc).await;
+    let first = c.active(DEADLINE).await;
+    let port = |i: usize| u64::from(c.node(i).port());
+    let entries = wait::until("one active tag in the catalog", DEADLINE, || {
+        one_active_tag(&c, port(first))
+    })
+    .await;
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    for (_, tags, checks) in &entries {
+        assert!(tags.iter().any(|t| t == "initialized"), "{tags:?}");
+        assert_eq!(checks, &["passing"], "{entries:?}");
+    }
+
+    sc.step(format!("seal the active node {}", c.node(first).name()));
+    let (code, body) = c
+        .node(first)
+        .call("PUT", "sys/seal", Some(c.root()), None)
+        .await;
+    assert_eq!(code, 204, "{body}");
+    let second = c.active_except(first, DEADLINE).await;
+    let entries = wait::until(
+        "the new active tagged, the sealed node critical",
+        DEADLINE,
+        || async {
+            let entries = one_active_tag(&c, port(second)).await?;
+            let sealed = entries
+                .iter()
+                .find(|(p, _, _)| *p == port(first))
+                .ok_or("sealed node missing")?;
+            (sealed.2 == ["critical"] && sealed.1.iter().any(|t| t == "standby"))
+                .then_some(entries.clone())
+                .ok_or_else(|| format!("{entries:?}"))
+        },
+    )
+    .await;
+    sc.step(format!("catalog: {entries:?}"));
+
+    sc.step(format!("SIGTERM {}: it deregisters", c.node(second).name()));
+    c.node(second).terminate();
+    let third = c.active_except(second, DEADLINE).await;
+    wait::until("the stopped node left the catalog", DEADLINE, || async {
+        let entries = one_active_tag(&c, port(third)).await?;
+        (entries.len() == 2)
+            .then_some(())
+            .ok_or_else(|| format!("{entries:?}"))
+    })
+    .await;
+}
