@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use seal_core::{RootKey, Storage, StorageError, StorageLimits, TxnOp, validate_key};
@@ -16,6 +17,7 @@ use crate::keyring::{
     EncodedKeyring, KeyStatus, Keyring, RootKeyEntry, RootKeyEntryRef, RotationConfig, TermKey,
     to_zeroizing_json,
 };
+use crate::observer::{BarrierOp, OpObserver};
 
 /// Where the keyring lives: a barrier entry of term 1, encrypted with the
 /// root key, AAD = this path.
@@ -53,6 +55,7 @@ pub struct Barrier {
     backend: AeadBackend,
     state: RwLock<Option<Arc<Keyring>>>,
     admin: tokio::sync::Mutex<()>,
+    observer: OnceLock<Arc<dyn OpObserver>>,
 }
 
 impl fmt::Debug for Barrier {
@@ -79,6 +82,21 @@ impl Barrier {
             backend,
             state: RwLock::new(None),
             admin: tokio::sync::Mutex::new(()),
+            observer: OnceLock::new(),
+        }
+    }
+
+    /// Has `observer` told how long every data operation (get, put,
+    /// delete, list, transaction) takes, successes and failures alike: the
+    /// source of Vault's `vault.barrier.*` timings. The first observer set
+    /// stays; returns whether this one was.
+    pub fn set_observer(&self, observer: Arc<dyn OpObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    fn observed(&self, op: BarrierOp, start: Instant) {
+        if let Some(observer) = self.observer.get() {
+            observer.observed(op, start.elapsed());
         }
     }
 
@@ -366,6 +384,13 @@ impl Barrier {
     /// decrypt errors of [`decrypt`](Self::decrypt); [`BarrierError::Storage`]
     /// (including an invalid key).
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, BarrierError> {
+        let start = Instant::now();
+        let result = self.get_untimed(key).await;
+        self.observed(BarrierOp::Get, start);
+        result
+    }
+
+    async fn get_untimed(&self, key: &str) -> Result<Option<Vec<u8>>, BarrierError> {
         let keyring = self.keyring()?;
         self.check_reserved("get", key)?;
         let Some(ciphertext) = self.storage.get(key).await? else {
@@ -382,6 +407,13 @@ impl Barrier {
     /// barrier's own entries; [`BarrierError::Storage`] (including an invalid
     /// key or a value too large).
     pub async fn put(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
+        let start = Instant::now();
+        let result = self.put_untimed(key, value).await;
+        self.observed(BarrierOp::Put, start);
+        result
+    }
+
+    async fn put_untimed(&self, key: &str, value: &[u8]) -> Result<(), BarrierError> {
         let keyring = self.keyring()?;
         validate_key(key)?;
         self.check_reserved("put", key)?;
@@ -397,6 +429,13 @@ impl Barrier {
     /// [`BarrierError::Sealed`]; [`BarrierError::ReservedPath`];
     /// [`BarrierError::Storage`].
     pub async fn delete(&self, key: &str) -> Result<(), BarrierError> {
+        let start = Instant::now();
+        let result = self.delete_untimed(key).await;
+        self.observed(BarrierOp::Delete, start);
+        result
+    }
+
+    async fn delete_untimed(&self, key: &str) -> Result<(), BarrierError> {
         self.keyring()?;
         self.check_reserved("delete", key)?;
         self.storage.delete(key).await?;
@@ -411,6 +450,13 @@ impl Barrier {
     /// # Errors
     /// [`BarrierError::Sealed`]; [`BarrierError::Storage`].
     pub async fn list(&self, prefix: &str) -> Result<Vec<String>, BarrierError> {
+        let start = Instant::now();
+        let result = self.list_untimed(prefix).await;
+        self.observed(BarrierOp::List, start);
+        result
+    }
+
+    async fn list_untimed(&self, prefix: &str) -> Result<Vec<String>, BarrierError> {
         self.keyring()?;
         let mut names = self.storage.list(prefix).await?;
         let mut folder_has_others = None;
@@ -458,6 +504,13 @@ impl Barrier {
     /// [`BarrierError::Sealed`]; [`BarrierError::ReservedPath`];
     /// [`BarrierError::Storage`]. On error nothing is written.
     pub async fn transaction(&self, ops: Vec<TxnOp>) -> Result<(), BarrierError> {
+        let start = Instant::now();
+        let result = self.transaction_untimed(ops).await;
+        self.observed(BarrierOp::Transaction, start);
+        result
+    }
+
+    async fn transaction_untimed(&self, ops: Vec<TxnOp>) -> Result<(), BarrierError> {
         let keyring = self.keyring()?;
         for op in &ops {
             validate_key(op.key())?;

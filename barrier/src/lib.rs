@@ -52,8 +52,10 @@ mod barrier;
 pub mod cipher;
 mod error;
 pub mod keyring;
+mod observer;
 
 pub use barrier::{Barrier, KEYRING_PATH, ROOT_KEY_PATH};
 pub use cipher::{AeadBackend, MIN_CIPHERTEXT_LEN, OVERHEAD};
 pub use error::BarrierError;
 pub use keyring::{KeyStatus, RotationConfig};
+pub use observer::{BarrierOp, OpObserver};

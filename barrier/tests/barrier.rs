@@ -44,6 +44,7 @@ for_each_backend!(
     transaction_encrypts_every_put,
     concurrent_encryptions_are_all_counted,
     debug_prints_no_key,
+    every_data_operation_is_observed,
 );
 
 mod cases {
@@ -737,5 +738,39 @@ mod cases {
         assert!(printed.contains("sealed: false"), "{printed}");
         assert!(!printed.to_lowercase().contains("abab"), "{printed}");
         assert!(!printed.contains("q6ur"), "base64 of the key: {printed}");
+    }
+
+    pub(crate) async fn every_data_operation_is_observed(backend: AeadBackend) {
+        #[derive(Debug, Default)]
+        struct Seen(std::sync::Mutex<Vec<barrier::BarrierOp>>);
+        impl barrier::OpObserver for Seen {
+            fn observed(&self, op: barrier::BarrierOp, _elapsed: Duration) {
+                self.0.lock().unwrap().push(op);
+            }
+        }
+        let root = RootKey::from_bytes(&[7; 32]).unwrap();
+        let b = Barrier::with_backend(Arc::new(MemoryStorage::new()), backend);
+        let seen = Arc::new(Seen::default());
+        assert!(b.set_observer(seen.clone()));
+        assert!(
+            !b.set_observer(Arc::new(Seen::default())),
+            "the first observer stays"
+        );
+        b.initialize(&root).await.unwrap();
+        // Sealed: refused, and still observed.
+        assert!(b.get("a").await.is_err());
+        b.unseal(&root).await.unwrap();
+        b.put("a", b"1").await.unwrap();
+        b.get("a").await.unwrap();
+        b.list("").await.unwrap();
+        b.transaction(vec![TxnOp::put("b", b"2".to_vec())])
+            .await
+            .unwrap();
+        b.delete("a").await.unwrap();
+        use barrier::BarrierOp::*;
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [Get, Put, Get, List, Transaction, Delete]
+        );
     }
 }

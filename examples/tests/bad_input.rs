@@ -297,6 +297,8 @@ async fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
         "# TYPE vault_core_handle_request summary\n",
         "vault_core_handle_request{quantile=\"0.99\"} ",
         "vault_redb_put_count ",
+        "vault_barrier_put{quantile=\"0.5\"} ",
+        "vault_barrier_get_count ",
         "strongroom_core_unseal_failures_total 1",
         "vault_barrier_estimated_encryptions{term=\"1\"}",
     ] {

@@ -379,6 +379,9 @@ pub(crate) struct Metrics {
     /// `vault.<storage>.get|put|list|delete|transaction`: physical storage
     /// operations (Vault's `vault_consul_get` …).
     pub(crate) storage: storage::StorageTimers,
+    /// `vault.barrier.get|put|list|delete|transaction`: the same through
+    /// the barrier (encryption included); the barrier's observer.
+    pub(crate) barrier: storage::StorageTimers,
 }
 
 /// Collects recorded metrics while [`Metrics::new`] defines them.
@@ -421,6 +424,7 @@ impl Metrics {
             "Time to handle an API request, in milliseconds",
         );
         let storage = storage::StorageTimers::define(&mut defs, storage_kind);
+        let barrier = storage::StorageTimers::define(&mut defs, "barrier");
         let leadership_lost = defs.timer(
             "vault.core.leadership_lost",
             "How long the node was active before it lost or gave up the HA lock, in milliseconds",
@@ -446,6 +450,7 @@ impl Metrics {
             requests,
             leadership_lost,
             storage,
+            barrier,
         }
     }
 

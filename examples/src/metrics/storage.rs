@@ -1,12 +1,15 @@
-//! Physical storage timings under Vault's names (`vault_consul_get`,
-//! `vault_consul_put`, …): a [`Storage`] that times every call of the one
-//! it wraps. Storage latency is the first thing to look at when requests
-//! slow down, and Vault's dashboards already chart these series.
+//! Storage timings under Vault's names: the physical backend's
+//! (`vault_consul_get`, `vault_consul_put`, …, from a [`Storage`] that
+//! times every call of the one it wraps) and the barrier's above it
+//! (`vault_barrier_get`, …, from the barrier's [`OpObserver`] hook: the
+//! same calls plus encryption). Storage latency is the first thing to look
+//! at when requests slow down, and Vault's dashboards chart these series.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
+use barrier::{BarrierOp, OpObserver};
 use seal_core::{Storage, StorageError, StorageLimits, TxnOp};
 
 use super::{Definitions, Timer};
@@ -38,6 +41,25 @@ impl StorageTimers {
                 "Time to apply one storage transaction, in milliseconds",
             ),
         }
+    }
+}
+
+impl StorageTimers {
+    fn timer(&self, op: BarrierOp) -> &Timer {
+        match op {
+            BarrierOp::Get => &self.get,
+            BarrierOp::Put => &self.put,
+            BarrierOp::Delete => &self.delete,
+            BarrierOp::List => &self.list,
+            BarrierOp::Transaction => &self.transaction,
+        }
+    }
+}
+
+/// `vault.barrier.*`: the same timers, named for the barrier.
+impl OpObserver for StorageTimers {
+    fn observed(&self, op: BarrierOp, elapsed: std::time::Duration) {
+        self.timer(op).observe(elapsed);
     }
 }
 

@@ -252,6 +252,8 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         what: "starting the core".into(),
         message: e.to_string(),
     })?;
+    core.barrier()
+        .set_observer(Arc::new(metrics.barrier.clone()));
 
     let mut summary = String::from("==> Strongroom server configuration:\n\n");
     summary.push_str(&format!("             Api Address: {api_addr}\n"));
