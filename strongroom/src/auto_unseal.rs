@@ -112,6 +112,13 @@ impl AutoUnsealTracker {
         self.with(|t| t.next_attempt = Some(at));
     }
 
+    /// Whether the last attempt failed on the seal (not merely waiting for
+    /// init or a migration) and no retry has been scheduled since: the
+    /// loop's first attempt then waits out a backoff first.
+    pub(crate) fn failed_recently(&self) -> bool {
+        self.with(|t| t.next_attempt.is_none() && t.failures > 0)
+    }
+
     /// The message of the last failure, if the last attempt failed.
     pub(crate) fn last_error(&self) -> Option<String> {
         self.with(|t| t.last_error.as_ref().map(|(m, _, _)| m.clone()))

@@ -840,6 +840,21 @@ async fn auto_unseal_loop(weak: Weak<Inner>) {
     };
     let _running = tracker.running();
     let mut backoff = None;
+    // The core's build made the first attempt: if it failed, this loop's
+    // first attempt is its first retry and waits like one (otherwise a
+    // node started while the KMS is down logs two failures at once).
+    if tracker.failed_recently() {
+        let Some(initial) = weak
+            .upgrade()
+            .map(|inner| inner.options.auto_unseal_initial_backoff)
+        else {
+            return;
+        };
+        backoff = Some(initial);
+        let jittered = jitter(initial);
+        tracker.next_attempt_in(jittered);
+        tokio::time::sleep(jittered).await;
+    }
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let core = Core { inner };

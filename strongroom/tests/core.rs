@@ -494,6 +494,46 @@ async fn kms_outage_at_start_then_the_retry_loop_unseals_without_restart() {
     assert!(restarted.last_auto_unseal_error().is_none());
 }
 
+/// A node started while the KMS is down made its first attempt in
+/// `build`; the retry loop's first attempt waits a backoff like any retry
+/// (one failure line per attempt, no burst of two at start).
+#[tokio::test(start_paused = true)]
+async fn the_retry_loop_waits_after_the_attempt_made_at_start() {
+    let storage = Arc::new(MemoryStorage::new());
+    let seal = Arc::new(InsecureTestSeal::new());
+    auto_core(&storage, &seal)
+        .await
+        .init(recovery_params(1, 1))
+        .await
+        .unwrap();
+    seal.set_unreachable(true);
+    let initial = Duration::from_millis(400);
+    let restarted = Core::builder()
+        .storage(storage.clone())
+        .auto_seal(seal.clone())
+        .options(CoreOptions::new("inmem").with_auto_unseal_backoff(initial, initial))
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(restarted.metrics().await.auto_unseal_failures, 1);
+    let task = restarted.spawn_auto_unseal();
+    // Jitter waits at least half the backoff: nothing may happen before.
+    tokio::time::sleep(initial / 2 - Duration::from_millis(10)).await;
+    assert_eq!(
+        restarted.metrics().await.auto_unseal_failures,
+        1,
+        "the loop retried at once after the attempt at start"
+    );
+    tokio::time::sleep(initial).await;
+    assert!(restarted.metrics().await.auto_unseal_failures >= 2, "it retries");
+    seal.set_unreachable(false);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the loop ends once unsealed")
+        .unwrap();
+    assert!(!restarted.is_sealed());
+}
+
 #[tokio::test]
 async fn auto_unseal_on_an_uninitialized_store_says_so() {
     let storage = Arc::new(MemoryStorage::new());
