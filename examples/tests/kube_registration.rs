@@ -17,20 +17,31 @@ use testkit::{Node, NodeConfig, Scenario, StorageStanza};
 const NS: &str = "vault";
 const POD: &str = "strongroom-0";
 
-/// A node on redb labelling pod `NS/POD` through `api`.
-async fn start(sc: &Scenario, api: &KubeApi) -> Node {
+/// A node on `storage` labelling pod `NS/pod` through `api`.
+async fn start_pod(
+    sc: &Scenario,
+    api: &KubeApi,
+    storage: StorageStanza,
+    name: &str,
+    pod: &str,
+) -> Node {
     let registration = hcl::Block::builder("service_registration")
         .add_label("kubernetes")
         .add_attribute(("retry_interval", "200ms"))
         .build();
     let mut config = NodeConfig::new()
         .binary(env!("CARGO_BIN_EXE_strongroom"))
-        .storage(StorageStanza::redb())
+        .storage(storage)
         .block(registration);
-    for (key, value) in api.pod_env(NS, POD) {
+    for (key, value) in api.pod_env(NS, pod) {
         config = config.env(&key, &value);
     }
-    config.start(sc, "n1").await
+    config.start(sc, name).await
+}
+
+/// A node on redb labelling pod `NS/POD`.
+async fn start(sc: &Scenario, api: &KubeApi) -> Node {
+    start_pod(sc, api, StorageStanza::redb(), "n1", POD).await
 }
 
 fn label_state(labels: &Map<String, Value>) -> (String, String, String) {
@@ -50,9 +61,14 @@ fn label_state(labels: &Map<String, Value>) -> (String, String, String) {
 
 /// Waits until the pod's labels say (active, sealed, initialized).
 async fn wait_labels(api: &KubeApi, server: &Node, want: (&str, &str, &str)) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_pod_labels(api, server, POD, want).await;
+}
+
+/// Waits until `pod`'s labels say (active, sealed, initialized).
+async fn wait_pod_labels(api: &KubeApi, server: &Node, pod: &str, want: (&str, &str, &str)) {
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let labels = api.labels(NS, POD).unwrap_or_default();
+        let labels = api.labels(NS, pod).unwrap_or_default();
         let got = label_state(&labels);
         if (got.0.as_str(), got.1.as_str(), got.2.as_str()) == want {
             return;
@@ -156,6 +172,74 @@ async fn pod_labels_follow_the_node_from_start_to_shutdown() {
         api.labels(NS, POD).unwrap()["vault-version"],
         strongroom::VERSION
     );
+}
+
+/// What the chart's `-active` Service selects: pods labelled
+/// `vault-active=true`.
+fn active_service_endpoints(api: &KubeApi, pods: &[&str]) -> Vec<String> {
+    pods.iter()
+        .filter(|p| {
+            api.labels(NS, p)
+                .and_then(|l| l.get("vault-active").cloned())
+                .is_some_and(|v| v == "true")
+        })
+        .map(|p| (*p).to_owned())
+        .collect()
+}
+
+/// Two HA pods on one Consul: the `-active` Service (selector
+/// `vault-active=true`) follows the leader through a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_active_service_follows_the_leader() {
+    let sc = Scenario::new("the -active Service follows the leader");
+    let consul = testkit::ConsulDev::start();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let api = KubeApi::start(listener, &sc.subdir("sa")).await;
+    let pods = ["strongroom-0", "strongroom-1"];
+    for pod in pods {
+        api.add_pod(NS, pod, Some(json!({"component": "server"})));
+    }
+    let storage = || {
+        StorageStanza::consul_dev(&consul, "vault/")
+            .session_ttl(Duration::from_secs(10))
+            .lock_delay(Duration::from_millis(500))
+    };
+    let n0 = start_pod(&sc, &api, storage(), "n0", pods[0]).await;
+    let n1 = start_pod(&sc, &api, storage(), "n1", pods[1]).await;
+    sc.step("init on n0, unseal both");
+    let init = n0.init(1, 1).await;
+    n0.unseal(&init.keys_base64).await;
+    n0.wait_active(Duration::from_secs(30)).await;
+    n1.unseal(&init.keys_base64).await;
+    n1.wait_standby(Duration::from_secs(30)).await;
+    wait_pod_labels(&api, &n0, pods[0], ("true", "false", "true")).await;
+    wait_pod_labels(&api, &n1, pods[1], ("false", "false", "true")).await;
+    assert_eq!(active_service_endpoints(&api, &pods), ["strongroom-0"]);
+
+    sc.step("SIGTERM the active pod: it releases the lock, the standby takes over");
+    let sigterm = Instant::now();
+    let exit = tokio::task::block_in_place(|| n0.terminate());
+    let took = sigterm.elapsed();
+    assert!(
+        exit.is_some_and(|e| e.success()),
+        "{exit:?}; log:\n{}",
+        n0.log()
+    );
+    // The chart's grace period is 10 s, 5 of them spent in the preStop
+    // sleep: shutdown (drain, lock release, labels) must fit the rest, or
+    // kubelet SIGKILLs the pod with the lock still held.
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    n1.wait_active(Duration::from_secs(30)).await;
+    wait_pod_labels(&api, &n1, pods[1], ("true", "false", "true")).await;
+    wait_pod_labels(&api, &n0, pods[0], ("false", "true", "false")).await;
+    assert_eq!(active_service_endpoints(&api, &pods), ["strongroom-1"]);
+
+    sc.step("the old pod comes back as a standby");
+    n0.start_again().await;
+    n0.unseal(&init.keys_base64).await;
+    n0.wait_standby(Duration::from_secs(30)).await;
+    wait_pod_labels(&api, &n0, pods[0], ("false", "false", "true")).await;
+    assert_eq!(active_service_endpoints(&api, &pods), ["strongroom-1"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -313,9 +313,9 @@ def consul(processes, ports, tmp_path) -> str:
     return f"127.0.0.1:{http}"
 
 
-def chart_config(helm, *values: str) -> str:
+def chart_config(helm, *values: str, sets: tuple = ()) -> str:
     """The server config the chart renders into its ConfigMap."""
-    cm = find(render(helm, *values), "ConfigMap", f"{FULLNAME}-config")
+    cm = find(render(helm, *values, sets=sets), "ConfigMap", f"{FULLNAME}-config")
     return cm["data"]["extraconfig-from-values.hcl"]
 
 

@@ -26,15 +26,18 @@ from conftest import Process, find, render, wait_until
 KUBE_PROBE_UA = "kube-probe/1.30"
 # The rows of reference/kubernetes.md §6 (✓ = the probe succeeds).
 TABLE = {
-    "/v1/sys/health": {"uninit": (False, 501), "sealed": (False, 503), "active": (True, 200)},
-    "/v1/sys/health?standbyok=true": {"uninit": (False, 501), "sealed": (False, 503), "active": (True, 200)},
+    "/v1/sys/health":
+        {"uninit": (False, 501), "sealed": (False, 503), "standby": (False, 429), "active": (True, 200)},
+    "/v1/sys/health?standbyok=true":
+        {"uninit": (False, 501), "sealed": (False, 503), "standby": (True, 200), "active": (True, 200)},
     "/v1/sys/health?standbyok=true&sealedcode=204&uninitcode=204":
-        {"uninit": (True, 204), "sealed": (True, 204), "active": (True, 200)},
-    "/v1/sys/health?uninitcode=204": {"uninit": (True, 204), "sealed": (False, 503), "active": (True, 200)},
-    "/v1/sys/health?standbyok=true&uninitcode=204": {"uninit": (True, 204), "sealed": (False, 503),
-                                                     "active": (True, 200)},
+        {"uninit": (True, 204), "sealed": (True, 204), "standby": (True, 200), "active": (True, 200)},
+    "/v1/sys/health?uninitcode=204":
+        {"uninit": (True, 204), "sealed": (False, 503), "standby": (False, 429), "active": (True, 200)},
+    "/v1/sys/health?standbyok=true&uninitcode=204":
+        {"uninit": (True, 204), "sealed": (False, 503), "standby": (True, 200), "active": (True, 200)},
 }
-EXEC = {"uninit": (False, 2), "sealed": (False, 2), "active": (True, 0)}
+EXEC = {"uninit": (False, 2), "sealed": (False, 2), "standby": (True, 0), "active": (True, 0)}
 
 
 def container_of(objects) -> dict:
@@ -123,7 +126,7 @@ def kms(processes, ports, tmp_path) -> Kms:
     return Kms(f"http://127.0.0.1:{port}")
 
 
-def test_probes_from_the_chart_match_the_table_in_every_state(helm, kms, start_node, strongroom_bin, tmp_path):
+def test_probes_from_the_chart_match_the_table_in_every_state(helm, kms, consul, start_node, strongroom_bin):
     chart = container_of(render(helm, "values-ha-consul-awskms.yaml"))
     ready, live = chart["readinessProbe"], chart["livenessProbe"]
     assert ready["httpGet"]["path"] == "/v1/sys/health?standbyok=true"
@@ -131,9 +134,11 @@ def test_probes_from_the_chart_match_the_table_in_every_state(helm, kms, start_n
     exec_ready = container_of(render(helm, "values-ha-consul-awskms.yaml",
                                      sets=("server.readinessProbe.path=",)))["readinessProbe"]
     assert "exec" in exec_ready
-    node = start_node("n1", f"""
-storage "redb" {{
-  path = "{tmp_path / 'n1.redb'}"
+    # Two pods of the production layout: Consul storage (HA), AWS KMS.
+    config = f"""
+storage "consul" {{
+  address = "{consul}"
+  path    = "vault/"
 }}
 seal "awskms" {{
   region            = "us-east-1"
@@ -150,41 +155,48 @@ auto_unseal_max_backoff = "1s"
 telemetry {{
   disable_hostname = true
 }}
-""")
+"""
 
-    def check(state: str) -> None:
-        seen = {}
+    def check(node, state: str) -> None:
         for path, row in TABLE.items():
             probe = {**ready, "httpGet": {**ready["httpGet"], "path": path}}
-            seen[path] = kubelet(probe, chart, node, strongroom_bin)
-            assert seen[path] == row[state], f"{state}: {path} gave {seen[path]}, want {row[state]}"
-        assert kubelet(ready, chart, node, strongroom_bin)[0] is (state == "active")
+            got = kubelet(probe, chart, node, strongroom_bin)
+            assert got == row[state], f"{state}: {path} gave {got}, want {row[state]}"
+        assert kubelet(ready, chart, node, strongroom_bin)[0] is (state in ("active", "standby"))
         assert kubelet(live, chart, node, strongroom_bin)[0] is True, f"{state}: liveness must pass"
         assert kubelet(exec_ready, chart, node, strongroom_bin) == EXEC[state], state
 
-    check("uninit")
+    def health(node) -> int:
+        return requests.get(f"{node.addr}/v1/sys/health", timeout=5).status_code
 
-    # Auto-unseal: init returns recovery keys and the node unseals itself.
-    init = node.init(recovery_shares=1, recovery_threshold=1)
+    n1 = start_node("n1", config)
+    check(n1, "uninit")
+
+    # Auto-unseal: init returns recovery keys and the node unseals itself
+    # and takes the lock.
+    init = n1.init(recovery_shares=1, recovery_threshold=1)
     assert init["recovery_keys_base64"]
-    node.wait_sealed(False)
-    check("active")
+    wait_until("n1 active", lambda: health(n1) == 200, on_fail=n1.proc.log)
+    check(n1, "active")
+    n2 = start_node("n2", config)
+    wait_until("n2 an unsealed standby", lambda: health(n2) == 429, on_fail=n2.proc.log)
+    check(n2, "standby")
 
-    # The node's KMS permission is revoked and the pod restarts: it stays
-    # up, sealed, alive and not ready, and says why.
+    # n2's KMS permission is revoked and its pod restarts: it stays up,
+    # sealed, alive and not ready, and says why; n1 keeps serving.
     kms.revoke()
-    node.restart()
+    n2.restart()
     wait_until("the restarted node reporting the KMS failure",
-               lambda: "failed to unseal core" in node.proc.log(), on_fail=node.proc.log)
-    assert node.call("GET", "sys/seal-status")[1]["sealed"] is True
-    check("sealed")
-    code, metrics = node.call("GET", "sys/metrics?format=json")
+               lambda: "failed to unseal core" in n2.proc.log(), on_fail=n2.proc.log)
+    check(n2, "sealed")
+    check(n1, "active")
+    code, metrics = n2.call("GET", "sys/metrics?format=json")
     assert code == 200
     gauges = {g["Name"]: g["Value"] for g in metrics["Gauges"]}
     assert gauges["vault.core.unsealed"] == 0 and gauges["vault.core.seal.unreachable.time"] > 0
 
-    # The permission comes back: the pod unseals itself and becomes ready,
-    # no restart.
+    # The permission comes back: the pod unseals itself and is ready again
+    # as a standby, no restart.
     kms.grant()
-    node.wait_sealed(False, timeout=60)
-    check("active")
+    wait_until("n2 a standby again", lambda: health(n2) == 429, timeout=60, on_fail=n2.proc.log)
+    check(n2, "standby")

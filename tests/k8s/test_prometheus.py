@@ -79,57 +79,65 @@ def prometheus(prometheus_bin, processes, ports, tmp_path, helm):
     return start
 
 
-def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, start_node, prometheus, tmp_path):
-    # Three servers from the chart's own config (its listener swapped for
-    # a loopback one, its data path for a temporary one).
-    config = without_listener(chart_config(helm))
-    nodes = []
-    for i in range(3):
-        node_config = config.replace("/vault/data/strongroom.redb", str(tmp_path / f"n{i}.redb"))
-        nodes.append(start_node(f"n{i}", node_config))
-    tokens = []
+def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consul, start_node, prometheus):
+    # Three HA servers from the chart's HA config: Consul storage reached
+    # as HOST_IP (filled in by the server from the environment, as in a
+    # pod), the listener swapped for a loopback one. No Kubernetes API runs
+    # here, so the pod-label stanza goes (examples/tests/kube_registration.rs
+    # tests it).
+    config = without_listener(chart_config(helm, sets=("server.ha.enabled=true",)))
+    config = config.replace('service_registration "kubernetes" {}', "")
+    host, port = consul.split(":")
+    config = config.replace("HOST_IP:8500", f"HOST_IP:{port}")
+    nodes = [start_node(f"n{i}", config, env={"HOST_IP": host}, args=("-config-placeholders=HOST_IP",))
+             for i in range(3)]
+    init = nodes[0].init()
     for node in nodes:
-        init = node.init()
         node.unseal(init["keys_base64"])
-        tokens.append(init["root_token"])
-        code, _ = node.call("GET", "sys/mounts", tokens[-1])
-        assert code == 200
-    # An operator seals the third node by hand.
-    code, _ = nodes[2].call("PUT", "sys/seal", tokens[2])
-    assert code == 204
+    token = init["root_token"]
+
+    def health(node) -> int:
+        return requests.get(f"{node.addr}/v1/sys/health", timeout=5).status_code
+
+    wait_until("one active node and two standbys",
+               lambda: sorted(health(n) for n in nodes) == [200, 429, 429], timeout=60)
+    active = next(n for n in nodes if health(n) == 200)
     pods = {f"{FULLNAME}-{i}": node.port for i, node in enumerate(nodes)}
+    sealed_pod = f"{FULLNAME}-{nodes.index(active)}"
     prom = prometheus(pods)
 
     wait_until("every target scraped successfully",
                lambda: prom.scalar(f'count(up{{job="{JOB}"}} == 1)') == 3, timeout=60, on_fail=prom.proc.log)
-    # The gauges as Vault names them, one series per pod.
-    unsealed = wait_until("vault_core_unsealed for every pod",
-                          lambda: len(prom.query("vault_core_unsealed")) == 3 and prom.query("vault_core_unsealed"))
-    by_pod = {s["metric"]["pod"]: s["metric"].get("cluster") for s in unsealed}
-    assert set(by_pod) == set(pods)
-    assert all(c and c.startswith("strongroom-cluster-") for p, c in by_pod.items() if p != f"{FULLNAME}-2"), by_pod
-    assert prom.scalar(f'vault_core_unsealed{{pod="{FULLNAME}-2"}}') == 0
-    assert prom.scalar("sum(vault_core_unsealed)") == 2
-    # Without HA every unsealed node serves: active = unsealed, pod by pod.
-    assert prom.scalar("sum(vault_core_active)") == 2
-    assert prom.query("vault_core_active != on(pod) vault_core_unsealed") == []
-    # Summaries in ms with Vault's quantiles.
+    wait_until("vault_core_active for every pod", lambda: len(prom.query("vault_core_active")) == 3, timeout=30)
+    # Exactly one active node among three.
+    assert prom.scalar("sum(vault_core_active)") == 1
+    assert prom.scalar("sum(vault_core_unsealed)") == 3
+    # Summaries in ms with Vault's quantiles; Consul storage timings.
     assert {s["metric"]["quantile"] for s in prom.query("vault_core_handle_request")} == {"0.5", "0.9", "0.99"}
-    assert prom.scalar("sum(vault_redb_put_count)") > 0
+    assert prom.scalar("sum(vault_consul_get_count)") > 0
 
-    # The sealed-pod alert fires for the sealed pod, and only for it.
+    # An operator seals the active node by hand (Vault lets only the
+    # active node seal itself): a standby takes over, the sealed-pod alert
+    # fires for the sealed pod only, and there is still one active node.
+    code, body = active.call("PUT", "sys/seal", token)
+    assert code == 204, body
+    wait_until("a standby taking over", lambda: sorted(health(n) for n in nodes) == [200, 429, 503], timeout=60)
     firing = wait_until("StrongroomSealed firing", lambda: prom.firing("StrongroomSealed"), timeout=60,
                         on_fail=prom.proc.log)
-    assert firing == [{"alertname": "StrongroomSealed", "namespace": NAMESPACE, "pod": f"{FULLNAME}-2",
+    assert firing == [{"alertname": "StrongroomSealed", "namespace": NAMESPACE, "pod": sealed_pod,
                        "severity": "critical"}]
-    # Every rule loaded and evaluates without error.
+    wait_until("Prometheus seeing the new active node",
+               lambda: prom.scalar(f'vault_core_active{{pod="{sealed_pod}"}}') == 0
+               and prom.scalar("sum(vault_core_active)") == 1, timeout=30)
+    # Every rule loaded and evaluates without error; nothing else fires.
     groups = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), rules
-    assert prom.firing("StrongroomScrapeFailing") == [] and prom.firing("StrongroomNoActiveNode") == []
+    for alert in ("StrongroomNoActiveNode", "StrongroomMoreThanOneActiveNode", "StrongroomScrapeFailing"):
+        assert prom.firing(alert) == [], alert
 
     # Unsealing it again clears the alert.
-    nodes[2].unseal(nodes[2].keys)
+    active.unseal(init["keys_base64"])
     wait_until("StrongroomSealed resolved", lambda: prom.firing("StrongroomSealed") == [], timeout=60,
                on_fail=prom.proc.log)
 
@@ -140,6 +148,5 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, start
         for target in panel["targets"]:
             expr = target["expr"].replace('=~"$namespace"', f'=~"{NAMESPACE}"')
             result = prom.query(expr)
-            if re.search(r"vault_core_(unsealed|active|handle_request)\b", expr):
+            if re.search(r"vault_(core_(unsealed|active|handle_request)|consul_get)\b", expr):
                 assert result, f"panel {panel['title']!r}: {expr} returned nothing"
-
