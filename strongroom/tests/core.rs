@@ -525,7 +525,10 @@ async fn the_retry_loop_waits_after_the_attempt_made_at_start() {
         "the loop retried at once after the attempt at start"
     );
     tokio::time::sleep(initial).await;
-    assert!(restarted.metrics().await.auto_unseal_failures >= 2, "it retries");
+    assert!(
+        restarted.metrics().await.auto_unseal_failures >= 2,
+        "it retries"
+    );
     seal.set_unreachable(false);
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
