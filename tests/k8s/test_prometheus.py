@@ -102,6 +102,10 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
     wait_until("one active node and two standbys",
                lambda: sorted(health(n) for n in nodes) == [200, 429, 429], timeout=60)
     active = next(n for n in nodes if health(n) == 200)
+    # A request to a standby is forwarded to the active node (and timed).
+    standby = next(n for n in nodes if health(n) == 429)
+    code, _ = standby.call("GET", "sys/mounts", token)
+    assert code == 200
     pods = {f"{FULLNAME}-{i}": node.port for i, node in enumerate(nodes)}
     sealed_pod = f"{FULLNAME}-{nodes.index(active)}"
     prom = prometheus(pods)
@@ -115,6 +119,8 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
     # Summaries in ms with Vault's quantiles; Consul storage timings.
     assert {s["metric"]["quantile"] for s in prom.query("vault_core_handle_request")} == {"0.5", "0.9", "0.99"}
     assert prom.scalar("sum(vault_consul_get_count)") > 0
+    assert prom.scalar("sum(vault_barrier_get_count)") > 0
+    assert prom.scalar("sum(vault_ha_rpc_client_forward_count)") >= 1
 
     # An operator seals the active node by hand (Vault lets only the
     # active node seal itself): a standby takes over, the sealed-pod alert

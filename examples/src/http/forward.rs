@@ -140,14 +140,15 @@ impl Forwarder {
     }
 
     /// Forwards `request` to the active node at `leader_api_addr` and
-    /// returns its answer; when the request cannot be delivered, a 307 to
-    /// the active node instead (the client still has the body to send).
+    /// returns its answer; when the request cannot be delivered,
+    /// `Err` with a 307 to the active node instead (the client still has
+    /// the body to send), so the caller can count the failure.
     pub(crate) async fn forward(
         &self,
         leader_api_addr: &str,
         request: Request,
         client: Option<SocketAddr>,
-    ) -> Response {
+    ) -> Result<Response, Response> {
         let url = target_url(leader_api_addr, &request);
         let has_body = request.headers().contains_key(header::CONTENT_LENGTH)
             || request.headers().contains_key(header::TRANSFER_ENCODING);
@@ -173,14 +174,14 @@ impl Forwarder {
             ));
         }
         match outgoing.send().await {
-            Ok(answer) => relay(answer),
+            Ok(answer) => Ok(relay(answer)),
             Err(err) => {
                 tracing::warn!(
                     %url,
                     error = %describe(&err),
                     "forwarding to the active node failed; answering with a redirect to it"
                 );
-                redirect_to(&url)
+                Err(redirect_to(&url))
             }
         }
     }
@@ -359,7 +360,8 @@ mod tests {
             .unwrap();
         let response = forwarder
             .forward(&active, request, Some("192.0.2.7:4242".parse().unwrap()))
-            .await;
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::CREATED);
         let h = response.headers().clone();
         assert_eq!(h["x-seen-method"], "PUT");
@@ -386,7 +388,8 @@ mod tests {
         let response = Forwarder::new()
             .unwrap()
             .forward(&format!("http://{closed}"), request, None)
-            .await;
+            .await
+            .unwrap_err();
         assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
         assert_eq!(
             response.headers()[header::LOCATION],

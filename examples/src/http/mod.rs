@@ -196,10 +196,16 @@ async fn standby_route(state: &AppState, request: Request) -> Result<Request, Re
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    Err(state
+    let start = Instant::now();
+    let answer = state
         .forwarder
         .forward(&leader.api_addr, request, client)
-        .await)
+        .await;
+    state.metrics.forward.since(start);
+    Err(answer.unwrap_or_else(|redirect| {
+        state.metrics.forward_errors.inc();
+        redirect
+    }))
 }
 
 /// Finds the client token: `X-Vault-Token`, else `Authorization: Bearer`.

@@ -160,7 +160,6 @@ impl Counter {
     }
 
     /// Adds one.
-    #[allow(dead_code)] // The first counters arrive with audit and HA.
     pub(crate) fn inc(&self) {
         self.0.value.fetch_add(1, Ordering::Relaxed);
         self.0.fresh.touch();
@@ -376,6 +375,12 @@ pub(crate) struct Metrics {
     /// `vault.core.leadership_lost`: how long each active period lasted,
     /// recorded when it ends (frequent short ones mean the lock flaps).
     pub(crate) leadership_lost: Timer,
+    /// `vault.ha.rpc.client.forward`: a standby forwarding a request to
+    /// the active node, until the answer's headers arrive.
+    pub(crate) forward: Timer,
+    /// `vault.ha.rpc.client.forward.errors`: requests a standby could not
+    /// deliver to the active node (answered with a 307 instead).
+    pub(crate) forward_errors: Counter,
     /// `vault.<storage>.get|put|list|delete|transaction`: physical storage
     /// operations (Vault's `vault_consul_get` …).
     pub(crate) storage: storage::StorageTimers,
@@ -393,7 +398,6 @@ struct Definitions {
 }
 
 impl Definitions {
-    #[allow(dead_code)] // The first counters arrive with audit and HA.
     fn counter(&mut self, key: &str, help: &'static str) -> Counter {
         let counter = Counter::new(self.retention);
         self.registry
@@ -425,6 +429,14 @@ impl Metrics {
         );
         let storage = storage::StorageTimers::define(&mut defs, storage_kind);
         let barrier = storage::StorageTimers::define(&mut defs, "barrier");
+        let forward = defs.timer(
+            "vault.ha.rpc.client.forward",
+            "Time for a standby to forward a request to the active node, in milliseconds",
+        );
+        let forward_errors = defs.counter(
+            "vault.ha.rpc.client.forward.errors",
+            "Requests a standby could not forward to the active node (redirected instead)",
+        );
         let leadership_lost = defs.timer(
             "vault.core.leadership_lost",
             "How long the node was active before it lost or gave up the HA lock, in milliseconds",
@@ -449,6 +461,8 @@ impl Metrics {
             handle_request,
             requests,
             leadership_lost,
+            forward,
+            forward_errors,
             storage,
             barrier,
         }
@@ -847,6 +861,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("vault_consul_get_count 1\n"), "{text}");
+        assert!(
+            !text.contains("forward_errors"),
+            "counters appear once counted"
+        );
+        metrics.forward_errors.inc();
+        let counted = metrics
+            .text(Format::Prometheus, &NodeSample::default())
+            .unwrap();
+        assert!(
+            counted.contains("# TYPE vault_ha_rpc_client_forward_errors_total counter\n"),
+            "{counted}"
+        );
+        assert!(
+            counted.contains("\nvault_ha_rpc_client_forward_errors_total 1\n"),
+            "{counted}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
         let json = metrics.json(&NodeSample::default());
         let names: Vec<_> = json["Samples"]
