@@ -291,7 +291,7 @@ async fn an_unwritable_device_refuses_requests_before_the_backend_runs() {
     }
     let metrics = prometheus(&server).await;
     assert!(
-        counter(&metrics, "vault_audit_log_request_failure_total") >= 5,
+        counter(&metrics, "vault_audit_log_request_failure") >= 5,
         "{metrics}"
     );
     // One log line for the whole burst, not one per request.

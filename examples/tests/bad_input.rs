@@ -291,15 +291,15 @@ async fn bad_requests_get_clear_4xx_and_the_server_keeps_serving() {
     assert_eq!(response.status().as_u16(), 200);
     let text = response.text().await.unwrap();
     for expected in [
-        "strongroom_http_requests_total{method=\"PUT\",code=\"400\"}",
-        "strongroom_http_requests_total{method=\"PUT\",code=\"413\"}",
-        "strongroom_http_requests_total{method=\"GET\",code=\"200\"}",
+        "strongroom_http_requests{method=\"PUT\",code=\"400\"}",
+        "strongroom_http_requests{method=\"PUT\",code=\"413\"}",
+        "strongroom_http_requests{method=\"GET\",code=\"200\"}",
         "# TYPE vault_core_handle_request summary\n",
         "vault_core_handle_request{quantile=\"0.99\"} ",
         "vault_redb_put_count ",
         "vault_barrier_put{quantile=\"0.5\"} ",
         "vault_barrier_get_count ",
-        "strongroom_core_unseal_failures_total 1",
+        "strongroom_core_unseal_failures 1",
         "vault_barrier_estimated_encryptions{term=\"1\"}",
     ] {
         assert!(text.contains(expected), "{expected} missing from\n{text}");

@@ -16,11 +16,14 @@
 //!
 //! Exposition is the Prometheus project's `prometheus-client` crate:
 //! OpenMetrics text (`Accept: application/openmetrics-text`) and the
-//! Prometheus 0.0.4 text Vault serves for `?format=prometheus`. Its
-//! counters carry the `_total` suffix both formats' conventions give them
-//! (Vault's go-metrics sink leaves it off). Summaries, which the crate does
-//! not model, are written by [`summary`]. Without either, `sys/metrics`
-//! answers Vault's JSON (go-metrics' in-memory sink shape).
+//! Prometheus 0.0.4 text Vault serves for `?format=prometheus` (what the
+//! chart's ServiceMonitor asks for). In that format counters keep Vault's
+//! names, without the `_total` suffix the crate appends (go-metrics' sink
+//! never adds it, so `vault_audit_log_request_failure` in a ported alert
+//! still matches); OpenMetrics requires the suffix, so there it stays.
+//! Summaries, which the crate does not model, are written by [`summary`].
+//! Without either format, `sys/metrics` answers Vault's JSON (go-metrics'
+//! in-memory sink shape).
 //!
 //! The `telemetry` stanza applies as in Vault: `prometheus_retention_time`
 //! drops recorded series not updated for that long (`0` turns the
@@ -346,6 +349,26 @@ fn prometheus_name(key: &str) -> String {
         .collect()
 }
 
+/// The crate's Prometheus text for counter families, with the `_total`
+/// it appends taken off every metric name (in `# HELP`, `# TYPE` and
+/// sample lines; label values are left alone): go-metrics' names.
+fn without_total_suffix(counters: &str) -> String {
+    let mut out = String::with_capacity(counters.len());
+    for line in counters.lines() {
+        let (prefix, rest) = match line.get(..7) {
+            Some(p @ ("# HELP " | "# TYPE ")) => (p, &line[7..]),
+            _ => ("", line),
+        };
+        let end = rest.find(['{', ' ']).unwrap_or(rest.len());
+        let (name, tail) = rest.split_at(end);
+        out.push_str(prefix);
+        out.push_str(name.strip_suffix("_total").unwrap_or(name));
+        out.push_str(tail);
+        out.push('\n');
+    }
+    out
+}
+
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -631,18 +654,27 @@ impl Metrics {
         node: &NodeSample,
     ) -> Result<String, std::fmt::Error> {
         use prometheus_client::encoding::{prometheus_text, text};
-        let mut scrape = Registry::default();
+        let (mut gauges, mut counters) = (Registry::default(), Registry::default());
         for (key, help, sampled) in self.sampled(node) {
-            scrape.register(prometheus_name(&key), help, sampled);
+            let registry = if sampled.kind == MetricType::Counter {
+                &mut counters
+            } else {
+                &mut gauges
+            };
+            registry.register(prometheus_name(&key), help, sampled);
         }
         let mut out = String::new();
         let open_metrics = format == Format::OpenMetrics;
         if open_metrics {
-            text::encode_registry(&mut out, &scrape)?;
+            text::encode_registry(&mut out, &gauges)?;
+            text::encode_registry(&mut out, &counters)?;
             text::encode_registry(&mut out, &self.registry)?;
         } else {
-            prometheus_text::encode(&mut out, &scrape)?;
-            prometheus_text::encode(&mut out, &self.registry)?;
+            prometheus_text::encode(&mut out, &gauges)?;
+            let mut counted = String::new();
+            prometheus_text::encode(&mut counted, &counters)?;
+            prometheus_text::encode(&mut counted, &self.registry)?;
+            out.push_str(&without_total_suffix(&counted));
         }
         for (key, help, timer) in &self.timers {
             if timer.0.fresh.fresh(self.settings.prometheus_retention) {
@@ -830,7 +862,11 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("strongroom_core_unseal_failures_total 2\n"),
+            text.contains("# TYPE strongroom_core_unseal_failures counter\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nstrongroom_core_unseal_failures 2\n"),
             "{text}"
         );
         assert!(!text.contains("# EOF"), "{text}");
@@ -870,12 +906,20 @@ mod tests {
             .text(Format::Prometheus, &NodeSample::default())
             .unwrap();
         assert!(
-            counted.contains("# TYPE vault_ha_rpc_client_forward_errors_total counter\n"),
+            counted.contains("# TYPE vault_ha_rpc_client_forward_errors counter\n"),
             "{counted}"
         );
         assert!(
-            counted.contains("\nvault_ha_rpc_client_forward_errors_total 1\n"),
+            counted.contains("\nvault_ha_rpc_client_forward_errors 1\n"),
             "{counted}"
+        );
+        // OpenMetrics requires the suffix on counter samples.
+        let open = metrics
+            .text(Format::OpenMetrics, &NodeSample::default())
+            .unwrap();
+        assert!(
+            open.contains("\nvault_ha_rpc_client_forward_errors_total 1\n"),
+            "{open}"
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
         let json = metrics.json(&NodeSample::default());
@@ -911,6 +955,29 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("{method=\"GET\",code=\"599\"} 1\n"), "{text}");
+        // Vault's format: go-metrics' counter names, no `_total`.
+        let vault = metrics
+            .text(Format::Prometheus, &NodeSample::default())
+            .unwrap();
+        assert!(
+            vault.contains("# TYPE strongroom_http_requests counter\n"),
+            "{vault}"
+        );
+        assert!(
+            vault.contains("\nstrongroom_http_requests{method=\"PUT\",code=\"400\"} 2\n"),
+            "{vault}"
+        );
+        assert!(!vault.contains("_total"), "{vault}");
+    }
+
+    #[test]
+    fn only_metric_names_lose_the_total_suffix() {
+        let crate_text = "# HELP a_total A total.\n# TYPE a_total counter\n\
+                          a_total{seal=\"b_total\"} 1\na_total 2\n";
+        assert_eq!(
+            without_total_suffix(crate_text),
+            "# HELP a A total.\n# TYPE a counter\na{seal=\"b_total\"} 1\na 2\n"
+        );
     }
 
     #[test]
