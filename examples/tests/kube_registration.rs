@@ -86,8 +86,7 @@ async fn wait_pod_labels(api: &KubeApi, server: &Node, pod: &str, want: (&str, &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_labels_follow_the_node_from_start_to_shutdown() {
     let sc = Scenario::new("pod labels from start to shutdown");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api = KubeApi::start(listener, &sc.subdir("sa")).await;
+    let api = KubeApi::start(&sc.subdir("sa")).await;
     // A pod without any labels map: the first patch adds the whole map.
     api.add_pod(NS, POD, None);
     let server = start(&sc, &api).await;
@@ -193,8 +192,7 @@ fn active_service_endpoints(api: &KubeApi, pods: &[&str]) -> Vec<String> {
 async fn the_active_service_follows_the_leader() {
     let sc = Scenario::new("the -active Service follows the leader");
     let consul = testkit::ConsulDev::start();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api = KubeApi::start(listener, &sc.subdir("sa")).await;
+    let api = KubeApi::start(&sc.subdir("sa")).await;
     let pods = ["strongroom-0", "strongroom-1"];
     for pod in pods {
         api.add_pod(NS, pod, Some(json!({"component": "server"})));
@@ -240,13 +238,20 @@ async fn the_active_service_follows_the_leader() {
     n0.wait_standby(Duration::from_secs(30)).await;
     wait_pod_labels(&api, &n0, pods[0], ("false", "false", "true")).await;
     assert_eq!(active_service_endpoints(&api, &pods), ["strongroom-1"]);
+    // Vault's five labels beside the StatefulSet's own, on both pods.
+    for pod in pods {
+        let labels = api.labels(NS, pod).unwrap();
+        assert_eq!(labels["vault-perf-standby"], "false", "{labels:?}");
+        assert_eq!(labels["vault-version"], strongroom::VERSION, "{labels:?}");
+        assert_eq!(labels["component"], "server", "{labels:?}");
+        assert_eq!(labels.len(), 6, "{labels:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn labels_are_added_beside_the_statefulsets_own() {
     let sc = Scenario::new("labels beside the StatefulSet's own");
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api = KubeApi::start(listener, &sc.subdir("sa")).await;
+    let api = KubeApi::start(&sc.subdir("sa")).await;
     api.add_pod(
         NS,
         POD,
@@ -290,8 +295,7 @@ async fn a_node_outside_a_cluster_refuses_to_start_with_the_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stand_in_rejects_malformed_and_inapplicable_patches() {
     let dir = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let api = KubeApi::start(listener, &dir.path().join("sa")).await;
+    let api = KubeApi::start(&dir.path().join("sa")).await;
     api.add_pod(NS, POD, None);
     let http = api.client();
     let url = format!("https://{}/api/v1/namespaces/{NS}/pods/{POD}", api.addr);

@@ -59,6 +59,8 @@ pub struct KubeApi {
     pub service_account_dir: PathBuf,
     inner: Arc<Mutex<Inner>>,
     task: tokio::task::JoinHandle<()>,
+    /// The harness's reservation of `addr`'s port, held while it serves.
+    _port: testkit::Port,
 }
 
 impl Drop for KubeApi {
@@ -82,9 +84,9 @@ fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
 }
 
 impl KubeApi {
-    /// Starts the server on `listener`, writing `ca.crt` and `token` into
-    /// `dir`.
-    pub async fn start(listener: std::net::TcpListener, dir: &Path) -> KubeApi {
+    /// Starts the server on a reserved loopback port, writing `ca.crt` and
+    /// `token` into `dir`.
+    pub async fn start(dir: &Path) -> KubeApi {
         let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("ca.crt"), cert.cert.pem()).unwrap();
@@ -101,8 +103,8 @@ impl KubeApi {
             )
             .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        listener.set_nonblocking(true).unwrap();
-        let listener = TcpListener::from_std(listener).unwrap();
+        let port = testkit::reserve_port();
+        let listener = TcpListener::bind(port.addr()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             token,
@@ -142,6 +144,7 @@ impl KubeApi {
             service_account_dir: dir.to_path_buf(),
             inner,
             task,
+            _port: port,
         }
     }
 
