@@ -8,11 +8,17 @@
 #   * 100-byte values over 10 000 keys (prefilled), 16 keep-alive
 #     connections, a PUT phase and a GET phase per server per round, rounds
 #     alternating which server goes first;
+#   * each server twice: with the root token, and with a token whose ACL
+#     policy (a realistic 24-rule one plus `default`) grants the KV paths,
+#     so the ACL check is on the measured path (`-acl` targets);
+#   * with BASELINE_BIN=<a strongroom binary built from an older commit>,
+#     that binary as a third server (root token), for before/after ratios;
 #   * `operator init` (5 shares, threshold 3) timed on durable storage:
 #     strongroom on redb vs OpenBao on raft.
 #
 #   benches/openbao-compare/run.sh            # 3 rounds of 5 s phases
 #   ROUNDS=5 PHASE_SECONDS=10 benches/openbao-compare/run.sh
+#   BASELINE_BIN=/path/to/old/strongroom benches/openbao-compare/run.sh
 #
 # The client shares the machine's cores with the server under test; the
 # figures compare the two servers, they are not absolute capacity numbers.
@@ -47,6 +53,25 @@ wait_up() {
 mount_kv1() {
   curl -sf -X POST -H "X-Vault-Token: root" -d '{"type":"kv","options":{"version":"1"}}' "$1/v1/sys/mounts/kv" >/dev/null
 }
+# An application policy shaped like real ones (exact paths, globs at several
+# depths, + segments, a deny) granting kv/*, and a token holding it and
+# `default`; prints the token.
+acl_token() {
+  local policy='path "kv/*" { capabilities = ["create", "read", "update", "list"] }
+path "kv/admin/*" { capabilities = ["deny"] }
+path "kv/shared/config" { capabilities = ["read"] }
+path "kv/+/logs/*" { capabilities = ["read"] }
+path "kv/+/+/status" { capabilities = ["read"] }'
+  for team in payments search billing auth mail ops; do
+    policy+="
+path \"secret/data/$team/*\" { capabilities = [\"read\", \"list\"] }
+path \"secret/metadata/$team/*\" { capabilities = [\"list\"] }"
+  done
+  python3 -c 'import json,sys; print(json.dumps({"policy": sys.argv[1]}))' "$policy" \
+    | curl -sf -X PUT -H "X-Vault-Token: root" -d @- "$1/v1/sys/policies/acl/kv-app" >/dev/null
+  curl -sf -X POST -H "X-Vault-Token: root" -d '{"policies":["kv-app"]}' "$1/v1/auth/token/create" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["auth"]["client_token"])'
+}
 
 echo "== KV v1 load: OpenBao dev vs strongroom dev"
 BAO_PORT="$(free_port)"; SR_PORT="$(free_port)"
@@ -56,8 +81,20 @@ BAO_PORT="$(free_port)"; SR_PORT="$(free_port)"
   >"$work/strongroom-dev.log" 2>&1 & pids+=($!)
 wait_up "http://127.0.0.1:$BAO_PORT"; wait_up "http://127.0.0.1:$SR_PORT"
 mount_kv1 "http://127.0.0.1:$BAO_PORT"; mount_kv1 "http://127.0.0.1:$SR_PORT"
+BAO_ACL="$(acl_token "http://127.0.0.1:$BAO_PORT")"; SR_ACL="$(acl_token "http://127.0.0.1:$SR_PORT")"
+baseline=()
+if [ -n "${BASELINE_BIN:-}" ]; then
+  BASE_PORT="$(free_port)"
+  "$BASELINE_BIN" server -dev -dev-root-token-id=root -dev-listen-address="127.0.0.1:$BASE_PORT" -log-level=warn \
+    >"$work/baseline-dev.log" 2>&1 & pids+=($!)
+  wait_up "http://127.0.0.1:$BASE_PORT"; mount_kv1 "http://127.0.0.1:$BASE_PORT"
+  baseline=(--target "strongroom-before=http://127.0.0.1:$BASE_PORT=root")
+fi
 "$LOAD" --target "openbao=http://127.0.0.1:$BAO_PORT=root" \
         --target "strongroom=http://127.0.0.1:$SR_PORT=root" \
+        --target "openbao-acl=http://127.0.0.1:$BAO_PORT=$BAO_ACL" \
+        --target "strongroom-acl=http://127.0.0.1:$SR_PORT=$SR_ACL" \
+        "${baseline[@]}" \
         --rounds "${ROUNDS:-3}" --seconds "${PHASE_SECONDS:-5}" --connections 16 --keys 10000 --value-size 100
 
 echo

@@ -126,9 +126,9 @@ impl Logical {
         precise: bool,
     ) -> Result<(Arc<Acl>, AclDecision), LogicalError> {
         let acl = self.acl_for(entry).await?;
-        let path = req.path.trim_start_matches('/').to_owned();
+        let path = req.path.trim_start_matches('/');
         let data = req.data.as_ref();
-        let decision = acl.check(req.operation, &acl_path(req.operation, &path), data);
+        let decision = acl.check(req.operation, &acl_path(req.operation, path), data);
         if req.operation != Operation::Update {
             return Ok((acl, decision));
         }
@@ -139,9 +139,9 @@ impl Logical {
         if !precise && (acl.is_root() || decision.capabilities & both == both) {
             return Ok((acl, decision));
         }
-        if self.exists(&path).await? == Some(false) {
+        if self.exists(path).await? == Some(false) {
             req.operation = Operation::Create;
-            let decision = acl.check(Operation::Create, &path, req.data.as_ref());
+            let decision = acl.check(Operation::Create, path, req.data.as_ref());
             return Ok((acl, decision));
         }
         Ok((acl, decision))

@@ -572,7 +572,9 @@ impl Logical {
     /// Every [`LogicalError`]; [`LogicalError::status`] gives the HTTP code
     /// and [`LogicalError::errors`] the body's `errors`.
     pub async fn handle(&self, mut req: LogicalRequest) -> Result<LogicalResponse, LogicalError> {
-        req.path = req.path.trim_start_matches('/').to_owned();
+        if req.path.starts_with('/') {
+            req.path = req.path.trim_start_matches('/').to_owned();
+        }
         let path = req.path.clone();
         if path == "sys/internal/ui/mounts"
             || path == "sys/internal/ui/mounts/"

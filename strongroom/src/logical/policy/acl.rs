@@ -33,12 +33,52 @@ use serde_json::{Map, Value};
 use super::{ParamMap, Permissions, Policy, cap};
 use crate::logical::Operation;
 
+/// The capabilities an operation needs, in [`Rule::granted_by`]'s order.
+const OPERATION_CAPS: [u32; 6] = [
+    cap::READ,
+    cap::LIST,
+    cap::UPDATE,
+    cap::CREATE,
+    cap::DELETE,
+    cap::PATCH,
+];
+
 /// A compiled rule and which policies granted which capability bits.
 #[derive(Debug, Clone)]
 struct Rule {
     perms: Permissions,
     granting: Vec<(Arc<str>, u32)>,
+    /// Per [`OPERATION_CAPS`] entry, the policies granting it, computed
+    /// once so a check hands out a shared list instead of building one.
+    granted_by: [GrantingPolicies; 6],
 }
+
+impl Rule {
+    fn new(perms: Permissions, granting: Vec<(Arc<str>, u32)>) -> Self {
+        Self {
+            perms,
+            granting,
+            granted_by: Default::default(),
+        }
+    }
+
+    fn finish(&mut self) {
+        for (slot, bit) in self.granted_by.iter_mut().zip(OPERATION_CAPS) {
+            *slot = self
+                .granting
+                .iter()
+                .filter(|(_, bits)| bits & bit != 0)
+                .map(|(name, _)| name.clone())
+                .collect();
+        }
+    }
+}
+
+/// The names of the policies that granted a capability.
+pub type GrantingPolicies = Arc<[Arc<str>]>;
+
+static ROOT_GRANT: std::sync::LazyLock<GrantingPolicies> =
+    std::sync::LazyLock::new(|| Arc::from(vec![Arc::<str>::from("root")]));
 
 #[derive(Debug, Clone)]
 struct SegmentRule {
@@ -55,7 +95,7 @@ struct SegmentRule {
 }
 
 /// The outcome of an ACL check.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AclDecision {
     /// The operation is allowed (parameters and wrapping rules included).
     pub allowed: bool,
@@ -67,7 +107,19 @@ pub struct AclDecision {
     /// The winning rule's capability bits (0 when no rule matched).
     pub capabilities: u32,
     /// The policies that granted the checked capability (for audit logs).
-    pub granting_policies: Vec<Arc<str>>,
+    pub granting_policies: GrantingPolicies,
+}
+
+impl Default for AclDecision {
+    fn default() -> Self {
+        Self {
+            allowed: false,
+            sudo: false,
+            is_root: false,
+            capabilities: 0,
+            granting_policies: Arc::from(Vec::new()),
+        }
+    }
 }
 
 /// A token's policies compiled for lookups. Build one per policy set and
@@ -167,14 +219,22 @@ impl Acl {
                     None => {
                         map.insert(
                             rules.path.as_str().into(),
-                            Rule {
-                                perms: rules.permissions.clone(),
-                                granting: vec![(name.clone(), rules.permissions.caps)],
-                            },
+                            Rule::new(
+                                rules.permissions.clone(),
+                                vec![(name.clone(), rules.permissions.caps)],
+                            ),
                         );
                     }
                 }
             }
+        }
+        for rule in acl
+            .exact
+            .values_mut()
+            .chain(prefix.values_mut())
+            .chain(segment.values_mut())
+        {
+            rule.finish();
         }
         acl.prefix = prefix.into_iter().collect();
         acl.prefix
@@ -286,7 +346,7 @@ impl Acl {
                 sudo: true,
                 is_root: true,
                 capabilities: 0,
-                granting_policies: vec![Arc::from("root")],
+                granting_policies: ROOT_GRANT.clone(),
             };
         }
         let path = path.trim_start_matches('/');
@@ -299,14 +359,15 @@ impl Acl {
             capabilities: perms.caps,
             ..AclDecision::default()
         };
-        let needed = match op {
-            Operation::Read => cap::READ,
-            Operation::List => cap::LIST,
-            Operation::Update => cap::UPDATE,
-            Operation::Create => cap::CREATE,
-            Operation::Delete => cap::DELETE,
-            Operation::Patch => cap::PATCH,
+        let slot = match op {
+            Operation::Read => 0,
+            Operation::List => 1,
+            Operation::Update => 2,
+            Operation::Create => 3,
+            Operation::Delete => 4,
+            Operation::Patch => 5,
         };
+        let needed = OPERATION_CAPS[slot];
         if perms.caps & needed == 0 || perms.caps & cap::DENY != 0 {
             return decision;
         }
@@ -323,12 +384,7 @@ impl Acl {
             return decision;
         }
         decision.allowed = true;
-        decision.granting_policies = rule
-            .granting
-            .iter()
-            .filter(|(_, bits)| bits & needed != 0)
-            .map(|(name, _)| name.clone())
-            .collect();
+        decision.granting_policies = rule.granted_by[slot].clone();
         decision
     }
 
@@ -530,6 +586,10 @@ const SUDO_PATHS: &[&str] = &[
 /// Whether `path` is root-protected (needs `sudo`), see [`SUDO_PATHS`].
 pub(crate) fn requires_sudo(path: &str) -> bool {
     let path = path.trim_start_matches('/');
+    // Every entry is below sys/ or auth/: most requests stop here.
+    if !path.starts_with("sys/") && !path.starts_with("auth/") {
+        return false;
+    }
     SUDO_PATHS.iter().any(|p| match p.strip_suffix('*') {
         Some(prefix) => path.starts_with(prefix),
         None => path == *p,

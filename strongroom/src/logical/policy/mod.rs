@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 pub(crate) use acl::requires_sudo;
-pub use acl::{Acl, AclDecision};
+pub use acl::{Acl, AclDecision, GrantingPolicies};
 
 use super::util::parse_duration_secs;
 use hcl::{Item, Node};
