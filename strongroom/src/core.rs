@@ -62,6 +62,10 @@ pub(crate) struct Counters {
     pub(crate) unseal_failures: AtomicU64,
     pub(crate) unseals: AtomicU64,
     pub(crate) auto_rotations: AtomicU64,
+    /// Promotions that failed after the HA lock was taken.
+    pub(crate) leadership_setup_failures: AtomicU64,
+    /// Their total time from taking the lock to giving it up, in µs.
+    pub(crate) leadership_setup_failed_micros: AtomicU64,
     /// Unix milliseconds of the first failed attempt to use the seal in the
     /// current run of failures (0: the seal was reachable when last used).
     pub(crate) seal_unreachable_since_ms: AtomicU64,
@@ -593,6 +597,10 @@ impl Core {
             barrier_term,
             barrier_encryptions,
             auto_rotations: c.auto_rotations.load(Ordering::Relaxed),
+            leadership_setup_failures: c.leadership_setup_failures.load(Ordering::Relaxed),
+            leadership_setup_failed_time: std::time::Duration::from_micros(
+                c.leadership_setup_failed_micros.load(Ordering::Relaxed),
+            ),
             seal_unreachable_since: match c.seal_unreachable_since_ms.load(Ordering::Relaxed) {
                 0 => None,
                 ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),

@@ -316,6 +316,16 @@ impl Core {
                     "becoming active failed (loading the keyring, mounts or tokens from \
                      storage); stepping down so another node can take over"
                 );
+                // Counted before the step-down, so whoever sees this node
+                // leave the active role also sees the failure.
+                let counters = &self.inner.counters;
+                let held = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                counters
+                    .leadership_setup_failed_micros
+                    .fetch_add(held, std::sync::atomic::Ordering::Relaxed);
+                counters
+                    .leadership_setup_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if let Some(ha) = &self.inner.ha {
                     ha.election.step_down().await;
                 }

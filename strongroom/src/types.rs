@@ -547,6 +547,12 @@ pub struct CoreMetrics {
     pub barrier_encryptions: u64,
     /// Automatic key rotations since start.
     pub auto_rotations: u64,
+    /// Times this node took the HA lock but could not become active
+    /// (loading the keyring, mounts or tokens failed) and gave the lock up
+    /// (Vault's `vault.core.leadership_setup_failed` count).
+    pub leadership_setup_failures: u64,
+    /// The total time those attempts held the lock before giving it up.
+    pub leadership_setup_failed_time: std::time::Duration,
     /// Since when the seal has been failing (unreachable or refusing
     /// access) when this node tried to use it; `None` once it worked again.
     /// Drives Vault's `vault.core.seal.unreachable.time`.

@@ -310,6 +310,40 @@ async fn step_down_hands_over_and_the_old_active_becomes_a_standby() {
     assert!(matches!(err, CoreError::Standby { .. }), "{err}");
 }
 
+/// Vault's `vault.core.leadership_setup_failed`: a node that takes the
+/// lock but cannot load what the active node serves counts the failure
+/// and gives the lock up instead of serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_promotion_is_counted_and_the_lock_given_up() {
+    let c = Cluster::shamir(2).await;
+    let old = c.one_active().await;
+    let next = 1 - old;
+    assert_eq!(c.nodes[next].metrics().await.leadership_setup_failures, 0);
+    // Garbage where the keyring lives: the next node to be promoted cannot
+    // reload it (the active node keeps its copy in memory).
+    c.storage
+        .put("core/keyring", b"not a keyring")
+        .await
+        .unwrap();
+    c.nodes[old].step_down(&c.root).await.unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let metrics = c.nodes[next].metrics().await;
+        if metrics.leadership_setup_failures >= 1 {
+            assert!(metrics.leadership_setup_failed_time > Duration::ZERO);
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no failed promotion counted: {:?}",
+            c.nodes[next].node_state()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(c.nodes[next].logical().is_err(), "it never served");
+    assert_eq!(c.nodes[old].metrics().await.leadership_setup_failures, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promotion_loads_mounts_tokens_and_data_written_by_the_previous_active() {
     let c = Cluster::auto(2).await;

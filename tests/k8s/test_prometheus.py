@@ -121,6 +121,9 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
     assert prom.scalar("sum(vault_consul_get_count)") > 0
     assert prom.scalar("sum(vault_barrier_get_count)") > 0
     assert prom.scalar("sum(vault_ha_rpc_client_forward_count)") >= 1
+    # Failed promotions are counted from zero on every node, so the
+    # setup-failed alert can see the first one.
+    assert [s["value"][1] for s in prom.query("vault_core_leadership_setup_failed_count")] == ["0"] * 3
 
     # An operator seals the active node by hand (Vault lets only the
     # active node seal itself): a standby takes over, the sealed-pod alert
@@ -139,7 +142,8 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
     groups = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
     assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), rules
-    for alert in ("StrongroomNoActiveNode", "StrongroomMoreThanOneActiveNode", "StrongroomScrapeFailing"):
+    for alert in ("StrongroomNoActiveNode", "StrongroomMoreThanOneActiveNode", "StrongroomScrapeFailing",
+                  "StrongroomLeadershipSetupFailed"):
         assert prom.firing(alert) == [], alert
 
     # Unsealing it again clears the alert.

@@ -687,6 +687,13 @@ impl Metrics {
                 );
             }
         }
+        let (help, failed) = leadership_setup_failed(&node.core);
+        summary::encode(
+            &mut out,
+            &prometheus_name(LEADERSHIP_SETUP_FAILED),
+            help,
+            &failed,
+        );
         if open_metrics {
             text::encode_eof(&mut out)?;
         }
@@ -734,11 +741,35 @@ impl Metrics {
             let mean = snap.sum_ms / snap.count as f64;
             samples.push(json!({"Name": key, "Count": snap.count, "Sum": snap.sum_ms, "Mean": mean, "Labels": {}}));
         }
+        let (_, failed) = leadership_setup_failed(&node.core);
+        if failed.count > 0 {
+            samples.push(
+                json!({"Name": LEADERSHIP_SETUP_FAILED, "Count": failed.count,
+                "Sum": failed.sum_ms, "Mean": failed.sum_ms / failed.count as f64, "Labels": {}}),
+            );
+        }
         let now = time::OffsetDateTime::now_utc()
             .format(&time::format_description::well_known::Rfc3339)
             .unwrap_or_default();
         json!({"Timestamp": now, "Gauges": gauges, "Counters": counters, "Samples": samples})
     }
+}
+
+const LEADERSHIP_SETUP_FAILED: &str = "vault.core.leadership_setup_failed";
+
+/// `vault.core.leadership_setup_failed`, from the core's count and total
+/// time of promotions that failed after the lock was taken. Always
+/// written, from zero, so `increase(…_count[10m]) > 0` catches the first
+/// failure too; its quantiles are NaN, as an idle Vault summary's are.
+fn leadership_setup_failed(core: &CoreMetrics) -> (&'static str, summary::SummarySnapshot) {
+    let help = "Time the node held the HA lock before giving it up because becoming \
+                active failed, in milliseconds.";
+    let snapshot = summary::SummarySnapshot {
+        quantiles: summary::QUANTILES.iter().map(|q| (*q, f64::NAN)).collect(),
+        sum_ms: core.leadership_setup_failed_time.as_secs_f64() * 1_000.0,
+        count: core.leadership_setup_failures,
+    };
+    (help, snapshot)
 }
 
 /// When the current active period began; yields its length when it ends.
@@ -968,6 +999,41 @@ mod tests {
             "{vault}"
         );
         assert!(!vault.contains("_total"), "{vault}");
+    }
+
+    #[test]
+    fn failed_promotions_are_vaults_leadership_setup_failed_summary() {
+        let metrics = Metrics::new(quiet(), "consul");
+        let mut node = unsealed_active();
+        let text = metrics.text(Format::Prometheus, &node).unwrap();
+        assert!(
+            text.contains("# TYPE vault_core_leadership_setup_failed summary\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\nvault_core_leadership_setup_failed_count 0\n"),
+            "written from zero: {text}"
+        );
+        node.core.leadership_setup_failures = 2;
+        node.core.leadership_setup_failed_time = Duration::from_millis(30);
+        let text = metrics.text(Format::OpenMetrics, &node).unwrap();
+        for line in [
+            "vault_core_leadership_setup_failed{quantile=\"0.99\"} NaN\n",
+            "vault_core_leadership_setup_failed_sum 30\n",
+            "vault_core_leadership_setup_failed_count 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing: {text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let json = metrics.json(&node);
+        let sample = json["Samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Name"] == "vault.core.leadership_setup_failed")
+            .unwrap();
+        assert_eq!(sample["Count"], 2);
+        assert_eq!(sample["Mean"], 15.0);
     }
 
     #[test]
