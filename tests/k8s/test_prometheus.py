@@ -121,6 +121,9 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
     assert prom.scalar("sum(vault_consul_get_count)") > 0
     assert prom.scalar("sum(vault_barrier_get_count)") > 0
     assert prom.scalar("sum(vault_ha_rpc_client_forward_count)") >= 1
+    # Both standbys' heartbeats to the active node, timed.
+    wait_until("two standbys echoing",
+               lambda: len(prom.query("vault_ha_rpc_client_echo_count > 0")) == 2, timeout=30)
     # Failed promotions are counted from zero on every node, so the
     # setup-failed alert can see the first one.
     assert [s["value"][1] for s in prom.query("vault_core_leadership_setup_failed_count")] == ["0"] * 3

@@ -404,6 +404,12 @@ pub(crate) struct Metrics {
     /// `vault.ha.rpc.client.forward.errors`: requests a standby could not
     /// deliver to the active node (answered with a 307 instead).
     pub(crate) forward_errors: Counter,
+    /// `vault.ha.rpc.client.echo`: a standby's heartbeat to the active
+    /// node, until the answer arrives.
+    pub(crate) echo: Timer,
+    /// `vault.ha.rpc.client.echo.errors`: heartbeats the active node did
+    /// not accept or never received.
+    pub(crate) echo_errors: Counter,
     /// `vault.<storage>.get|put|list|delete|transaction`: physical storage
     /// operations (Vault's `vault_consul_get` …).
     pub(crate) storage: storage::StorageTimers,
@@ -460,6 +466,14 @@ impl Metrics {
             "vault.ha.rpc.client.forward.errors",
             "Requests a standby could not forward to the active node (redirected instead)",
         );
+        let echo = defs.timer(
+            "vault.ha.rpc.client.echo",
+            "Time for a standby's heartbeat to the active node, in milliseconds",
+        );
+        let echo_errors = defs.counter(
+            "vault.ha.rpc.client.echo.errors",
+            "Standby heartbeats to the active node that failed",
+        );
         let leadership_lost = defs.timer(
             "vault.core.leadership_lost",
             "How long the node was active before it lost or gave up the HA lock, in milliseconds",
@@ -486,6 +500,8 @@ impl Metrics {
             leadership_lost,
             forward,
             forward_errors,
+            echo,
+            echo_errors,
             storage,
             barrier,
         }

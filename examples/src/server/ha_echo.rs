@@ -2,7 +2,10 @@
 //! node's `sys/ha-status` lists it with its last heartbeat (Vault's
 //! standbys echo over their cluster connection; here over the API, the
 //! echo encrypted by the barrier so only cluster members can send one).
+//! Timed and counted under Vault's names: `vault.ha.rpc.client.echo` and
+//! `vault.ha.rpc.client.echo.errors`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -11,11 +14,13 @@ use serde_json::json;
 use strongroom::{Core, HaMode};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
+
 /// How often a standby echoes.
 pub(crate) const ECHO_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Starts the echo loop (HA nodes only); it ends with `shutdown`.
-pub(crate) fn spawn(core: Core, shutdown: CancellationToken) {
+pub(crate) fn spawn(core: Core, metrics: Arc<Metrics>, shutdown: CancellationToken) {
     if !core.ha_enabled() {
         return;
     }
@@ -62,6 +67,7 @@ pub(crate) fn spawn(core: Core, shutdown: CancellationToken) {
                 .timeout(ECHO_INTERVAL)
                 .send()
                 .await;
+            metrics.echo.since(started);
             match sent {
                 Ok(answer) if answer.status().is_success() => {
                     last_duration = started.elapsed();
@@ -71,6 +77,7 @@ pub(crate) fn spawn(core: Core, shutdown: CancellationToken) {
                     failing = false;
                 }
                 outcome => {
+                    metrics.echo_errors.inc();
                     if !failing {
                         let why = match outcome {
                             Ok(answer) => format!("it answered {}", answer.status()),

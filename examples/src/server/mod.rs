@@ -310,7 +310,7 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         core.watch_node_state(),
         shutdown.clone(),
     ));
-    ha_echo::spawn(core.clone(), shutdown.clone());
+    ha_echo::spawn(core.clone(), metrics.clone(), shutdown.clone());
     let mut registrations: Vec<Arc<dyn ServiceRegistration>> = Vec::new();
     if let Some(kubernetes) = &config.kubernetes {
         let status = NodeStatus::of(&core).await;
