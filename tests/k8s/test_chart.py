@@ -238,7 +238,8 @@ def test_prometheus_rule_has_the_alerts_operators_need(helm):
     (group,) = rule["spec"]["groups"]
     alerts = {r["alert"]: r for r in group["rules"]}
     assert {"StrongroomSealed", "StrongroomNoActiveNode", "StrongroomMoreThanOneActiveNode",
-            "StrongroomLeadershipFlapping", "StrongroomSealUnreachable", "StrongroomConsulLatencyHigh"} <= set(alerts)
+            "StrongroomLeadershipFlapping", "StrongroomSealUnreachable", "StrongroomConsulLatencyHigh",
+            "StrongroomLeadershipSetupFailed", "StrongroomForwardingFailing"} <= set(alerts)
     for r in alerts.values():
         assert 'namespace="vault",service="sr-strongroom-internal"' in r["expr"], r["expr"]
         assert r["labels"]["severity"] in ("critical", "warning")

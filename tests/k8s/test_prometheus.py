@@ -124,9 +124,10 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
     # Both standbys' heartbeats to the active node, timed.
     wait_until("two standbys echoing",
                lambda: len(prom.query("vault_ha_rpc_client_echo_count > 0")) == 2, timeout=30)
-    # Failed promotions are counted from zero on every node, so the
+    # Forwarding errors and failed promotions are counted from zero on every node, so the
     # setup-failed alert can see the first one.
     assert [s["value"][1] for s in prom.query("vault_core_leadership_setup_failed_count")] == ["0"] * 3
+    assert [s["value"][1] for s in prom.query("vault_ha_rpc_client_forward_errors")] == ["0"] * 3
 
     # An operator seals the active node by hand (Vault lets only the
     # active node seal itself): a standby takes over, the sealed-pod alert
@@ -144,9 +145,9 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
     # Every rule loaded and evaluates without error; nothing else fires.
     groups = requests.get(f"{prom.url}/api/v1/rules", timeout=10).json()["data"]["groups"]
     rules = [r for g in groups for r in g["rules"]]
-    assert len(rules) == 9 and all(r["health"] == "ok" for r in rules), rules
+    assert len(rules) == 10 and all(r["health"] == "ok" for r in rules), rules
     for alert in ("StrongroomNoActiveNode", "StrongroomMoreThanOneActiveNode", "StrongroomScrapeFailing",
-                  "StrongroomLeadershipSetupFailed"):
+                  "StrongroomLeadershipSetupFailed", "StrongroomForwardingFailing"):
         assert prom.firing(alert) == [], alert
 
     # Unsealing it again clears the alert.

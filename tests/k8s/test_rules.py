@@ -24,7 +24,7 @@ def test_promtool_checks_the_rules(helm, promtool, tmp_path):
     out = subprocess.run([promtool, "check", "rules", str(rules_file(helm, tmp_path))],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 9 rules found" in out.stdout, out.stdout
+    assert "SUCCESS: 10 rules found" in out.stdout, out.stdout
 
 
 def test_every_alert_fires_on_its_series(helm, promtool, tmp_path):

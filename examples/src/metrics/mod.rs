@@ -26,8 +26,9 @@
 //! in-memory sink shape).
 //!
 //! The `telemetry` stanza applies as in Vault: `prometheus_retention_time`
-//! drops recorded series not updated for that long (`0` turns the
-//! Prometheus formats off), and unless `disable_hostname = true` gauge
+//! drops recorded timings not updated for that long (`0` turns the
+//! Prometheus formats off; counters are defined up front and stay, see
+//! [`Counter`]), and unless `disable_hostname = true` gauge
 //! names carry the host name (`vault_<host>_core_unsealed`).
 
 mod storage;
@@ -146,19 +147,20 @@ impl Freshness {
 struct CounterCell {
     value: AtomicU64,
     fresh: Freshness,
-    retention: Duration,
 }
 
-/// A counter the server increments (a go-metrics `IncrCounter`).
+/// A counter the server increments (a go-metrics `IncrCounter`), defined
+/// up front as go-metrics' `CounterDefinitions` are: written from zero and
+/// never expired, so an alert on `increase(…[5m]) > 0` sees the first
+/// event too (a series that appears at 1 has no increase).
 #[derive(Debug, Clone)]
 pub(crate) struct Counter(Arc<CounterCell>);
 
 impl Counter {
-    fn new(retention: Duration) -> Self {
+    fn new() -> Self {
         Counter(Arc::new(CounterCell {
             value: AtomicU64::new(0),
             fresh: Freshness::new(),
-            retention,
         }))
     }
 
@@ -180,10 +182,6 @@ impl EncodeMetric for Counter {
 
     fn metric_type(&self) -> MetricType {
         MetricType::Counter
-    }
-
-    fn is_empty(&self) -> bool {
-        !self.0.fresh.fresh(self.0.retention)
     }
 }
 
@@ -420,7 +418,6 @@ pub(crate) struct Metrics {
 
 /// Collects recorded metrics while [`Metrics::new`] defines them.
 struct Definitions {
-    retention: Duration,
     registry: Registry,
     counters: Vec<(String, Counter)>,
     timers: Vec<(String, &'static str, Timer)>,
@@ -428,7 +425,7 @@ struct Definitions {
 
 impl Definitions {
     fn counter(&mut self, key: &str, help: &'static str) -> Counter {
-        let counter = Counter::new(self.retention);
+        let counter = Counter::new();
         self.registry
             .register(prometheus_name(key), help, counter.clone());
         self.counters.push((key.to_owned(), counter.clone()));
@@ -447,7 +444,6 @@ impl Metrics {
     /// metrics (`consul` → `vault_consul_get`).
     pub(crate) fn new(settings: TelemetrySettings, storage_kind: &str) -> Self {
         let mut defs = Definitions {
-            retention: settings.prometheus_retention,
             registry: Registry::default(),
             counters: Vec::new(),
             timers: Vec::new(),
@@ -945,8 +941,8 @@ mod tests {
         );
         assert!(text.contains("vault_consul_get_count 1\n"), "{text}");
         assert!(
-            !text.contains("forward_errors"),
-            "counters appear once counted"
+            text.contains("\nvault_ha_rpc_client_forward_errors_total 0\n"),
+            "counters are written from zero: {text}"
         );
         metrics.forward_errors.inc();
         let counted = metrics
