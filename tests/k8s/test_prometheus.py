@@ -162,5 +162,5 @@ def test_prometheus_scrapes_three_nodes_and_alerts_on_the_sealed_one(helm, consu
         for target in panel["targets"]:
             expr = target["expr"].replace('=~"$namespace"', f'=~"{NAMESPACE}"')
             result = prom.query(expr)
-            if re.search(r"vault_(core_(unsealed|active|handle_request)|consul_get)\b|strongroom_http_requests\b", expr):
+            if re.search(r"vault_(core_(unsealed|active|handle_request)|consul_get|ha_rpc_client_(forward|echo)(_errors)?)\b|strongroom_http_requests\b", expr):
                 assert result, f"panel {panel['title']!r}: {expr} returned nothing"
