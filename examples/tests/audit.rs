@@ -186,12 +186,12 @@ async fn every_request_is_logged_in_pairs_with_secrets_as_hmacs() {
         created_response["response"]["auth"]["client_token"],
         json!(child_hash)
     );
-    // Denied requests are recorded, with the caller and the error.
+    // Denied requests are recorded, with the caller and the error in
+    // Vault's multierror text (as OpenBao writes it).
+    let multierror = "1 error occurred:\n\t* permission denied\n\n";
     let denied: Vec<&Value> = entries
         .iter()
-        .filter(|e| {
-            e["request"]["client_token"] == json!(child_hash) && e["error"] == "permission denied"
-        })
+        .filter(|e| e["request"]["client_token"] == json!(child_hash) && e["error"] == multierror)
         .collect();
     assert_eq!(denied.len(), 2, "request and response of the refused write");
     assert_eq!(denied[0]["auth"]["policy_results"]["allowed"], false);
@@ -199,12 +199,19 @@ async fn every_request_is_logged_in_pairs_with_secrets_as_hmacs() {
         denied[0]["auth"]["token_policies"],
         json!(["default", "reader"])
     );
+    // An unknown token: the request entry has the bare text, the response
+    // entry the router's multierror, no `auth` beyond what is known.
+    let unknown: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["request"]["client_token"] == json!(made_up))
+        .collect();
+    assert_eq!(unknown.len(), 2, "the made-up token's request and response");
+    assert_eq!(unknown[0]["error"], "permission denied");
+    assert_eq!(unknown[1]["error"], multierror);
     assert!(
-        entries
-            .iter()
-            .any(|e| e["request"]["client_token"] == json!(made_up)
-                && e["error"] == "permission denied"),
-        "the made-up token's request"
+        unknown[1]["response"]["data"]["error"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("hmac-sha256:"))
     );
     let allowed = entries
         .iter()
@@ -219,6 +226,14 @@ async fn every_request_is_logged_in_pairs_with_secrets_as_hmacs() {
         "reader"
     );
     assert_eq!(allowed["request"]["remote_address"], "127.0.0.1");
+    // Vault's shape: issue time in whole seconds, no `remaining_uses` for
+    // a token without a use limit.
+    let issued = allowed["auth"]["token_issue_time"].as_str().unwrap();
+    assert!(
+        issued.ends_with('Z') && !issued.contains('.') && issued.len() == 20,
+        "{issued}"
+    );
+    assert!(allowed["auth"].get("remaining_uses").is_none(), "{allowed}");
 }
 
 async fn prometheus(server: &Node) -> String {

@@ -247,6 +247,7 @@ async fn sigterm_of_the_active_hands_over_at_once() {
     c.node(old)
         .write(c.root(), "kv/before", json!({"v": 1}))
         .await;
+    let (reader, audit_log, reader_hash) = policy_token_and_audit_device(&sc, &c, old).await;
     let survivor = (old + 1) % 3;
     sc.step(format!("SIGTERM {}", c.node(old).name()));
     let sent = Instant::now();
@@ -261,7 +262,97 @@ async fn sigterm_of_the_active_hands_over_at_once() {
         c.node(old).log().contains("giving up the HA lock"),
         "the old node released the lock on its way out"
     );
+    promoted_node_enforces_and_audits(&c, new, &reader, &audit_log, &reader_hash).await;
     sampler.stop_and_check().await;
+}
+
+/// On the active node: a read-only policy, a token holding it, and a file
+/// audit device; returns the token, the log's path and the token's HMAC.
+async fn policy_token_and_audit_device(
+    sc: &Scenario,
+    c: &HaCluster,
+    active: usize,
+) -> (String, std::path::PathBuf, String) {
+    let node = c.node(active);
+    let policy = r#"path "kv/*" { capabilities = ["read"] }"#;
+    node.write(
+        c.root(),
+        "sys/policies/acl/kv-reader",
+        json!({ "policy": policy }),
+    )
+    .await;
+    let (code, created) = node
+        .call(
+            "POST",
+            "auth/token/create",
+            Some(c.root()),
+            Some(json!({"policies": ["kv-reader"]})),
+        )
+        .await;
+    assert_eq!(code, 200, "{created}");
+    let token = created["auth"]["client_token"].as_str().unwrap().to_owned();
+    let dir = sc.subdir("audit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("audit.log");
+    node.write(
+        c.root(),
+        "sys/audit/file",
+        json!({"type": "file", "options": {"file_path": log.to_str().unwrap()}}),
+    )
+    .await;
+    let hash = audit_hash(c, active, &token).await;
+    (token, log, hash)
+}
+
+async fn audit_hash(c: &HaCluster, node: usize, input: &str) -> String {
+    let (code, body) = c
+        .node(node)
+        .call(
+            "POST",
+            "sys/audit-hash/file",
+            Some(c.root()),
+            Some(json!({ "input": input })),
+        )
+        .await;
+    assert_eq!(code, 200, "audit-hash on {}: {body}", c.node(node).name());
+    body["data"]["hash"].as_str().unwrap().to_owned()
+}
+
+/// The promoted node enforces the policy written on the old active node and
+/// records through the audit device enabled there, with the same salt.
+async fn promoted_node_enforces_and_audits(
+    c: &HaCluster,
+    new: usize,
+    reader: &str,
+    audit_log: &std::path::Path,
+    reader_hash: &str,
+) {
+    let node = c.node(new);
+    assert_eq!(
+        node.read(reader, "kv/before").await,
+        Some(json!({"v": 1})),
+        "the policy's read on the promoted node"
+    );
+    let (code, body) = node
+        .call("PUT", "kv/before", Some(reader), Some(json!({"v": 2})))
+        .await;
+    assert_eq!(code, 403, "the policy grants no write: {body}");
+    assert_eq!(audit_hash(c, new, reader).await, reader_hash);
+    let text = std::fs::read_to_string(audit_log).unwrap();
+    let refused: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| {
+            e["request"]["client_token"] == json!(reader_hash)
+                && e["request"]["operation"] == "update"
+        })
+        .collect();
+    assert_eq!(
+        refused.len(),
+        2,
+        "the refused write's request and response entries, written by the promoted node"
+    );
+    assert!(!text.contains(reader), "the token appears only as an HMAC");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

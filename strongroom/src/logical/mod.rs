@@ -617,14 +617,20 @@ impl Logical {
         };
         if let Some(refused) = admission.refused {
             if audit {
-                let message = refused.to_string();
+                let message = audit::error_text(&refused);
+                // Vault's response entry for an unknown token carries the
+                // router's multierror, its request entry the bare text.
+                let response_message = match refused {
+                    LogicalError::PermissionDenied => audit::error_text(&LogicalError::Denied),
+                    _ => message.clone(),
+                };
                 let record = record(&req, admission.caller.as_ref(), mount.as_ref());
                 // As Vault: a refusal is answered even when it cannot be
                 // recorded (the broker logs and counts the failure).
                 self.inner.audit.log_request(&record, Some(&message)).await;
                 self.inner
                     .audit
-                    .log_response(&record, &Outcome::Error(message))
+                    .log_response(&record, &Outcome::Error(response_message))
                     .await;
             }
             return Err(refused);

@@ -100,8 +100,18 @@ impl<'a> Outcome<'a> {
     pub(crate) fn of(result: &'a Result<LogicalResponse, crate::logical::LogicalError>) -> Self {
         match result {
             Ok(resp) => Self::Response(resp),
-            Err(err) => Self::Error(err.to_string()),
+            Err(err) => Self::Error(error_text(err)),
         }
+    }
+}
+
+/// The error as Vault's audit entries give it: the text the client sees
+/// when that is one message (`1 error occurred:\n\t* permission denied\n\n`
+/// for an ACL refusal), the error's own text otherwise.
+pub(crate) fn error_text(err: &crate::logical::LogicalError) -> String {
+    match err.errors().as_slice() {
+        [one] => one.clone(),
+        _ => err.to_string(),
     }
 }
 
@@ -136,15 +146,23 @@ fn auth_block(record: &Record<'_>, hasher: &Hasher<'_>) -> Option<Value> {
     insert_nonempty(&mut auth, "policies", json!(entry.policies()));
     insert_nonempty(&mut auth, "token_policies", json!(entry.policies()));
     insert_nonempty(&mut auth, "metadata", json!(entry.meta()));
-    insert_nonempty(&mut auth, "remaining_uses", json!(entry.num_uses()));
+    if entry.num_uses() > 0 {
+        auth.insert("remaining_uses".into(), json!(entry.num_uses()));
+    }
     auth.insert("token_type".into(), json!("service"));
     let ttl = entry.creation_ttl();
     if ttl > 0 {
         auth.insert("token_ttl".into(), json!(ttl));
     }
+    // Vault keeps a token's creation time in whole seconds.
     auth.insert(
         "token_issue_time".into(),
-        json!(rfc3339(entry.issue_time())),
+        json!(rfc3339(
+            entry
+                .issue_time()
+                .replace_nanosecond(0)
+                .unwrap_or(entry.issue_time())
+        )),
     );
     let granting: Vec<Value> = caller
         .decision

@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use zeroize::Zeroizing;
 
-pub(crate) use entry::{MountInfo, Outcome, Record};
+pub(crate) use entry::{MountInfo, Outcome, Record, error_text};
 
 use super::util::{Fields, parse_duration_secs, random_base62, random_uuid};
 use super::{Ctx, LogicalError, LogicalResponse, Operation};
