@@ -234,14 +234,27 @@ struct Samples {
 pub struct LeaderSampler {
     samples: Arc<Mutex<Samples>>,
     stop: CancellationToken,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Drop for LeaderSampler {
+    fn drop(&mut self) {
+        // A test that panics must not leave it polling.
+        self.stop.cancel();
+    }
 }
 
 impl LeaderSampler {
     /// Starts sampling `cluster` every `every`.
     pub fn start(cluster: &HaCluster, every: Duration) -> Self {
-        let clients: Vec<(usize, reqwest::Client, String)> = cluster
-            .nodes
+        Self::start_on(&cluster.nodes, every)
+    }
+
+    /// Starts sampling `nodes` (any HA nodes, e.g. a
+    /// [`crate::kms_cluster::KmsCluster`]'s) every `every`; node `i` is
+    /// `n<i+1>` in messages.
+    pub fn start_on(nodes: &[Node], every: Duration) -> Self {
+        let clients: Vec<(usize, reqwest::Client, String)> = nodes
             .iter()
             .enumerate()
             .map(|(i, n)| {
@@ -258,7 +271,7 @@ impl LeaderSampler {
         Self {
             samples,
             stop,
-            task,
+            task: Some(task),
         }
     }
 
@@ -277,9 +290,11 @@ impl LeaderSampler {
     /// # Panics
     /// When two nodes were active at the same time, naming both periods;
     /// or when no node was ever seen active.
-    pub async fn stop_and_check(self) -> usize {
+    pub async fn stop_and_check(mut self) -> usize {
         self.stop.cancel();
-        let _ = self.task.await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
         // The latest "still active" answer of each (node, period).
         let mut periods: BTreeMap<(usize, SystemTime), SystemTime> = BTreeMap::new();

@@ -2,7 +2,8 @@
 //! a Consul cluster (3 servers), `moto_server` enforcing IAM with a user
 //! whose attached policy allows exactly what the seal needs
 //! ([`SEAL_ACTIONS`]), and HA nodes with `storage "consul"` (node *i*
-//! talks to Consul server *i*, as each pod talks to its own agent) and
+//! talks to its own Consul client agent, as Vault's deployment guide
+//! recommends, or straight to server *i*) and
 //! `seal "awskms"` signing as that user. Short session TTL, lock-delay and
 //! auto-unseal retry come from [`KmsClusterOptions`], set through the
 //! config like an operator would.
@@ -50,6 +51,9 @@ pub struct KmsClusterOptions {
     pub nodes: usize,
     /// Consul servers (default 3).
     pub consul_servers: usize,
+    /// Whether each node talks to its own Consul client agent (default) or
+    /// straight to a server.
+    pub consul_clients: bool,
     /// `session_ttl` of the HA lock session (default 2 s).
     pub session_ttl: Duration,
     /// `lock_delay` after an invalidated session (default 1 s).
@@ -65,6 +69,9 @@ pub struct KmsClusterOptions {
     pub consul_request_timeout: Duration,
     /// See [`KmsClusterOptions::consul_request_timeout`].
     pub consul_max_retries: u32,
+    /// `seal_health_check_interval`: how often the active node checks the
+    /// KMS while it answers (default 2 s; a tenth of it while it fails).
+    pub seal_health_check: Duration,
 }
 
 impl Default for KmsClusterOptions {
@@ -72,12 +79,14 @@ impl Default for KmsClusterOptions {
         Self {
             nodes: 3,
             consul_servers: 3,
+            consul_clients: true,
             session_ttl: Duration::from_secs(2),
             lock_delay: Duration::from_secs(1),
             lock_wait_time: Duration::from_secs(2),
             unseal_retry: Duration::from_secs(2),
             consul_request_timeout: Duration::from_secs(3),
             consul_max_retries: 1,
+            seal_health_check: Duration::from_secs(2),
         }
     }
 }
@@ -115,9 +124,19 @@ impl KmsCluster {
             options.consul_servers
         ));
         let servers = options.consul_servers;
+        let clients = if options.consul_clients {
+            options.nodes
+        } else {
+            0
+        };
         let consul_timeline = timeline.clone();
         let consul = tokio::task::spawn_blocking(move || {
-            ConsulCluster::start_with(servers, ConsulOptions::default().timeline(&consul_timeline))
+            ConsulCluster::start_with(
+                servers,
+                ConsulOptions::default()
+                    .clients(clients)
+                    .timeline(&consul_timeline),
+            )
         });
         let moto = MotoServer::start_on(timeline, true).await;
         let consul = consul
@@ -158,7 +177,11 @@ impl KmsCluster {
     /// Node `i`'s configuration with KMS key `key_id`.
     pub fn node_config(&self, i: usize, key_id: &str) -> NodeConfig {
         let o = &self.options;
-        let consul = self.consul.http_address(i % self.consul.len());
+        let consul = if self.consul.clients() > 0 {
+            self.consul.client_http_address(i % self.consul.clients())
+        } else {
+            self.consul.http_address(i % self.consul.len())
+        };
         NodeConfig::new()
             .binary(&self.binary)
             .storage(
@@ -173,6 +196,7 @@ impl KmsCluster {
             .ha_enabled(true)
             .attr("cluster_name", "strongroom-kms-cluster")
             .attr("auto_unseal_max_backoff", duration(o.unseal_retry))
+            .attr("seal_health_check_interval", duration(o.seal_health_check))
     }
 
     /// Initializes through `n1` with the CLI as an operator would
@@ -302,6 +326,12 @@ impl KmsCluster {
         self.nodes[i].reconfigure(config);
     }
 
+    /// Records `key` as the cluster's KMS key (after every node was moved
+    /// to it with [`KmsCluster::set_node_key`]).
+    pub fn use_key(&mut self, key: TestKey) {
+        self.key = key;
+    }
+
     /// Detaches the seal user's policy and waits until KMS denies it
     /// (what revoked IAM permissions look like to the seal).
     ///
@@ -403,26 +433,47 @@ impl KmsCluster {
         self.nodes[i].wait_standby(timeout).await;
     }
 
-    /// Stops every Consul server (SIGTERM).
+    /// Stops every Consul agent, servers and clients (SIGTERM).
     pub fn stop_consul(&self) {
-        self.timeline.step("stop every Consul server");
+        self.timeline.step("stop every Consul agent");
         for i in 0..self.consul.len() {
             self.consul.stop(i);
         }
+        for i in 0..self.consul.clients() {
+            self.consul
+                .client_process(i)
+                .terminate(Duration::from_secs(20));
+        }
     }
 
-    /// Starts every stopped Consul server and waits for a leader.
+    /// Starts every stopped Consul agent and waits for a leader that every
+    /// client reaches.
     ///
     /// # Panics
     /// When they elect none within 60 s.
     pub async fn start_consul(&self) {
-        self.timeline.step("start every Consul server");
+        self.timeline.step("start every Consul agent");
         for i in 0..self.consul.len() {
             if !self.consul.is_running(i) {
                 self.consul.start_node(i);
             }
         }
+        for i in 0..self.consul.clients() {
+            if !self.consul.client_process(i).is_running() {
+                self.consul.client_process(i).start_again();
+            }
+        }
         self.wait_consul_leader().await;
+        let consul = &self.consul;
+        wait::until(
+            "every Consul client agent reaches the leader",
+            Duration::from_secs(60),
+            || async {
+                (0..consul.clients())
+                    .all(|i| crate::consul::leader_of(&consul.client_http_address(i)).is_some())
+            },
+        )
+        .await;
     }
 
     /// Waits until the running Consul servers agree on a leader.

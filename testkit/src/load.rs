@@ -379,20 +379,59 @@ impl Load {
     /// recorded in the history as client `client` — for requests a scenario
     /// aims at one node (a frozen one, say).
     pub async fn write_via(&self, client: usize, name: &str, key: &str, value: &str) -> Outcome {
-        let (name, base) = self.service.endpoint(name);
-        let http = crate::load::client(self.options.timeout);
-        let invoke = self.history.now();
-        let outcome = kv2_write(&http, &base, &self.options, key, value).await;
-        self.history.record(
+        self.spawn_writes_via(
             client,
-            key,
-            Call::Write(value.to_owned()),
-            &name,
-            invoke,
-            self.history.now(),
-            outcome.clone(),
-        );
-        outcome
+            name,
+            vec![(key.to_owned(), value.to_owned())],
+            self.options.timeout,
+        )
+        .await
+        .ok()
+        .and_then(|mut outcomes| outcomes.pop())
+        .unwrap_or_else(|| Outcome::Unknown("the write task failed".to_owned()))
+    }
+
+    /// Sends the `(key, value)` writes at once through the node `name`
+    /// (not the service) as client `client`, each with `timeout`, in the
+    /// background; the task returns their outcomes (each also recorded in
+    /// the history). For requests that will wait (a frozen node).
+    pub fn spawn_writes_via(
+        &self,
+        client: usize,
+        name: &str,
+        writes: Vec<(String, String)>,
+        timeout: Duration,
+    ) -> JoinHandle<Vec<Outcome>> {
+        let (name, base) = self.service.endpoint(name);
+        let http = crate::load::client(timeout);
+        let options = self.options.clone();
+        let history = self.history.clone();
+        tokio::spawn(async move {
+            let sends = writes.iter().map(|(key, value)| {
+                let (http, base, options, history, name) =
+                    (&http, &base, &options, &history, &name);
+                async move {
+                    let invoke = history.now();
+                    let outcome = kv2_write(http, base, options, key, value).await;
+                    history.record(
+                        client,
+                        key,
+                        Call::Write(value.clone()),
+                        name,
+                        invoke,
+                        history.now(),
+                        outcome.clone(),
+                    );
+                    outcome
+                }
+            });
+            futures::future::join_all(sends).await
+        })
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &LoadOptions {
+        &self.options
     }
 
     /// Stops the workers (their in-flight operations finish), reads every

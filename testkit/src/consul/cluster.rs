@@ -25,10 +25,12 @@ struct Server {
 /// not cleaned out of the raft configuration, joins retry every second,
 /// `rpc_hold_timeout` is short, sessions may have TTLs down to 1 s (see
 /// [`ConsulOptions`]). Servers are named `consul0`, `consul1`, … on the
-/// timeline.
+/// timeline. With [`ConsulOptions::clients`], client agents `client0`, …
+/// join them, as the agents Vault nodes talk to in production.
 #[derive(Debug)]
 pub struct ConsulCluster {
     servers: Vec<Server>,
+    clients: Vec<Server>,
     _reserved: Vec<Port>,
     _dir: tempfile::TempDir,
 }
@@ -110,23 +112,67 @@ impl ConsulCluster {
                 process: Process::start(spec, &options.timeline),
             });
         }
+        let mut clients = Vec::new();
+        for i in 0..options.clients {
+            let (p, held) = AgentPorts::reserve(false);
+            reserved.extend(held);
+            let data = dir.path().join(format!("client{i}"));
+            std::fs::create_dir_all(&data).map_err(|e| StartError::Other(format!("mkdir: {e}")))?;
+            let mut args = vec![
+                "agent".to_owned(),
+                format!("-node=client{i}"),
+                "-bind=127.0.0.1".to_owned(),
+                "-client=127.0.0.1".to_owned(),
+                format!("-data-dir={}", data.display()),
+                "-retry-interval=1s".to_owned(),
+                "-log-level=warn".to_owned(),
+            ];
+            args.extend(p.flags());
+            for server in &ports {
+                args.push(format!("-retry-join=127.0.0.1:{}", server.serf_lan));
+            }
+            let mut hcl = options.common_hcl();
+            hcl.extend(options.extra_hcl.iter().cloned());
+            push_hcl(&mut args, hcl);
+            let name = format!("consul-client{i}");
+            let spec = ProcessSpec::new(
+                &name,
+                tools::consul_bin(),
+                dir.path().join(format!("{name}.log")),
+            )
+            .args(&args);
+            clients.push(Server {
+                ports: p,
+                process: Process::start(spec, &options.timeline),
+            });
+        }
         let cluster = Self {
             servers,
+            clients,
             _reserved: reserved,
             _dir: dir,
         };
         let formed = wait::try_until_blocking(
-            &format!("the {n} Consul servers agree on a leader"),
+            &format!(
+                "the {n} Consul servers agree on a leader and the {} clients reach it",
+                options.clients
+            ),
             START_TIMEOUT,
             || {
                 if cluster
                     .servers
                     .iter()
+                    .chain(&cluster.clients)
                     .any(|s| s.process.exit_status().is_some())
                 {
                     return Some(false);
                 }
-                cluster.leader().map(|_| true)
+                cluster.leader()?;
+                cluster
+                    .clients
+                    .iter()
+                    .all(|c| leader_of(&format!("127.0.0.1:{}", c.ports.http)).is_some())
+                    .then_some(true)
             },
         );
         match formed {
@@ -135,6 +181,7 @@ impl ConsulCluster {
                 let in_use = cluster
                     .servers
                     .iter()
+                    .chain(&cluster.clients)
                     .any(|s| s.process.exit_status().is_some() && s.process.address_in_use());
                 let report = format!(
                     "Consul cluster of {n} did not elect a leader ({}):\n{}",
@@ -157,6 +204,7 @@ impl ConsulCluster {
     pub fn logs(&self) -> String {
         self.servers
             .iter()
+            .chain(&self.clients)
             .map(|s| s.process.failure_report())
             .collect::<Vec<_>>()
             .join("\n")
@@ -175,6 +223,21 @@ impl ConsulCluster {
     /// `127.0.0.1:<http port>` of server `i`.
     pub fn http_address(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.servers[i].ports.http)
+    }
+
+    /// Number of client agents.
+    pub fn clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// `127.0.0.1:<http port>` of client agent `i`.
+    pub fn client_http_address(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.clients[i].ports.http)
+    }
+
+    /// Client agent `i`'s process (signals, log).
+    pub fn client_process(&self, i: usize) -> &Process {
+        &self.clients[i].process
     }
 
     /// Ports of server `i`.

@@ -106,6 +106,10 @@ pub struct ConsulOptions {
     pub rpc_hold_timeout: Duration,
     /// Extra `-hcl` fragments for every agent.
     pub extra_hcl: Vec<String>,
+    /// Cluster only: client agents joined to the servers (default 0), what
+    /// Vault nodes talk to in production — a client reaches whichever
+    /// server leads, so losing one server is an election, not an outage.
+    pub clients: usize,
     /// Where starts, signals and exits are recorded.
     pub timeline: Timeline,
 }
@@ -119,6 +123,7 @@ impl Default for ConsulOptions {
             session_ttl_min: Some("1s".to_owned()),
             rpc_hold_timeout: Duration::from_secs(1),
             extra_hcl: Vec::new(),
+            clients: 0,
             timeline: Timeline::new(),
         }
     }
@@ -155,6 +160,13 @@ impl ConsulOptions {
     #[must_use]
     pub fn hcl(mut self, fragment: impl Into<String>) -> Self {
         self.extra_hcl.push(fragment.into());
+        self
+    }
+
+    /// Cluster only: `n` client agents joined to the servers.
+    #[must_use]
+    pub fn clients(mut self, n: usize) -> Self {
+        self.clients = n;
         self
     }
 
