@@ -28,6 +28,7 @@ mod vault_reference;
 
 use std::time::Duration;
 
+use seal_awskms::AwsKmsSeal;
 use serde_json::json;
 use support::{Chaos, DEADLINE, LogRetries, scenario};
 use testkit::load::{LIVENESS_PATH, READINESS_PATH};
@@ -617,9 +618,30 @@ async fn s7(c: &mut Chaos) {
         &format!("SIGSTOP {} → {} active", c.name(old), c.name(new)),
         took,
     );
+    // A client that reaches the new active node is served at once...
+    let direct = c
+        .load()
+        .write_via(98, &c.name(new), "chaos/s7/through-new", "after-takeover")
+        .await;
+    assert!(direct.is_ok(), "a write through the new active: {direct:?}");
+    c.figure(
+        &format!(
+            "SIGSTOP {} → a write sent to {} acknowledged",
+            c.name(old),
+            c.name(new)
+        ),
+        c.now() - t,
+    );
+    // ...while the load's four workers may all be waiting on requests a
+    // standby forwarded to the frozen node before the takeover: those wait
+    // for SIGCONT or the client's timeout.
     let served = c.write_acknowledged_after(t).await;
     c.figure(
-        &format!("SIGSTOP {} → {} serves writes", c.name(old), c.name(new)),
+        &format!(
+            "SIGSTOP {} → the load's writes acknowledged again (workers held by requests forwarded to the frozen node until the {:?} client timeout)",
+            c.name(old),
+            c.load().options().timeout
+        ),
         served,
     );
     c.acknowledged_writes_after(c.now(), 20).await;
@@ -685,8 +707,8 @@ async fn s7(c: &mut Chaos) {
 
 /// 8. A new KMS key id in the config, rolled out by restarting one node at
 ///    a time: every node unseals with the old key's blob, the active one
-///    re-wraps the stored keys under the new key, and after the old key is
-///    disabled every node still unseals.
+///    re-wraps the stored keys under the new key (the blobs in Consul name
+///    it), and every node unseals from them on the next restart.
 #[test]
 fn s8_kms_key_changed_on_a_rolling_restart() {
     scenario(
@@ -705,6 +727,9 @@ async fn s8(c: &mut Chaos) {
         "new KMS key {}; rolling restart onto it, standbys first",
         new_key.key_id
     ));
+    for path in STORED_KEYS {
+        assert_eq!(stored_key_id(c, path).await.unwrap(), old_key.arn, "{path}");
+    }
     let t = c.now();
     let active = c.cluster.active(DEADLINE).await;
     let order = [(active + 1) % 3, (active + 2) % 3, active];
@@ -738,19 +763,50 @@ async fn s8(c: &mut Chaos) {
         c.load().history().longest_write_gap(t, end),
     );
 
-    c.step(format!(
-        "disable the old key {} and restart every node again",
-        old_key.key_id
-    ));
-    c.cluster.moto().disable_key(&old_key.key_id).await;
+    // The stored keys now name the new key: read both blobs from Consul
+    // and the key id each records. (Disabling the old key would prove
+    // nothing here: moto's Decrypt ignores a key's state.)
+    for path in STORED_KEYS {
+        let recorded = wait::until(
+            &format!("{path} in Consul is wrapped under the new key"),
+            DEADLINE,
+            || async {
+                let recorded = stored_key_id(c, path).await?;
+                if recorded == new_key.arn {
+                    Ok(recorded)
+                } else {
+                    Err(format!("still {recorded}"))
+                }
+            },
+        )
+        .await;
+        c.step(format!("{path}: wrapped under {recorded}"));
+    }
+    c.step("restart every node again: each unseals from the re-wrapped blob");
     let active = c.cluster.active(DEADLINE).await;
     for i in [(active + 1) % 3, (active + 2) % 3, active] {
         c.rolling_restart(i).await;
     }
     c.note(format!(
-        "after the rolling restart the stored keys were re-wrapped under {}: with {} disabled every node still unseals",
+        "after the rolling restart onto {} the stored root key and recovery key were re-wrapped under it (the key id each blob in Consul records, first wrapped under {}); a second rolling restart unsealed every node from them",
         new_key.key_id, old_key.key_id
     ));
     c.cluster.use_key(new_key);
     c.converged().await;
+}
+
+/// The seal-wrapped entries: the root key and the recovery key.
+const STORED_KEYS: [&str; 2] = ["core/hsm/barrier-unseal-keys", "core/recovery-key"];
+
+/// The KMS key a seal-wrapped entry is wrapped under: the key id its blob
+/// in Consul records (read raw from the KV store, under the nodes'
+/// `path = "vault/"`).
+async fn stored_key_id(c: &Chaos, path: &str) -> Result<String, String> {
+    let url = format!(
+        "http://{}/v1/kv/vault/{path}?raw",
+        c.cluster.consul().http_address(0)
+    );
+    let answer = reqwest::get(url).await.map_err(|e| e.to_string())?;
+    let blob = answer.bytes().await.map_err(|e| e.to_string())?;
+    AwsKmsSeal::blob_key_id(&blob).map_err(|e| e.to_string())
 }
