@@ -87,8 +87,28 @@ pub(crate) struct ServerConfig {
     /// Not Vault: what to do with a data set HashiCorp Vault wrote
     /// (`vault_takeover = "read-only"`, the default, or `"upgrade"`).
     pub(crate) vault_takeover: strongroom::VaultTakeover,
+    /// Vault's `cache_size`: entries the read cache keeps (`None`: the
+    /// core's default, 131072, as Vault's).
+    pub(crate) cache_size: Option<usize>,
+    /// Not Vault: bytes the read cache keeps (`None`: the core's default).
+    pub(crate) cache_max_bytes: Option<usize>,
+    /// Vault's `disable_cache`: no read cache in front of storage.
+    pub(crate) disable_cache: bool,
     /// Settings that were accepted but have no effect, for a startup warning.
     pub(crate) warnings: Vec<String>,
+}
+
+impl ServerConfig {
+    /// The read cache as `cache_size`, `cache_max_bytes` and
+    /// `disable_cache` describe it.
+    pub(crate) fn cache(&self) -> strongroom::CacheConfig {
+        let default = strongroom::CacheConfig::default();
+        strongroom::CacheConfig {
+            enabled: !self.disable_cache,
+            max_entries: self.cache_size.unwrap_or(default.max_entries),
+            max_bytes: self.cache_max_bytes.unwrap_or(default.max_bytes),
+        }
+    }
 }
 
 /// The `service_registration "kubernetes"` stanza. The environment
@@ -283,6 +303,9 @@ struct Partial {
     kubernetes: Option<KubernetesRegistrationConfig>,
     ui: Option<bool>,
     vault_takeover: Option<strongroom::VaultTakeover>,
+    cache_size: Option<usize>,
+    cache_max_bytes: Option<usize>,
+    disable_cache: Option<bool>,
     warnings: Vec<String>,
 }
 
@@ -319,6 +342,9 @@ impl Partial {
             kubernetes: self.kubernetes,
             ui: self.ui.unwrap_or(false),
             vault_takeover: self.vault_takeover.unwrap_or_default(),
+            cache_size: self.cache_size,
+            cache_max_bytes: self.cache_max_bytes,
+            disable_cache: self.disable_cache.unwrap_or(false),
             warnings: self.warnings,
         })
     }
@@ -354,6 +380,9 @@ impl Partial {
         }
         base.ui = self.ui.unwrap_or(base.ui);
         base.vault_takeover = self.vault_takeover.unwrap_or(base.vault_takeover);
+        base.cache_size = self.cache_size.or(base.cache_size);
+        base.cache_max_bytes = self.cache_max_bytes.or(base.cache_max_bytes);
+        base.disable_cache = self.disable_cache.unwrap_or(base.disable_cache);
         base.warnings.extend(self.warnings);
         base
     }
@@ -364,7 +393,6 @@ const IGNORED_TOP_LEVEL: &[&str] = &[
     "default_lease_ttl",
     "max_lease_ttl",
     "plugin_directory",
-    "disable_cache",
     "disable_clustering",
     "pid_file",
     "raw_storage_endpoint",
@@ -433,6 +461,17 @@ impl Ctx<'_> {
                 )),
             },
         }
+    }
+
+    /// A whole number of things (`None` for 0 is the caller's choice).
+    fn count(&self, attr: &Attribute) -> Result<Option<usize>, Error> {
+        let text = self.string(attr)?;
+        text.trim().parse::<usize>().map(Some).map_err(|_| {
+            self.invalid(
+                attr.span(),
+                format!("{} must be a whole number, got {text:?}", attr.key.as_str()),
+            )
+        })
     }
 
     /// Attribute values stringified, the form the backends' `from_map` take.
@@ -540,6 +579,10 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
                 });
             }
             "disable_mlock" => out.disable_mlock = Some(ctx.boolean(attr)?),
+            "disable_cache" => out.disable_cache = Some(ctx.boolean(attr)?),
+            // Vault: 0 (or unset) means the default size.
+            "cache_size" => out.cache_size = ctx.count(attr)?.filter(|n| *n > 0),
+            "cache_max_bytes" => out.cache_max_bytes = ctx.count(attr)?.filter(|n| *n > 0),
             "enable_multiseal" => out.enable_multiseal = Some(ctx.boolean(attr)?),
             "seal_health_check_interval" => {
                 let text = ctx.string(attr)?;
@@ -589,7 +632,7 @@ fn parse_partial(text: &str, path: &Path) -> Result<Partial, Error> {
             _ => {
                 return Err(ctx.invalid(
                     attr.span(),
-                    format!("unknown setting {key:?}; known: api_addr, cluster_addr, ha_enabled, cluster_name, log_level, log_format, disable_mlock, ui, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval, vault_takeover and the storage, seal and listener stanzas"),
+                    format!("unknown setting {key:?}; known: api_addr, cluster_addr, ha_enabled, cluster_name, log_level, log_format, disable_mlock, ui, cache_size, cache_max_bytes, disable_cache, auto_unseal_max_backoff, enable_multiseal, seal_health_check_interval, vault_takeover and the storage, seal and listener stanzas"),
                 ));
             }
         }
@@ -1099,6 +1142,34 @@ mod tests {
 
     fn parse_err(text: &str) -> String {
         parse(text, Path::new("test.hcl")).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn cache_settings_parse_as_vault_reads_them() {
+        let base = "storage \"inmem\" {}\nlistener \"tcp\" {\n  tls_disable = true\n}\n";
+        let default = parse_ok(base).cache();
+        assert_eq!(default, strongroom::CacheConfig::default());
+        assert_eq!(default.max_entries, 131_072, "Vault's default cache_size");
+        let set = parse_ok(&format!(
+            "{base}cache_size = 1000\ncache_max_bytes = 65536\n"
+        ))
+        .cache();
+        assert!(set.enabled);
+        assert_eq!((set.max_entries, set.max_bytes), (1000, 65536));
+        // Vault: 0 means the default.
+        assert_eq!(
+            parse_ok(&format!("{base}cache_size = 0\n"))
+                .cache()
+                .max_entries,
+            131_072
+        );
+        assert!(
+            !parse_ok(&format!("{base}disable_cache = true\n"))
+                .cache()
+                .enabled
+        );
+        let err = parse_err(&format!("{base}cache_size = \"lots\"\n"));
+        assert!(err.contains("cache_size must be a whole number"), "{err}");
     }
 
     #[test]

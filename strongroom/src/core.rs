@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::CoreError;
 use crate::auto_unseal::{AutoUnsealStatus, AutoUnsealTracker};
+use crate::cache::{CacheStats, ReadCache};
 use crate::config::{ClusterInfo, RECOVERY_CONFIG_PATH, SEAL_CONFIG_PATH, SealConfig};
 use crate::generate_root::GenerateRootOp;
 use crate::ha::Ha;
@@ -101,7 +102,12 @@ pub(crate) struct Active {
 }
 
 pub(crate) struct Inner {
+    /// The storage as the core sees it: the read cache in front of the
+    /// injected storage (everything the core and the barrier read and
+    /// write goes through it, so it sees every write of this node).
     pub(crate) physical: Arc<dyn Storage>,
+    /// The same cache, for turning it on and off with the serving state.
+    pub(crate) cache: Arc<ReadCache>,
     pub(crate) barrier: Arc<Barrier>,
     pub(crate) seal: SealKind,
     /// The disabled seals of a migration away from them (`disabled =
@@ -331,11 +337,14 @@ impl CoreBuilder {
                     .into(),
             ));
         }
+        let cache = Arc::new(ReadCache::new(storage, self.options.cache));
+        let storage: Arc<dyn Storage> = cache.clone();
         let barrier = Arc::new(Barrier::new(storage.clone()));
         let ha = self.ha.map(|backend| Ha::start(backend, &self.options));
         let core = Core {
             inner: Arc::new(Inner {
                 physical: storage,
+                cache,
                 barrier,
                 seal,
                 migrate_from,
@@ -433,6 +442,13 @@ impl Core {
     /// The seal type this core was built with.
     pub fn seal_type(&self) -> SealType {
         self.inner.seal.seal_type()
+    }
+
+    /// The read cache's counters (hits, misses, entries, whether it is on).
+    /// It is on only while this node serves: unsealed without HA, or
+    /// active with HA.
+    pub fn read_cache_stats(&self) -> CacheStats {
+        self.inner.cache.stats()
     }
 
     /// The barrier, for callers that need raw encrypted storage (benches,

@@ -16,7 +16,9 @@
 //!   promoted again without operators.
 //!
 //! Only the active node reads and writes through the logical layer, so its
-//! caches are coherent; a standby answers [`CoreError::Standby`] with the
+//! caches (mounts, tokens, and the read cache in front of storage, which is
+//! emptied and turned on at promotion and emptied and turned off at
+//! demotion) are coherent; a standby answers [`CoreError::Standby`] with the
 //! active node's address, which the HTTP layer forwards to.
 
 use std::sync::{Arc, PoisonError, Weak};
@@ -292,6 +294,8 @@ impl Core {
         };
         if let Some(active) = previous {
             active.ended.cancel();
+            // Another node may write from now on.
+            self.inner.cache.deactivate();
             self.inner.serving.send_modify(|g| *g += 1);
             tracing::info!(
                 "standby: the active period's tasks stopped and its mounts and tokens were \
@@ -348,6 +352,10 @@ impl Core {
         if period.is_ended() || serving_period == Some(period.id()) {
             return Ok(false);
         }
+        // From here on this node is the only writer (fencing refuses the
+        // previous active node's writes), so a cache emptied now stays
+        // coherent; see `cache`.
+        self.inner.cache.activate();
         // The previous active node may have rotated the keyring or rekeyed
         // the root key while this node was standby.
         self.inner.barrier.reload_keyring().await?;
@@ -418,7 +426,11 @@ async fn follow(weak: Weak<Inner>, mut roles: watch::Receiver<Role>) {
                     core.publish_state();
                     core.promote(period).await;
                 }
-                Role::Standby { .. } | Role::Idle => core.demote_unless(None),
+                Role::Standby { .. } | Role::Idle => {
+                    core.demote_unless(None);
+                    // Also after a promotion that never finished serving.
+                    core.inner.cache.deactivate();
+                }
             }
             core.publish_state();
         }

@@ -60,6 +60,7 @@ mod adopt;
 mod auth;
 mod auto_unseal;
 mod break_glass;
+mod cache;
 mod config;
 mod core;
 mod error;
@@ -81,6 +82,7 @@ pub use crate::adopt::{AdoptStep, VaultTakeover};
 pub use crate::auto_unseal::{AutoUnsealState, AutoUnsealStatus};
 pub use crate::core::{Core, CoreBuilder};
 pub use crate::ha_status::{HaNode, HaStatus};
+pub use cache::{CacheConfig, CacheStats, DEFAULT_CACHE_BYTES, DEFAULT_CACHE_ENTRIES, ReadCache};
 pub use error::CoreError;
 pub use generate_root::{
     GenerateRootStatus, ROOT_TOKEN_OTP_LENGTH, decode_root_token, encode_root_token,

@@ -59,6 +59,9 @@ pub struct CoreOptions {
     /// can kill -9 at each step boundary. Never set it in production.
     #[doc(hidden)]
     pub adopt_pause_after: Option<crate::AdoptStep>,
+    /// The read cache in front of storage (Vault's `cache_size` and
+    /// `disable_cache`); see [`ReadCache`](crate::ReadCache).
+    pub cache: crate::CacheConfig,
 }
 
 impl Default for CoreOptions {
@@ -76,6 +79,7 @@ impl Default for CoreOptions {
             migration_lock_wait: Duration::from_secs(60),
             vault_takeover: crate::VaultTakeover::default(),
             adopt_pause_after: None,
+            cache: crate::CacheConfig::default(),
         }
     }
 }
@@ -129,6 +133,12 @@ impl CoreOptions {
     /// Sets how often each auto seal's health is checked while unsealed.
     pub fn with_seal_health_check_interval(mut self, every: Duration) -> Self {
         self.seal_health_check_interval = every;
+        self
+    }
+
+    /// Sets the read cache's bounds, or turns it off.
+    pub fn with_cache(mut self, cache: crate::CacheConfig) -> Self {
+        self.cache = cache;
         self
     }
 

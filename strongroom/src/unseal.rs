@@ -606,6 +606,8 @@ impl Core {
             };
             (cluster, None)
         } else {
+            // This node alone writes the storage from now on.
+            self.inner.cache.activate();
             let storage: Arc<dyn seal_core::Storage> = self.inner.barrier.clone();
             let ended = background.child_token();
             let (logical, cluster, read_only) =
@@ -670,6 +672,7 @@ impl Core {
             state.background.cancel();
             self.inner.serving.send_modify(|g| *g += 1);
         }
+        self.inner.cache.deactivate();
         self.inner.barrier.seal();
         if let SealKind::Shamir(shamir) = &self.inner.seal {
             shamir.clear_kek();

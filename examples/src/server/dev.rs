@@ -55,6 +55,9 @@ pub(crate) fn config(args: &ServerArgs) -> Result<ServerConfig, Error> {
         kubernetes: None,
         ui: true,
         vault_takeover: strongroom::VaultTakeover::default(),
+        cache_size: None,
+        cache_max_bytes: None,
+        disable_cache: false,
         warnings: Vec::new(),
     })
 }

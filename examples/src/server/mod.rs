@@ -207,7 +207,9 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
     let cluster_addr = env_addr("VAULT_CLUSTER_ADDR")
         .or_else(|| config.cluster_addr.clone())
         .or_else(|| stanza.and_then(|c| c.cluster_addr.clone()));
-    let mut options = CoreOptions::new(config.storage.kind()).with_api_addr(api_addr.clone());
+    let mut options = CoreOptions::new(config.storage.kind())
+        .with_api_addr(api_addr.clone())
+        .with_cache(config.cache());
     if let Some(addr) = &cluster_addr {
         options = options.with_cluster_addr(addr.clone());
     }
