@@ -386,6 +386,12 @@ async fn step_down_through_a_standby_hands_over_and_the_old_active_forwards() {
     let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
     let old = c.active(DEADLINE).await;
     c.node(old).mount_kv(c.root(), "kv", "1").await;
+    // Read twice on the active node: its read cache holds the value now.
+    c.node(old)
+        .write(c.root(), "kv/flip", json!({"v": 1}))
+        .await;
+    assert_eq!(read(&c, old, "flip").await, Some(json!({"v": 1})));
+    assert_eq!(read(&c, old, "flip").await, Some(json!({"v": 1})));
     let via = (old + 1) % 3;
     // Only a sudo token may step down; the standby forwards the refusal.
     let (code, _) = c
@@ -410,6 +416,12 @@ async fn step_down_through_a_standby_hands_over_and_the_old_active_forwards() {
         .write(c.root(), "kv/through-old", json!({"v": 2}))
         .await;
     assert_eq!(read(&c, new, "through-old").await, Some(json!({"v": 2})));
+    // The new active node changes what the old one had cached; the old
+    // node, a standby now, never answers from that cache.
+    c.node(new)
+        .write(c.root(), "kv/flip", json!({"v": 2}))
+        .await;
+    assert_eq!(read(&c, old, "flip").await, Some(json!({"v": 2})));
     let (_, leader) = c.node(old).call("GET", "sys/leader", None, None).await;
     assert_eq!(leader["leader_address"], c.node(new).base.as_str());
     sampler.stop_and_check().await;
