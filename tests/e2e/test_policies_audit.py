@@ -114,10 +114,21 @@ path "auth/token/create" { capabilities = ["update", "sudo"] }
     # Orphans need sudo on auth/token/create; a sudo caller may give any policy.
     orphan = run("token", "create", "-orphan", "-policy=ops", token=ops, check=False)
     assert orphan.returncode != 0 and "root or sudo privileges required to create orphan token" in orphan.stderr
+    # So do a custom id and a period (Vault checks sudo before anything else).
+    custom_id = run("token", "create", "-id=chosen-id", "-policy=ops", token=ops, check=False)
+    assert custom_id.returncode != 0 and "root or sudo privileges required to specify token id" in custom_id.stderr
+    periodic = run("token", "create", "-period=1h", "-policy=ops", token=ops, check=False)
+    assert periodic.returncode != 0 and "root or sudo privileges required to create periodic token" in periodic.stderr
     not_subset = run("token", "create", "-policy=ops-sudo", token=ops, check=False)
     assert not_subset.returncode != 0 and "child policies must be subset of parent" in not_subset.stderr
     any_policy = json.loads(run("token", "create", "-orphan", "-policy=app", "-format=json", token=sudo).stdout)
     assert any_policy["auth"]["policies"] == ["app", "default"] and any_policy["auth"]["orphan"] is True
+    periodic = json.loads(run("token", "create", "-period=1h", "-policy=app", "-format=json", token=sudo).stdout)
+    assert periodic["auth"]["lease_duration"] == 3600, periodic
+    looked = json.loads(
+        run("token", "lookup", "-format=json", periodic["auth"]["client_token"], token=ROOT).stdout
+    )
+    assert looked["data"]["period"] == 3600, looked
     no_root = run("token", "create", "-policy=root", token=sudo, check=False)
     assert no_root.returncode != 0 and "root tokens may not be created without parent token being root" in no_root.stderr
 

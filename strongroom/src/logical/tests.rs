@@ -550,6 +550,67 @@ async fn renew_self_extends_the_ttl() {
 }
 
 #[tokio::test]
+async fn periodic_tokens_need_sudo_and_renew_to_their_period() {
+    let f = fixture().await;
+    let (periodic, auth) = f.create_token(json!({"period": "1h", "ttl": "5m"})).await;
+    assert!((3590..=3600).contains(&auth["lease_duration"].as_u64().unwrap()));
+    let looked = f
+        .call_as(&periodic, Read, "auth/token/lookup-self", None)
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert_eq!(looked["period"], 3600);
+    // Every renewal grants the period, whatever the increment.
+    let renewed = f
+        .call_as(
+            &periodic,
+            Update,
+            "auth/token/renew-self",
+            Some(json!({"increment": "10s"})),
+        )
+        .await
+        .unwrap();
+    assert!((3590..=3600).contains(&renewed.auth.unwrap()["lease_duration"].as_u64().unwrap()));
+    // explicit_max_ttl still caps it.
+    let (_, capped) = f
+        .create_token(json!({"period": "1h", "explicit_max_ttl": "100s"}))
+        .await;
+    assert!(capped["lease_duration"].as_u64().unwrap() <= 100);
+    // A plain token shows no period.
+    let (plain, _) = f.create_token(json!({"ttl": "1h"})).await;
+    let looked = f
+        .call_as(&plain, Read, "auth/token/lookup-self", None)
+        .await
+        .unwrap()
+        .data
+        .unwrap();
+    assert!(looked.get("period").is_none(), "{looked}");
+    // Without sudo on auth/token/create, Vault's refusal.
+    f.ok(
+        Update,
+        "sys/policies/acl/creator",
+        Some(json!({"policy": "path \"auth/token/create\" { capabilities = [\"update\"] }"})),
+    )
+    .await;
+    let (creator, _) = f.create_token(json!({"policies": ["creator"]})).await;
+    let err = f
+        .call_as(
+            &creator,
+            Update,
+            "auth/token/create",
+            Some(json!({"period": "1h", "policies": ["creator"]})),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 400);
+    assert_eq!(
+        err.to_string(),
+        "root or sudo privileges required to create periodic token"
+    );
+}
+
+#[tokio::test]
 async fn token_create_validation() {
     let f = fixture().await;
     let (_, auth) = f.create_token(json!({"id": "my-token"})).await;
@@ -567,7 +628,6 @@ async fn token_create_validation() {
         (json!({"meta": "x"}), "\"meta\""),
         (json!({"type": "batch"}), "batch"),
         (json!({"no_parent": "maybe"}), "\"no_parent\""),
-        (json!({"period": "1h"}), "periodic"),
     ] {
         let err = f.err(Update, "auth/token/create", Some(body.clone())).await;
         assert_eq!(err.status(), 400, "{body}");

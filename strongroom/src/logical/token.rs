@@ -66,6 +66,10 @@ pub struct TokenEntry {
     renewable: bool,
     #[serde(default)]
     orphan: bool,
+    /// A periodic token's period in seconds (0: not periodic). Each renewal
+    /// grants exactly this TTL, with no maximum but `explicit_max_ttl`.
+    #[serde(default)]
+    period: u64,
 }
 
 impl std::fmt::Debug for TokenEntry {
@@ -166,7 +170,7 @@ impl TokenEntry {
     /// Vault's `data` block of `auth/token/lookup-self` and `lookup`.
     pub(crate) fn lookup_data(&self, id: Option<&str>) -> Value {
         let at = now();
-        json!({
+        let mut data = json!({
             "accessor": self.accessor,
             "creation_time": self.issue_time.unix_timestamp(),
             "creation_ttl": self.creation_ttl,
@@ -184,7 +188,12 @@ impl TokenEntry {
             "renewable": self.renewable && self.expire_time.is_some(),
             "ttl": self.ttl_left(at),
             "type": "service",
-        })
+        });
+        // Vault shows `period` only for periodic tokens.
+        if self.period > 0 {
+            data["period"] = json!(self.period);
+        }
+        data
     }
 }
 
@@ -307,6 +316,7 @@ pub(crate) fn import_token_ops(
         expire_time: token.expire_time,
         explicit_max_ttl: token.explicit_max_ttl,
         renewable: token.renewable,
+        period: 0,
     };
     let id_path = format!("{ID_PREFIX}{id_hash}");
     let mut ops = vec![
@@ -340,6 +350,8 @@ pub(crate) struct NewToken {
     pub(crate) ttl: u64,
     pub(crate) explicit_max_ttl: u64,
     pub(crate) renewable: bool,
+    /// Periodic token: the TTL every renewal grants (0: not periodic).
+    pub(crate) period: u64,
     pub(crate) parent_hash: Option<String>,
     pub(crate) parent_expire: Option<OffsetDateTime>,
 }
@@ -459,6 +471,7 @@ impl TokenStore {
             expire_time,
             explicit_max_ttl: new.explicit_max_ttl,
             renewable: new.renewable,
+            period: new.period,
         };
         let mut ops = vec![
             TxnOp::put(id_path.clone(), encode(&id_path, &entry)?),
@@ -696,8 +709,19 @@ impl TokenStore {
         if !entry.renewable {
             return Err(LogicalError::invalid("lease is not renewable"));
         }
-        let ttl = increment.filter(|i| *i > 0).unwrap_or(entry.creation_ttl);
-        let mut limit = entry.issue_time + time::Duration::seconds(secs_i64(MAX_TTL_SECS));
+        // A periodic token gets its period back on every renewal, whatever
+        // the increment, and outlives the system maximum (Vault's rule).
+        let (ttl, mut limit) = if entry.period > 0 {
+            (
+                entry.period,
+                at + time::Duration::seconds(secs_i64(entry.period)),
+            )
+        } else {
+            (
+                increment.filter(|i| *i > 0).unwrap_or(entry.creation_ttl),
+                entry.issue_time + time::Duration::seconds(secs_i64(MAX_TTL_SECS)),
+            )
+        };
         if entry.explicit_max_ttl > 0 {
             limit = limit
                 .min(entry.issue_time + time::Duration::seconds(secs_i64(entry.explicit_max_ttl)));
@@ -826,9 +850,10 @@ pub(crate) fn parse_create(
             "token type {kind:?} is not supported; only \"service\" tokens exist"
         )));
     }
-    if fields.duration("period")?.is_some_and(|p| p > 0) {
+    let period = fields.duration("period")?.unwrap_or(0);
+    if period > 0 && !sudo {
         return Err(LogicalError::invalid(
-            "periodic tokens are not supported by this server; use ttl and renew-self",
+            "root or sudo privileges required to create periodic token",
         ));
     }
     if fields
@@ -865,10 +890,15 @@ pub(crate) fn parse_create(
             ttl.unwrap_or(0)
         ));
     }
-    let ttl = ttl
-        .filter(|t| *t > 0)
-        .unwrap_or(MAX_TTL_SECS)
-        .min(MAX_TTL_SECS);
+    // A periodic token's TTL is its period (the system maximum does not
+    // apply to it); `explicit_max_ttl` still caps it in the store.
+    let ttl = if period > 0 {
+        period
+    } else {
+        ttl.filter(|t| *t > 0)
+            .unwrap_or(MAX_TTL_SECS)
+            .min(MAX_TTL_SECS)
+    };
 
     let display_name = match fields.string("display_name")? {
         Some(name) if !name.trim().is_empty() => {
@@ -901,6 +931,7 @@ pub(crate) fn parse_create(
         ttl,
         explicit_max_ttl,
         renewable: fields.bool("renewable")?.unwrap_or(true),
+        period,
         parent_hash: (!no_parent).then(|| parent.id_hash.clone()),
         parent_expire: if no_parent { None } else { parent.expire_time },
     })
