@@ -155,7 +155,6 @@ impl TokenEntry {
             "accessor": self.accessor,
             "policies": self.policies,
             "token_policies": self.policies,
-            "identity_policies": null,
             "metadata": self.meta,
             "lease_duration": self.ttl_left(at),
             "renewable": self.renewable && self.expire_time.is_some(),
