@@ -14,76 +14,15 @@ use std::time::Duration;
 use seal_core::testing::InsecureTestSeal;
 use seal_core::{MemoryStorage, Seal, Storage};
 use strongroom::{
-    Core, CoreError, CoreOptions, InitParams, InitResult, LogicalRequest, Operation, RekeyParams,
+    Core, CoreError, CoreOptions, InitParams, LogicalRequest, Operation, RekeyParams,
     RotationConfigUpdate,
 };
 
-fn shamir_params(shares: usize, threshold: usize) -> InitParams {
-    InitParams {
-        secret_shares: shares,
-        secret_threshold: threshold,
-        ..InitParams::default()
-    }
-}
-
-fn rekey_params(shares: usize, threshold: usize) -> RekeyParams {
-    RekeyParams {
-        secret_shares: shares,
-        secret_threshold: threshold,
-        ..RekeyParams::default()
-    }
-}
-
-fn recovery_params(shares: usize, threshold: usize) -> InitParams {
-    InitParams {
-        recovery_shares: shares,
-        recovery_threshold: threshold,
-        ..InitParams::default()
-    }
-}
-
-fn fast_options() -> CoreOptions {
-    CoreOptions::new("inmem")
-        .with_auto_unseal_backoff(Duration::from_millis(10), Duration::from_millis(50))
-}
-
-async fn shamir_core(storage: &Arc<MemoryStorage>) -> Core {
-    Core::builder()
-        .storage(storage.clone())
-        .shamir()
-        .options(fast_options())
-        .build()
-        .await
-        .unwrap()
-}
-
-async fn auto_core(storage: &Arc<MemoryStorage>, seal: &Arc<InsecureTestSeal>) -> Core {
-    Core::builder()
-        .storage(storage.clone())
-        .auto_seal(seal.clone())
-        .options(fast_options())
-        .build()
-        .await
-        .unwrap()
-}
-
-async fn unseal_with(core: &Core, keys: &[String]) {
-    for key in keys {
-        core.unseal(key).await.unwrap();
-    }
-    assert!(!core.is_sealed(), "still sealed after entering the keys");
-}
-
-async fn init_unsealed_shamir(
-    shares: usize,
-    threshold: usize,
-) -> (Arc<MemoryStorage>, Core, InitResult) {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
-    let init = core.init(shamir_params(shares, threshold)).await.unwrap();
-    unseal_with(&core, &init.keys[..threshold]).await;
-    (storage, core, init)
-}
+mod common;
+use common::{
+    auto_core, fast_options, init_auto, init_unsealed_shamir, new_shamir, recovery_params,
+    rekey_params, shamir_core, shamir_params, try_shamir_core, unseal_with,
+};
 
 /// Polls `check` until it holds (10 s deadline; testkit's wait).
 async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
@@ -96,8 +35,7 @@ async fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn uninitialized_status_reports_the_seal_type_and_nothing_else() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let status = core.seal_status().await.unwrap();
     assert_eq!(status.seal_type, "shamir");
     assert!(!status.initialized);
@@ -116,8 +54,7 @@ async fn uninitialized_status_reports_the_seal_type_and_nothing_else() {
 
 #[tokio::test]
 async fn init_5_of_3_then_unseal_with_progress_nonce_and_duplicates() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let init = core.init(shamir_params(5, 3)).await.unwrap();
     assert_eq!(init.keys.len(), 5);
     assert_eq!(init.keys_base64.len(), 5);
@@ -173,8 +110,7 @@ async fn init_5_of_3_then_unseal_with_progress_nonce_and_duplicates() {
 
 #[tokio::test]
 async fn a_single_share_is_the_raw_key() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let init = core.init(shamir_params(1, 1)).await.unwrap();
     assert_eq!(init.keys.len(), 1);
     assert_eq!(init.keys[0].len(), 64, "the raw 32-byte KEK, no x byte");
@@ -184,8 +120,7 @@ async fn a_single_share_is_the_raw_key() {
 
 #[tokio::test]
 async fn a_wrong_key_set_is_a_400_and_resets_progress() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let init = core.init(shamir_params(5, 3)).await.unwrap();
     let other = shamir_core(&Arc::new(MemoryStorage::new())).await;
     let foreign = other.init(shamir_params(5, 3)).await.unwrap();
@@ -218,8 +153,7 @@ async fn a_wrong_key_set_is_a_400_and_resets_progress() {
 
 #[tokio::test]
 async fn malformed_keys_are_refused_with_vaults_messages() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     core.init(shamir_params(3, 2)).await.unwrap();
     let err = core.unseal("not a key!").await.unwrap_err();
     assert_eq!(err.status(), 400);
@@ -236,8 +170,7 @@ async fn malformed_keys_are_refused_with_vaults_messages() {
 
 #[tokio::test]
 async fn unseal_reset_clears_progress_and_is_refused_when_unsealed() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let init = core.init(shamir_params(5, 3)).await.unwrap();
     let first = core.unseal(&init.keys[0]).await.unwrap();
     assert_eq!(first.progress, 1);
@@ -256,8 +189,7 @@ async fn unseal_reset_clears_progress_and_is_refused_when_unsealed() {
 
 #[tokio::test]
 async fn init_twice_is_refused() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (storage, core) = new_shamir().await;
     core.init(shamir_params(3, 2)).await.unwrap();
     let err = core.init(shamir_params(3, 2)).await.unwrap_err();
     assert_eq!(err.to_string(), "Vault is already initialized");
@@ -270,8 +202,7 @@ async fn init_twice_is_refused() {
 
 #[tokio::test]
 async fn bad_init_parameters_are_refused_with_vaults_messages() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let cases: Vec<(InitParams, &str)> = vec![
         (
             InitParams {
@@ -403,10 +334,7 @@ async fn data_survives_a_restart_of_a_shamir_node() {
 
 #[tokio::test]
 async fn auto_seal_init_returns_recovery_keys_and_unseals() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    let core = auto_core(&storage, &seal).await;
-    let init = core.init(recovery_params(5, 3)).await.unwrap();
+    let (storage, _seal, core, init) = init_auto(5, 3).await;
     assert!(init.keys.is_empty() && init.keys_base64.is_empty());
     assert_eq!(init.recovery_keys.len(), 5);
     assert_eq!(init.recovery_keys_base64.len(), 5);
@@ -436,10 +364,7 @@ async fn auto_seal_init_returns_recovery_keys_and_unseals() {
 
 #[tokio::test]
 async fn auto_seal_node_restarts_unsealed() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    let core = auto_core(&storage, &seal).await;
-    let init = core.init(recovery_params(3, 2)).await.unwrap();
+    let (storage, seal, core, init) = init_auto(3, 2).await;
     core.barrier().put("app/x", b"1").await.unwrap();
     drop(core);
 
@@ -455,13 +380,7 @@ async fn auto_seal_node_restarts_unsealed() {
 
 #[tokio::test]
 async fn kms_outage_at_start_then_the_retry_loop_unseals_without_restart() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    auto_core(&storage, &seal)
-        .await
-        .init(recovery_params(3, 2))
-        .await
-        .unwrap();
+    let (storage, seal, _, _) = init_auto(3, 2).await;
 
     seal.set_unreachable(true);
     let restarted = auto_core(&storage, &seal).await;
@@ -499,13 +418,7 @@ async fn kms_outage_at_start_then_the_retry_loop_unseals_without_restart() {
 /// (one failure line per attempt, no burst of two at start).
 #[tokio::test(start_paused = true)]
 async fn the_retry_loop_waits_after_the_attempt_made_at_start() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    auto_core(&storage, &seal)
-        .await
-        .init(recovery_params(1, 1))
-        .await
-        .unwrap();
+    let (storage, seal, _, _) = init_auto(1, 1).await;
     seal.set_unreachable(true);
     let initial = Duration::from_millis(400);
     let restarted = Core::builder()
@@ -564,13 +477,7 @@ async fn auto_unseal_on_an_uninitialized_store_says_so() {
 
 #[tokio::test]
 async fn a_wrong_kms_key_is_named_as_such() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    auto_core(&storage, &seal)
-        .await
-        .init(recovery_params(1, 1))
-        .await
-        .unwrap();
+    let (storage, _seal, _, _) = init_auto(1, 1).await;
     let other = Arc::new(InsecureTestSeal::new());
     let core = auto_core(&storage, &other).await;
     assert!(core.is_sealed());
@@ -587,10 +494,7 @@ async fn a_wrong_kms_key_is_named_as_such() {
 
 #[tokio::test]
 async fn manually_sealed_auto_node_stays_sealed_until_recovery_keys() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    let core = auto_core(&storage, &seal).await;
-    let init = core.init(recovery_params(3, 2)).await.unwrap();
+    let (_storage, seal, core, init) = init_auto(3, 2).await;
     core.seal(&init.root_token).await.unwrap();
     assert!(core.is_sealed());
     // The operator's seal sticks: the loop does not undo it.
@@ -877,10 +781,7 @@ async fn rekey_with_verification_commits_only_after_the_new_keys_are_entered() {
 
 #[tokio::test]
 async fn recovery_keys_rekey_on_an_auto_seal() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    let core = auto_core(&storage, &seal).await;
-    let init = core.init(recovery_params(3, 2)).await.unwrap();
+    let (_, _, core, init) = init_auto(3, 2).await;
     let token = init.root_token.as_str();
     let params = rekey_params(5, 3);
     // The unseal keys of an auto seal cannot be rekeyed; Shamir has no
@@ -930,8 +831,7 @@ async fn rekey_needs_no_token_but_an_unsealed_node() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_unseal_submissions_lose_no_share() {
     for _ in 0..5 {
-        let storage = Arc::new(MemoryStorage::new());
-        let core = shamir_core(&storage).await;
+        let (_, core) = new_shamir().await;
         let init = core.init(shamir_params(10, 10)).await.unwrap();
         let tasks: Vec<_> = init
             .keys
@@ -979,7 +879,7 @@ async fn a_changed_seal_waits_for_a_migration() {
         .init(recovery_params(1, 1))
         .await
         .unwrap();
-    let err = shamir_core_result(&storage).await.unwrap_err();
+    let err = try_shamir_core(&storage).await.unwrap_err();
     assert!(
         err.to_string()
             .contains("no disabled seal in configuration"),
@@ -989,19 +889,9 @@ async fn a_changed_seal_waits_for_a_migration() {
     assert!(err.to_string().contains("no storage given"), "{err}");
 }
 
-async fn shamir_core_result(storage: &Arc<MemoryStorage>) -> Result<Core, CoreError> {
-    Core::builder()
-        .storage(storage.clone())
-        .shamir()
-        .options(fast_options())
-        .build()
-        .await
-}
-
 #[tokio::test]
 async fn root_token_id_is_honoured_for_dev_servers() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let init = core
         .init(InitParams {
             root_token_id: Some("dev-root".into()),
@@ -1060,8 +950,7 @@ async fn the_background_check_persists_encryption_counts_across_restarts() {
 
 #[tokio::test]
 async fn metrics_follow_the_state() {
-    let storage = Arc::new(MemoryStorage::new());
-    let core = shamir_core(&storage).await;
+    let (_, core) = new_shamir().await;
     let m = core.metrics().await;
     assert!(!m.initialized && m.sealed);
     assert_eq!(m.seal_type, "shamir");
@@ -1090,6 +979,28 @@ struct FailingTxn {
     inner: Arc<MemoryStorage>,
     fail_key: std::sync::Mutex<Option<&'static str>>,
     down: std::sync::atomic::AtomicBool,
+}
+
+impl FailingTxn {
+    /// Over `inner`, failing transactions that touch `fail_key`, and every
+    /// read while `down`.
+    fn over(inner: &Arc<MemoryStorage>, fail_key: Option<&'static str>, down: bool) -> Arc<Self> {
+        Arc::new(Self {
+            inner: inner.clone(),
+            fail_key: std::sync::Mutex::new(fail_key),
+            down: std::sync::atomic::AtomicBool::new(down),
+        })
+    }
+
+    /// A Shamir node on this storage.
+    async fn shamir_core(self: &Arc<Self>) -> Core {
+        Core::builder()
+            .storage(self.clone())
+            .shamir()
+            .build()
+            .await
+            .unwrap()
+    }
 }
 
 #[async_trait::async_trait]
@@ -1130,17 +1041,8 @@ impl Storage for FailingTxn {
 
 async fn interrupted_rekey_leaves_the_current_keys_working(fail_on: &'static str) {
     let memory = Arc::new(MemoryStorage::new());
-    let flaky = Arc::new(FailingTxn {
-        inner: memory.clone(),
-        fail_key: std::sync::Mutex::new(None),
-        down: std::sync::atomic::AtomicBool::new(false),
-    });
-    let core = Core::builder()
-        .storage(flaky.clone())
-        .shamir()
-        .build()
-        .await
-        .unwrap();
+    let flaky = FailingTxn::over(&memory, None, false);
+    let core = flaky.shamir_core().await;
     let init = core.init(shamir_params(3, 2)).await.unwrap();
     unseal_with(&core, &init.keys[..2]).await;
     core.barrier().put("app/precious", b"data").await.unwrap();
@@ -1195,13 +1097,7 @@ async fn rekey_interrupted_before_the_keyring_changed_is_discarded() {
 
 #[tokio::test]
 async fn a_damaged_stored_key_blob_is_reported_as_corrupt() {
-    let storage = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    auto_core(&storage, &seal)
-        .await
-        .init(recovery_params(1, 1))
-        .await
-        .unwrap();
+    let (storage, seal, _, _) = init_auto(1, 1).await;
     storage
         .put("core/hsm/barrier-unseal-keys", b"\x53\x01")
         .await
@@ -1218,18 +1114,8 @@ async fn a_damaged_stored_key_blob_is_reported_as_corrupt() {
 
 #[tokio::test]
 async fn storage_down_at_start_starts_sealed_and_recovers_without_restart() {
-    let memory = Arc::new(MemoryStorage::new());
-    let seal = Arc::new(InsecureTestSeal::new());
-    auto_core(&memory, &seal)
-        .await
-        .init(recovery_params(1, 1))
-        .await
-        .unwrap();
-    let flaky = Arc::new(FailingTxn {
-        inner: memory.clone(),
-        fail_key: std::sync::Mutex::new(None),
-        down: std::sync::atomic::AtomicBool::new(true),
-    });
+    let (memory, seal, _, _) = init_auto(1, 1).await;
+    let flaky = FailingTxn::over(&memory, None, true);
     let core = Core::builder()
         .storage(flaky.clone())
         .auto_seal(seal.clone())
@@ -1317,8 +1203,7 @@ async fn any_threshold_subset_in_any_order_unseals() {
         (10, 2, &[9, 3]),
     ];
     for &(shares, threshold, order) in cases {
-        let storage = Arc::new(MemoryStorage::new());
-        let core = shamir_core(&storage).await;
+        let (_, core) = new_shamir().await;
         let init = core.init(shamir_params(shares, threshold)).await.unwrap();
         for (entered, &i) in order.iter().enumerate() {
             // Alternate hex and base64, as operators do.
@@ -1350,17 +1235,8 @@ async fn shutdown_drops_the_keys_without_a_token() {
 #[tokio::test]
 async fn an_interrupted_init_never_looks_initialized() {
     let memory = Arc::new(MemoryStorage::new());
-    let flaky = Arc::new(FailingTxn {
-        inner: memory.clone(),
-        fail_key: std::sync::Mutex::new(Some("core/seal-config")),
-        down: std::sync::atomic::AtomicBool::new(false),
-    });
-    let core = Core::builder()
-        .storage(flaky.clone())
-        .shamir()
-        .build()
-        .await
-        .unwrap();
+    let flaky = FailingTxn::over(&memory, Some("core/seal-config"), false);
+    let core = flaky.shamir_core().await;
     let err = core.init(shamir_params(3, 2)).await.unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
     let status = core.seal_status().await.unwrap();

@@ -5,53 +5,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
+mod common;
 
-use seal_core::MemoryStorage;
-use seal_core::testing::InsecureTestSeal;
 use strongroom::{
-    Core, CoreError, GenerateRootStatus, InitParams, InitResult, ROOT_TOKEN_OTP_LENGTH,
-    decode_root_token,
+    Core, CoreError, GenerateRootStatus, InitResult, ROOT_TOKEN_OTP_LENGTH, decode_root_token,
 };
 
 async fn shamir(shares: usize, threshold: usize) -> (Core, InitResult) {
-    let core = Core::builder()
-        .storage(Arc::new(MemoryStorage::new()))
-        .shamir()
-        .build()
-        .await
-        .unwrap();
-    let init = core
-        .init(InitParams {
-            secret_shares: shares,
-            secret_threshold: threshold,
-            ..InitParams::default()
-        })
-        .await
-        .unwrap();
-    for key in &init.keys[..threshold] {
-        core.unseal(key).await.unwrap();
-    }
-    assert!(!core.is_sealed());
+    let (_, core, init) = common::init_unsealed_shamir(shares, threshold).await;
     (core, init)
 }
 
 async fn auto(shares: usize, threshold: usize) -> (Core, InitResult) {
-    let core = Core::builder()
-        .storage(Arc::new(MemoryStorage::new()))
-        .auto_seal(Arc::new(InsecureTestSeal::new()))
-        .build()
-        .await
-        .unwrap();
-    let init = core
-        .init(InitParams {
-            recovery_shares: shares,
-            recovery_threshold: threshold,
-            ..InitParams::default()
-        })
-        .await
-        .unwrap();
-    assert!(!core.is_sealed());
+    let (_, _, core, init) = common::init_auto(shares, threshold).await;
     (core, init)
 }
 
@@ -242,12 +208,7 @@ async fn nonce_duplicates_cancel_and_state_errors() {
 
 #[tokio::test]
 async fn an_uninitialized_store_says_so() {
-    let core = Core::builder()
-        .storage(Arc::new(MemoryStorage::new()))
-        .shamir()
-        .build()
-        .await
-        .unwrap();
+    let (_, core) = common::new_shamir().await;
     let err = core.generate_root_status().await.unwrap_err();
     assert_eq!(err.to_string(), "server is not yet initialized");
     assert_eq!(err.status(), 400);

@@ -11,9 +11,10 @@ use std::time::Duration;
 use seal_core::testing::InsecureTestSeal;
 use seal_core::{HaBackend, MemoryHaBackend, MemoryStorage, Storage};
 use serde_json::{Value, json};
-use strongroom::{
-    Core, CoreError, CoreOptions, HaMode, InitParams, LogicalRequest, Operation, RekeyParams,
-};
+use strongroom::{Core, CoreError, CoreOptions, HaMode, LogicalRequest, Operation};
+use testkit::wait;
+
+mod common;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const KEY: &str = "core/lock";
@@ -38,26 +39,24 @@ struct Cluster {
 }
 
 impl Cluster {
-    /// `n` auto-seal nodes; node 0 initializes, the others unseal
-    /// themselves when built.
-    async fn auto(n: usize) -> Cluster {
-        let mut cluster = Cluster {
+    /// No nodes yet; auto-sealed by `seal`, else Shamir.
+    fn empty(seal: Option<Arc<InsecureTestSeal>>) -> Cluster {
+        Cluster {
             storage: Arc::new(MemoryStorage::new()),
             ha: MemoryHaBackend::new(),
-            seal: Some(Arc::new(InsecureTestSeal::new())),
+            seal,
             nodes: Vec::new(),
             root: String::new(),
             keys: Vec::new(),
-        };
+        }
+    }
+
+    /// `n` auto-seal nodes; node 0 initializes, the others unseal
+    /// themselves when built.
+    async fn auto(n: usize) -> Cluster {
+        let mut cluster = Cluster::empty(Some(Arc::new(InsecureTestSeal::new())));
         let first = cluster.build(0).await;
-        let init = first
-            .init(InitParams {
-                recovery_shares: 1,
-                recovery_threshold: 1,
-                ..InitParams::default()
-            })
-            .await
-            .unwrap();
+        let init = first.init(common::recovery_params(1, 1)).await.unwrap();
         cluster.root.clone_from(&init.root_token);
         cluster.nodes.push(first);
         for i in 1..n {
@@ -69,24 +68,13 @@ impl Cluster {
 
     /// `n` Shamir nodes (one key share), all unsealed.
     async fn shamir(n: usize) -> Cluster {
-        let mut cluster = Cluster {
-            storage: Arc::new(MemoryStorage::new()),
-            ha: MemoryHaBackend::new(),
-            seal: None,
-            nodes: Vec::new(),
-            root: String::new(),
-            keys: Vec::new(),
-        };
+        let mut cluster = Cluster::empty(None);
         for i in 0..n {
             let node = cluster.build(i).await;
             cluster.nodes.push(node);
         }
         let init = cluster.nodes[0]
-            .init(InitParams {
-                secret_shares: 1,
-                secret_threshold: 1,
-                ..InitParams::default()
-            })
+            .init(common::shamir_params(1, 1))
             .await
             .unwrap();
         cluster.root.clone_from(&init.root_token);
@@ -118,26 +106,30 @@ impl Cluster {
     }
 
     async fn one_active_except(&self, not: Option<usize>) -> usize {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let active: Vec<usize> = (0..self.nodes.len())
-                .filter(|i| self.nodes[*i].node_state().mode == HaMode::Active)
-                .collect();
-            assert!(active.len() <= 1, "two active nodes at once: {active:?}");
-            if let [leader] = active.as_slice()
-                && Some(*leader) != not
-                && self.nodes[*leader].logical().is_ok()
-                && self.standbys_follow(*leader)
-            {
-                return *leader;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no single active node within {DEADLINE:?}: {:?}",
-                self.nodes.iter().map(Core::node_state).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        wait::until(
+            "exactly one node active, the others its standbys",
+            DEADLINE,
+            || async {
+                let active: Vec<usize> = (0..self.nodes.len())
+                    .filter(|i| self.nodes[*i].node_state().mode == HaMode::Active)
+                    .collect();
+                assert!(active.len() <= 1, "two active nodes at once: {active:?}");
+                match active.as_slice() {
+                    [leader]
+                        if Some(*leader) != not
+                            && self.nodes[*leader].logical().is_ok()
+                            && self.standbys_follow(*leader) =>
+                    {
+                        Ok(*leader)
+                    }
+                    _ => Err(format!(
+                        "{:?}",
+                        self.nodes.iter().map(Core::node_state).collect::<Vec<_>>()
+                    )),
+                }
+            },
+        )
+        .await
     }
 
     fn standbys_follow(&self, leader: usize) -> bool {
@@ -228,24 +220,15 @@ async fn a_lost_lock_stops_writes_at_once_and_another_node_takes_over() {
     let put = LogicalRequest::new(Operation::Update, "kv/data/after-loss")
         .with_token(c.root.clone())
         .with_data(json!({"data": {"v": 2}}));
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        match in_flight.handle(put.clone()).await {
-            Err(err) => {
-                assert!(
-                    err.to_string().contains("no longer the active node"),
-                    "{err}"
-                );
-                break;
-            }
-            // The node has not noticed the loss yet.
-            Ok(_) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "writes never refused"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    // Until the node notices the loss, the write may still succeed.
+    let err = wait::until("the old active node refuses writes", DEADLINE, || async {
+        in_flight.handle(put.clone()).await.err()
+    })
+    .await;
+    assert!(
+        err.to_string().contains("no longer the active node"),
+        "{err}"
+    );
     // Someone is active again (either node: the lock was free), in a new
     // period with a fresh logical layer, and the data is there.
     let now = c.one_active().await;
@@ -262,21 +245,20 @@ async fn a_node_that_lost_the_lock_answers_standby_without_a_known_leader() {
     c.mount_kv2(old, "kv").await;
     // Hold the lock elsewhere once it is broken, so the old node stays
     // standby.
-    let thief = loop {
+    let thief = wait::until("another holder has the lock", DEADLINE, || async {
         c.ha.insecure_break_lock(KEY);
-        if let Some(lock) = c.ha.try_lock(KEY, b"{}").await.unwrap() {
-            break lock;
+        c.ha.try_lock(KEY, b"{}").await.unwrap()
+    })
+    .await;
+    wait::until("no node is active", DEADLINE, || async {
+        let states: Vec<_> = c.nodes.iter().map(Core::node_state).collect();
+        if states.iter().any(|s| s.mode == HaMode::Active) {
+            Err(format!("{states:?}"))
+        } else {
+            Ok(())
         }
-    };
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while c
-        .nodes
-        .iter()
-        .any(|n| n.node_state().mode == HaMode::Active)
-    {
-        assert!(tokio::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    })
+    .await;
     let err = c
         .write(old, "kv/data/x", json!({"v": 1}))
         .await
@@ -468,14 +450,7 @@ async fn a_standby_follows_a_shamir_rekey_made_by_the_active() {
 
 async fn rekey(core: &Core, current: &str) -> Vec<String> {
     let status = core
-        .rekey_init(
-            RekeyParams {
-                secret_shares: 1,
-                secret_threshold: 1,
-                ..RekeyParams::default()
-            },
-            false,
-        )
+        .rekey_init(common::rekey_params(1, 1), false)
         .await
         .unwrap();
     let done = core
@@ -536,15 +511,15 @@ async fn a_shamir_node_contends_only_once_unsealed() {
     // only after the grace (60 s here), and the sealed one never does.
     assert!(late.node_state().mode != HaMode::Active);
     late.unseal(&c.keys[0]).await.unwrap();
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while late.node_state().mode != HaMode::Active {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{:?}",
-            late.node_state()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait::until("the late node is active", DEADLINE, || async {
+        let state = late.node_state();
+        if state.mode == HaMode::Active {
+            Ok(())
+        } else {
+            Err(format!("{state:?}"))
+        }
+    })
+    .await;
     assert!(late.leader().await.unwrap().is_self);
 }
 

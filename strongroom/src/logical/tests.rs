@@ -7,7 +7,12 @@ use std::time::Duration;
 use seal_core::{MemoryStorage, Storage};
 use serde_json::{Value, json};
 
+use testkit::wait;
+
 use super::*;
+
+/// How long a 3 s TTL may take to run out on a loaded machine.
+const EXPIRY_DEADLINE: Duration = Duration::from_secs(15);
 
 struct Fixture {
     storage: Arc<MemoryStorage>,
@@ -52,6 +57,19 @@ impl Fixture {
 
     async fn ok(&self, op: Operation, path: &str, body: Option<Value>) -> LogicalResponse {
         self.call(op, path, body)
+            .await
+            .unwrap_or_else(|e| panic!("{op} {path}: {e}"))
+    }
+
+    /// [`Fixture::ok`] with `token`.
+    async fn ok_as(
+        &self,
+        token: &str,
+        op: Operation,
+        path: &str,
+        body: Option<Value>,
+    ) -> LogicalResponse {
+        self.call_as(token, op, path, body)
             .await
             .unwrap_or_else(|e| panic!("{op} {path}: {e}"))
     }
@@ -105,6 +123,35 @@ impl Fixture {
             .as_str()
             .unwrap()
             .to_owned()
+    }
+
+    /// `auth/token/lookup-self` with `token`, which must succeed.
+    async fn lookup_self(&self, token: &str) -> LogicalResponse {
+        self.ok_as(token, Read, "auth/token/lookup-self", None)
+            .await
+    }
+
+    /// `auth/token/lookup-self` with `token`, which must fail.
+    async fn lookup_self_err(&self, token: &str) -> LogicalError {
+        match self
+            .call_as(token, Read, "auth/token/lookup-self", None)
+            .await
+        {
+            Ok(resp) => panic!("lookup-self: expected an error, got {}", resp.status),
+            Err(err) => err,
+        }
+    }
+
+    /// The status `auth/token/lookup-self` with `token` fails with.
+    async fn lookup_self_status(&self, token: &str) -> u16 {
+        self.lookup_self_err(token).await.status()
+    }
+
+    /// The storage keys of the token store's entries (one per token).
+    async fn token_entries(&self) -> Vec<String> {
+        let mut ids = self.all_keys().await;
+        ids.retain(|k| k.starts_with("sys/token/id/"));
+        ids
     }
 
     /// Every key in storage, depth first.
@@ -259,10 +306,7 @@ async fn child_token_create_and_lookup_shapes() {
     assert_eq!(lease, 3600, "ttl=1h reports exactly 3600 like Vault");
     assert_eq!(auth["accessor"].as_str().unwrap().len(), 24);
 
-    let resp = f
-        .call_as(&child, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
+    let resp = f.lookup_self(&child).await;
     let data = resp.data.unwrap();
     assert_eq!(data["id"], child.as_str());
     assert_eq!(data["display_name"], "token-Web-App");
@@ -306,12 +350,9 @@ async fn child_with_only_the_default_policy_gets_self_service() {
             .unwrap_err();
         assert_eq!(err.status(), 403, "{op} {path}");
     }
-    f.call_as(&dev, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
-    f.call_as(&dev, Update, "auth/token/renew-self", Some(json!({})))
-        .await
-        .unwrap();
+    f.lookup_self(&dev).await;
+    f.ok_as(&dev, Update, "auth/token/renew-self", Some(json!({})))
+        .await;
     let (no_default, auth) = f
         .create_token(json!({"policies": "a, b", "no_default_policy": true}))
         .await;
@@ -329,22 +370,16 @@ async fn expired_token_is_denied_and_removed() {
     let f = fixture().await;
     let (child, auth) = f.create_token(json!({"ttl": "3s"})).await;
     assert!(auth["lease_duration"].as_u64().unwrap() <= 3);
-    f.call_as(&child, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    let err = f
-        .call_as(&child, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap_err();
+    f.lookup_self(&child).await;
+    let err = wait::until("the 3 s token is refused", EXPIRY_DEADLINE, || async {
+        f.call_as(&child, Read, "auth/token/lookup-self", None)
+            .await
+            .err()
+    })
+    .await;
     assert!(matches!(err, LogicalError::PermissionDenied));
     // Only the root token's entry remains.
-    let ids: Vec<String> = f
-        .all_keys()
-        .await
-        .into_iter()
-        .filter(|k| k.starts_with("sys/token/id/"))
-        .collect();
+    let ids = f.token_entries().await;
     assert_eq!(ids.len(), 1, "{ids:?}");
 }
 
@@ -353,14 +388,13 @@ async fn child_ttl_never_outlives_its_parent() {
     let f = fixture().await;
     let (parent, _) = f.create_token(json!({"ttl": "2s"})).await;
     let resp = f
-        .call_as(
+        .ok_as(
             &parent,
             Update,
             "auth/token/create",
             Some(json!({"ttl": "1h"})),
         )
-        .await
-        .unwrap();
+        .await;
     let auth = resp.auth.unwrap();
     assert!(auth["lease_duration"].as_u64().unwrap() <= 2, "{auth}");
 }
@@ -373,23 +407,14 @@ async fn revoke_self_revokes_descendants() {
     let grandchild = f.child_token(&child, json!({})).await;
     let (orphan, _) = f.create_token(json!({"no_parent": true})).await;
     let resp = f
-        .call_as(&parent, Update, "auth/token/revoke-self", None)
-        .await
-        .unwrap();
+        .ok_as(&parent, Update, "auth/token/revoke-self", None)
+        .await;
     assert_eq!(resp.status, 204);
     assert!(resp.to_json("r").is_none());
     for gone in [&parent, &child, &grandchild] {
-        assert_eq!(
-            f.call_as(gone, Read, "auth/token/lookup-self", None)
-                .await
-                .unwrap_err()
-                .status(),
-            403
-        );
+        assert_eq!(f.lookup_self_status(gone).await, 403);
     }
-    f.call_as(&orphan, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
+    f.lookup_self(&orphan).await;
     // Nothing of the revoked tree is left in storage: the root and the
     // orphan remain, with their accessors.
     let keys = f.all_keys().await;
@@ -415,23 +440,11 @@ async fn revoke_self_revokes_descendants() {
 async fn limited_use_token_is_revoked_after_last_use() {
     let f = fixture().await;
     let (token, _) = f.create_token(json!({"num_uses": 2})).await;
-    let first = f
-        .call_as(&token, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
+    let first = f.lookup_self(&token).await;
     assert_eq!(first.data.unwrap()["num_uses"], 1);
-    let last = f
-        .call_as(&token, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
+    let last = f.lookup_self(&token).await;
     assert_eq!(last.data.unwrap()["num_uses"], 0);
-    assert_eq!(
-        f.call_as(&token, Read, "auth/token/lookup-self", None)
-            .await
-            .unwrap_err()
-            .status(),
-        403
-    );
+    assert_eq!(f.lookup_self_status(&token).await, 403);
 }
 
 #[tokio::test]
@@ -487,13 +500,7 @@ async fn lookup_revoke_and_accessor_endpoints() {
             .await,
         204
     );
-    assert_eq!(
-        f.call_as(&token, Read, "auth/token/lookup-self", None)
-            .await
-            .unwrap_err()
-            .status(),
-        403
-    );
+    assert_eq!(f.lookup_self_status(&token).await, 403);
     let (second, auth) = f.create_token(json!({})).await;
     let accessor = auth["accessor"].as_str().unwrap();
     assert_eq!(
@@ -513,14 +520,13 @@ async fn renew_self_extends_the_ttl() {
     let f = fixture().await;
     let (token, _) = f.create_token(json!({"ttl": "10s"})).await;
     let resp = f
-        .call_as(
+        .ok_as(
             &token,
             Update,
             "auth/token/renew-self",
             Some(json!({"increment": "1h"})),
         )
-        .await
-        .unwrap();
+        .await;
     let lease = resp.auth.unwrap()["lease_duration"].as_u64().unwrap();
     assert!((3590..=3600).contains(&lease), "{lease}");
     let (fixed, _) = f
@@ -535,14 +541,13 @@ async fn renew_self_extends_the_ttl() {
         .create_token(json!({"ttl": "10s", "explicit_max_ttl": "20s"}))
         .await;
     let resp = f
-        .call_as(
+        .ok_as(
             &capped,
             Update,
             "auth/token/renew-self",
             Some(json!({"increment": "1h"})),
         )
-        .await
-        .unwrap();
+        .await;
     assert!(resp.auth.unwrap()["lease_duration"].as_u64().unwrap() <= 20);
     // The root token has no TTL; renewing it is a no-op.
     let resp = f.ok(Update, "auth/token/renew-self", None).await;
@@ -1502,9 +1507,12 @@ async fn kv_v2_delete_version_after_expires_versions() {
         .await;
     assert_ne!(v["deletion_time"], "");
     assert_eq!(f.ok(Read, "secret/data/t", None).await.status, 200);
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    let resp = f.ok(Read, "secret/data/t", None).await;
-    assert_eq!(resp.status, 404);
+    wait::until(
+        "version 1 is deleted after 3 s",
+        EXPIRY_DEADLINE,
+        || async { f.ok(Read, "secret/data/t", None).await.status == 404 },
+    )
+    .await;
     // Undelete clears the scheduled deletion.
     f.ok(Update, "secret/undelete/t", Some(json!({"versions": [1]})))
         .await;
@@ -1654,9 +1662,7 @@ async fn a_new_router_over_the_same_storage_sees_everything() {
         2
     );
     assert_eq!(g.data(Read, "kv/b", None).await["v"], 3);
-    g.call_as(&child, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
+    g.lookup_self(&child).await;
     let v3 = g
         .data(Update, "secret/data/a", Some(json!({"data": {"v": 4}})))
         .await;
@@ -1675,12 +1681,7 @@ async fn corrupt_mount_table_is_reported_not_ignored() {
 #[tokio::test]
 async fn corrupt_token_entry_denies_with_500_not_panic() {
     let f = fixture().await;
-    let ids: Vec<String> = f
-        .all_keys()
-        .await
-        .into_iter()
-        .filter(|k| k.starts_with("sys/token/id/"))
-        .collect();
+    let ids = f.token_entries().await;
     f.storage.put(&ids[0], b"garbage").await.unwrap();
     let err = f
         .call(Read, "auth/token/lookup-self", None)
@@ -1802,23 +1803,13 @@ async fn cached_tokens_honour_revocation_from_any_path() {
     let child = f.child_token(&parent, json!({})).await;
     // Warm the cache for both tokens.
     for t in [&parent, &child] {
-        f.call_as(t, Read, "auth/token/lookup-self", None)
-            .await
-            .unwrap();
-        f.call_as(t, Read, "auth/token/lookup-self", None)
-            .await
-            .unwrap();
+        f.lookup_self(t).await;
+        f.lookup_self(t).await;
     }
     f.ok(Update, "auth/token/revoke", Some(json!({"token": parent})))
         .await;
     for t in [&parent, &child] {
-        assert_eq!(
-            f.call_as(t, Read, "auth/token/lookup-self", None)
-                .await
-                .unwrap_err()
-                .status(),
-            403
-        );
+        assert_eq!(f.lookup_self_status(t).await, 403);
     }
 }
 
@@ -1826,11 +1817,11 @@ async fn cached_tokens_honour_revocation_from_any_path() {
 async fn cached_token_still_expires() {
     let f = fixture().await;
     let (token, _) = f.create_token(json!({"ttl": "3s"})).await;
-    f.call_as(&token, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(3100)).await;
-    assert!(f.logical.check_token(&token).await.is_err());
+    f.lookup_self(&token).await;
+    wait::until("the cached 3 s token expires", EXPIRY_DEADLINE, || async {
+        f.logical.check_token(&token).await.is_err()
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -1840,9 +1831,7 @@ async fn reload_picks_up_changes_made_by_another_router() {
     let other = Logical::new(f.storage.clone()).await.unwrap();
     other.mount("late", MountKind::KvV1, "").await.unwrap();
     let (doomed, _) = f.create_token(json!({})).await;
-    f.call_as(&doomed, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
+    f.lookup_self(&doomed).await;
     let revoke = LogicalRequest::new(Update, "auth/token/revoke")
         .with_token(f.root.as_str())
         .with_data(json!({"token": doomed}));
@@ -1863,14 +1852,19 @@ async fn disable_during_writes_leaves_no_data_behind() {
     let f = Arc::new(fixture().await);
     f.logical.mount("busy", MountKind::KvV2, "").await.unwrap();
     let mut writers = Vec::new();
+    let written = Arc::new(std::sync::atomic::AtomicU32::new(0));
     for w in 0..8 {
         let f = f.clone();
+        let written = written.clone();
         writers.push(tokio::spawn(async move {
             let mut accepted = 0u32;
             for i in 0..5000 {
                 let path = format!("busy/data/w{w}/k{i}");
                 match f.call(Update, &path, Some(json!({"data": {"i": i}}))).await {
-                    Ok(_) => accepted += 1,
+                    Ok(_) => {
+                        accepted += 1;
+                        written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     Err(err) => {
                         assert_eq!(err.status(), 404, "{err}");
                         break;
@@ -1880,7 +1874,12 @@ async fn disable_during_writes_leaves_no_data_behind() {
             accepted
         }));
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    wait::until(
+        "the writers are writing",
+        Duration::from_secs(10),
+        || async { written.load(std::sync::atomic::Ordering::Relaxed) >= 8 },
+    )
+    .await;
     assert_eq!(f.status(Delete, "sys/mounts/busy", None).await, 204);
     let mut cut_off = 0;
     for writer in writers {
@@ -2043,18 +2042,14 @@ async fn create_orphan_has_no_parent() {
     let f = fixture().await;
     let (parent, _) = f.create_token(json!({"ttl": "1h"})).await;
     let resp = f
-        .call_as(&parent, Update, "auth/token/create-orphan", Some(json!({})))
-        .await
-        .unwrap();
+        .ok_as(&parent, Update, "auth/token/create-orphan", Some(json!({})))
+        .await;
     let auth = resp.auth.unwrap();
     assert_eq!(auth["orphan"], true);
     let orphan = auth["client_token"].as_str().unwrap().to_owned();
-    f.call_as(&parent, Update, "auth/token/revoke-self", None)
-        .await
-        .unwrap();
-    f.call_as(&orphan, Read, "auth/token/lookup-self", None)
-        .await
-        .unwrap();
+    f.ok_as(&parent, Update, "auth/token/revoke-self", None)
+        .await;
+    f.lookup_self(&orphan).await;
 }
 
 /// A `MemoryStorage` that accepts at most `max_ops` operations per
