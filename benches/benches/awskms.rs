@@ -28,11 +28,7 @@ const ROOT_KEY: [u8; 32] = [0x42; 32];
 const CALLERS: usize = 16;
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = benches::runtime();
     let moto = rt.block_on(MotoServer::start());
     let key = rt.block_on(moto.create_key());
     let config = AwsKmsConfig {

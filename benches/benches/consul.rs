@@ -20,15 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use benches::{env_usize, runtime};
 use seal_core::Storage;
 use testkit::consul::{ConsulDev, isolated};
-
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 type OpFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Op = Arc<dyn Fn(usize) -> OpFuture + Send + Sync>;
@@ -120,11 +114,7 @@ fn main() {
     let concurrency = env_usize("CONSUL_BENCH_CONCURRENCY", 16);
     let value_len = env_usize("CONSUL_BENCH_VALUE", 1024);
     let rounds_n = env_usize("CONSUL_BENCH_ROUNDS", 8).max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = runtime();
     let dev = ConsulDev::start();
     let http = dev.http_address();
     let base = format!("http://{http}");

@@ -17,20 +17,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::runtime;
 use criterion::Criterion;
 use seal_core::testing::InsecureTestSeal;
 use seal_core::{MemoryStorage, Storage};
 use storage_redb::RedbStorage;
 use strongroom::{Core, InitParams};
 use tempfile::TempDir;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
-}
 
 /// A fresh, empty store and whatever keeps it alive.
 fn fresh(kind: &str) -> (Arc<dyn Storage>, Option<TempDir>) {

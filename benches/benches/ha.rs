@@ -20,6 +20,7 @@
 
 use std::time::{Duration, Instant};
 
+use benches::{env_usize, runtime};
 use seal_core::HaBackend;
 use storage_consul::{ConsulHaBackend, ConsulStorage};
 use testkit::consul::{ConsulDev, unique_path};
@@ -62,16 +63,8 @@ async fn raw_session(client: &reqwest::Client, base: &str) -> String {
 }
 
 fn main() {
-    let rounds = std::env::var("HA_BENCH_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200usize)
-        .max(3);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rounds = env_usize("HA_BENCH_ROUNDS", 200).max(3);
+    let runtime = runtime();
     let dev = ConsulDev::start();
     let base = format!("http://{}", dev.http_address());
     runtime.block_on(async {

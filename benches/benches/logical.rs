@@ -23,13 +23,6 @@ use strongroom::logical::{Logical, LogicalRequest, MountKind, Operation};
 
 const KEYS: u64 = 10_000;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
-}
-
 async fn storage(kind: &str) -> Arc<dyn Storage> {
     let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     if kind == "memory" {
@@ -53,7 +46,7 @@ fn value() -> serde_json::Value {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = runtime();
+    let rt = benches::current_thread_runtime();
     for kind in ["memory", "barrier"] {
         let (logical, root) = rt.block_on(async {
             let logical = Logical::new(storage(kind).await)

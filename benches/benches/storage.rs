@@ -16,6 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use benches::runtime;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput};
 use seal_core::{MemoryStorage, Storage, TxnOp};
 use storage_redb::{RedbOptions, RedbStorage};
@@ -62,14 +63,6 @@ fn subjects() -> Vec<Subject> {
             RedbOptions::default().max_batch_writes(1),
         ),
     ]
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
 }
 
 fn bench_put_get(c: &mut Criterion, rt: &tokio::runtime::Runtime) {

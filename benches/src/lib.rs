@@ -1,1 +1,36 @@
-//! Benchmarks live in `benches/benches/`; this library is empty.
+//! What the benchmarks in `benches/benches/` share: the runtime they drive
+//! async code on and the knobs they read from the environment.
+
+/// A runtime with two workers: the size of the CI machine that the figures
+/// in `BENCHMARKS.md` come from.
+///
+/// # Panics
+/// When tokio cannot start it.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+}
+
+/// A current-thread runtime, for benches that time one caller's work
+/// without scheduler hand-offs.
+///
+/// # Panics
+/// When tokio cannot start it.
+pub fn current_thread_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+}
+
+/// The number in environment variable `name`, else `default` (unset or
+/// not a number).
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
