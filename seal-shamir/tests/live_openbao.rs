@@ -1,76 +1,117 @@
-//! A fresh OpenBao init on every run: `make-openbao-fixture.sh` starts the
-//! real `bao` server (raft storage in a temp dir, loopback, free ports),
-//! runs `bao operator init -key-shares=5 -key-threshold=3`, unseals it with
-//! three keys and snapshots its storage; the keys must then combine here to
-//! OpenBao's KEK. The committed fixture (`openbao_compat.rs`) pins one init;
-//! this catches a format change in the installed OpenBao.
+//! A fresh OpenBao init on every run: a real `bao server` (raft storage
+//! in the scenario's directory, on testkit's reserved loopback ports, under
+//! its watchdog, started again on fresh ports if one was taken) is
+//! initialized 5/3 by `make-openbao-fixture.sh`, unsealed with three keys
+//! and snapshotted; the keys must then combine here to OpenBao's KEK. The
+//! committed fixture (`openbao_compat.rs`) pins one init; this catches a
+//! format change in the installed OpenBao. With `OPENBAO_FIXTURE_OUT=<dir>`
+//! the fixture files are written there (how the committed ones are made).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{OpenBaoInit, subsets};
+use testkit::process::{StartError, with_fresh_ports};
+use testkit::{Port, Process, ProcessSpec, Scenario, ports, tools, wait};
 
-/// Kills the fixture script's whole process group (the script and the bao
-/// server it started) if the test ends early.
-struct ScriptGuard(Child);
+/// A `bao server` with raft storage: uninitialised, answering on `addr`.
+struct OpenBao {
+    process: Process,
+    addr: String,
+    _ports: [Port; 2],
+}
 
-impl Drop for ScriptGuard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = Command::new("kill")
-                .args(["-TERM", "--", &format!("-{}", self.0.id())])
-                .status();
-            let _ = self.0.wait();
+fn start_openbao(sc: &Scenario) -> Result<OpenBao, StartError> {
+    let (api, cluster) = (ports::reserve(), ports::reserve());
+    // A fresh raft directory per attempt: a start cut short leaves state.
+    let dir = sc.subdir(&format!("openbao-{api}"));
+    let raft = dir.join("raft");
+    std::fs::create_dir_all(&raft).unwrap();
+    let config = dir.join("config.hcl");
+    std::fs::write(
+        &config,
+        format!(
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"fixture\"\n}}\n\
+             listener \"tcp\" {{\n  address = \"{}\"\n  cluster_address = \"{}\"\n  tls_disable = true\n}}\n\
+             api_addr = \"http://{}\"\ncluster_addr = \"http://{}\"\n",
+            raft.display(),
+            api.addr(),
+            cluster.addr(),
+            api.addr(),
+            cluster.addr()
+        ),
+    )
+    .unwrap();
+    let spec = ProcessSpec::new("openbao", tools::bao_bin(), dir.join("bao.log"))
+        .arg("server")
+        .arg(format!("-config={}", config.display()))
+        // Its CLI helpers read HOME; keep the caller's ~/.vault-token out.
+        .env("HOME", &dir);
+    let process = Process::start(spec, sc.timeline());
+    // An uninitialised server answers seal-status with 200.
+    let up = wait::try_until_blocking("openbao answers", Duration::from_secs(60), || {
+        if let Some(status) = process.exit_status() {
+            return Some(Err(status));
         }
+        testkit::http::raw_request(&api.addr(), "GET", "/v1/sys/seal-status", None, b"")
+            .ok()
+            .filter(|r| r.status == 200)
+            .map(|_| Ok(()))
+    });
+    match up {
+        Ok(Ok(())) => Ok(OpenBao {
+            process,
+            addr: format!("http://{}", api.addr()),
+            _ports: [api, cluster],
+        }),
+        Ok(Err(status)) if process.address_in_use() => Err(StartError::AddressInUse(format!(
+            "exited ({status})\n{}",
+            process.failure_report()
+        ))),
+        Ok(Err(status)) => Err(StartError::Other(format!(
+            "exited ({status})\n{}",
+            process.failure_report()
+        ))),
+        Err(e) => Err(StartError::Other(format!(
+            "{e}\n{}",
+            process.failure_report()
+        ))),
     }
 }
 
-fn bao_bin() -> PathBuf {
-    let path = std::env::var_os("STRONGROOM_BAO_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME").expect("HOME is set");
-            Path::new(&home).join(".cache/strongroom/venv/bin/bao")
-        });
-    assert!(
-        path.is_file(),
-        "OpenBao's bao not found at {}: run scripts/setup-tools.sh (or set STRONGROOM_BAO_BIN)",
-        path.display()
-    );
-    path
-}
-
 fn fresh_init() -> OpenBaoInit {
-    use std::os::unix::process::CommandExt as _;
-    let bao = bao_bin();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path();
+    let sc = Scenario::new("a fresh OpenBao init");
+    let bao = with_fresh_ports("openbao", sc.timeline(), || start_openbao(&sc));
+    let out = std::env::var_os("OPENBAO_FIXTURE_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| sc.subdir("fixture"));
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make-openbao-fixture.sh");
-    let child = Command::new("bash")
-        .arg(&script)
-        .arg(out)
-        .env("STRONGROOM_BAO_BIN", &bao)
-        .process_group(0)
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    let mut guard = ScriptGuard(child);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let status = loop {
-        if let Some(status) = guard.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "make-openbao-fixture.sh took over 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(status.success(), "make-openbao-fixture.sh failed: {status}");
+    sc.step("make-openbao-fixture.sh: init 5/3, unseal with 1, 3, 5, snapshot");
+    let run = Process::start(
+        ProcessSpec::new("fixture-script", "bash", sc.dir().join("script.log"))
+            .arg(&script)
+            .arg(&out)
+            .env("BAO_ADDR", &bao.addr)
+            .env("STRONGROOM_BAO_BIN", tools::bao_bin())
+            .env("HOME", sc.dir()),
+        sc.timeline(),
+    );
+    let status = run.wait_exit(Duration::from_secs(120)).unwrap_or_else(|| {
+        panic!(
+            "make-openbao-fixture.sh took over 120 s\n{}",
+            run.failure_report()
+        )
+    });
+    assert!(
+        status.success(),
+        "make-openbao-fixture.sh failed: {status}\n{}\n{}",
+        run.failure_report(),
+        bao.process.failure_report()
+    );
     let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
     OpenBaoInit::from_strs(
         &read("openbao-init-5-3.json"),

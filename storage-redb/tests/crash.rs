@@ -1,11 +1,12 @@
 //! Crash test: acknowledged writes survive `SIGKILL`.
 //!
 //! The test re-executes its own binary as a child (selected by an
-//! environment variable). The child opens the database and writes from
-//! several concurrent tasks — puts, two-key transactions, and deletes —
-//! printing each key to stdout only after the call returned `Ok`. The
-//! parent reads those acknowledgements, kills the child with `SIGKILL` in
-//! the middle of the stream, reopens the database, and checks that it
+//! environment variable; a testkit `Process`, so it never outlives the
+//! test). The child opens the database and writes from several concurrent
+//! tasks — puts, two-key transactions, and deletes — printing each key to
+//! stdout (the process's log) only after the call returned `Ok`. The
+//! parent waits for those acknowledgements, kills the child with `SIGKILL`
+//! in the middle of the stream, reopens the database, and checks that it
 //! opens cleanly (and passes redb's integrity check) and that every
 //! acknowledged write is there with its exact value. Several rounds run on
 //! the same file, each checking all rounds so far. While the child runs,
@@ -13,15 +14,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use seal_core::{Storage, TxnOp};
 use storage_redb::{RedbStorage, RedbStorageError};
+use testkit::{Process, ProcessSpec, Timeline, wait};
 
 const TEST_NAME: &str = "acknowledged_writes_survive_sigkill";
 const CHILD_DB_ENV: &str = "STRONGROOM_REDB_CRASH_CHILD_DB";
@@ -30,6 +31,8 @@ const WRITERS: usize = 8;
 /// The child stops by itself after this long, so an orphan never writes
 /// forever; the parent kills it long before.
 const CHILD_LIFETIME: Duration = Duration::from_secs(300);
+/// How long the child may take to acknowledge what the parent waits for.
+const ACK_DEADLINE: Duration = Duration::from_secs(120);
 
 /// The value written for `key`: derived from it, of varying length
 /// (1..=3000 bytes), so the parent can check exact bytes.
@@ -63,30 +66,65 @@ fn acknowledged_writes_survive_sigkill() {
     }
 }
 
-/// Starts the child, reads acknowledgements until `kill_after` arrived,
-/// sends `SIGKILL`, and returns every acknowledgement that reached the pipe.
+/// Starts the child under testkit's watchdog (its stdout goes to a log),
+/// waits until `kill_after` acknowledgements are in the log, sends
+/// `SIGKILL`, and returns every acknowledgement the log holds.
 fn run_child_and_kill(db: &Path, round: usize, kill_after: usize) -> Vec<(String, Expect)> {
-    let exe = std::env::current_exe().unwrap();
-    let child = Command::new(exe)
+    let timeline = Timeline::new();
+    let child = Process::start(
+        ProcessSpec::new(
+            &format!("writer-r{round}"),
+            std::env::current_exe().unwrap(),
+            db.with_file_name(format!("child-r{round}.log")),
+        )
         .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DB_ENV, db)
-        .env(CHILD_ROUND_ENV, round.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let mut lines = BufReader::new(child.0.stdout.take().unwrap());
-    let mut acks = Vec::new();
-    let mut killed = false;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if lines.read_line(&mut line).unwrap() == 0 {
-            break;
+        .env(CHILD_ROUND_ENV, round.to_string()),
+        &timeline,
+    );
+    let acknowledged = |n: usize| {
+        wait::until_blocking(
+            &format!("round {round}: the child acknowledged {n} writes"),
+            ACK_DEADLINE,
+            || {
+                let acks = parse_acks(&child.log_since_start(), round);
+                if acks.len() >= n {
+                    return Ok(());
+                }
+                if let Some(status) = child.exit_status() {
+                    panic!("round {round}: child exited ({status}) before being killed");
+                }
+                Err(format!("{} so far", acks.len()))
+            },
+        );
+    };
+    if round == 0 {
+        acknowledged(1);
+        // While the child holds the file, this process must be refused
+        // with a clear "locked" error rather than open it a second time.
+        match RedbStorage::open(db) {
+            Err(err @ RedbStorageError::Locked { .. }) => {
+                assert!(err.to_string().contains("crash.redb"), "{err}");
+            }
+            other => panic!("open beside a live writer process: expected Locked, got {other:?}"),
         }
-        // A line cut short by the kill was never fully acknowledged.
+    }
+    acknowledged(kill_after);
+    child.kill9(); // SIGKILL: no destructors, no flush.
+    let status = child.exit_status().unwrap();
+    assert_eq!(
+        status.signal(),
+        Some(9),
+        "round {round}: child was not killed by SIGKILL: {status}"
+    );
+    parse_acks(&child.log_since_start(), round)
+}
+
+/// The acknowledgements in the child's output, in order (a line cut short
+/// by the kill was never fully acknowledged); panics on a reported failure.
+fn parse_acks(log: &str, round: usize) -> Vec<(String, Expect)> {
+    let mut acks = Vec::new();
+    for line in log.split_inclusive('\n') {
         let Some(line) = line.strip_suffix('\n') else {
             continue;
         };
@@ -99,33 +137,7 @@ fn run_child_and_kill(db: &Path, round: usize, kill_after: usize) -> Vec<(String
         } else if let Some(message) = line.strip_prefix("FAIL ") {
             panic!("round {round}: child failed: {message}");
         }
-        if acks.len() == 1 && round == 0 {
-            // While the child holds the file, this process must be refused
-            // with a clear "locked" error rather than open it a second time.
-            match RedbStorage::open(db) {
-                Err(err @ RedbStorageError::Locked { .. }) => {
-                    assert!(err.to_string().contains("crash.redb"), "{err}");
-                }
-                other => {
-                    panic!("open beside a live writer process: expected Locked, got {other:?}")
-                }
-            }
-        }
-        if !killed && acks.len() >= kill_after {
-            child.0.kill().unwrap(); // SIGKILL: no destructors, no flush.
-            killed = true;
-        }
     }
-    let status = child.0.wait().unwrap();
-    assert!(
-        killed,
-        "round {round}: child exited ({status}) before being killed"
-    );
-    assert_eq!(
-        status.signal(),
-        Some(9),
-        "round {round}: child was not killed by SIGKILL: {status}"
-    );
     acks
 }
 
@@ -186,15 +198,6 @@ enum Expect {
     ValueOrGone(Vec<u8>),
     /// An acknowledged delete.
     Gone,
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The child: write forever (until killed), acknowledging on stdout.
