@@ -1,12 +1,11 @@
 """Fixtures for the end-to-end tests: a real ``strongroom`` server process
 on a reserved loopback port, and the paths of the real clients.
 
-Ports follow the testkit crate's protocol (``testkit/src/ports.rs``), so
-these tests and the Rust suites never hand out the same port: outside the
-kernel's ephemeral range, each held by an exclusive ``flock`` on
-``<tmp>/strongroom-ports/<port>.lock`` for as long as the server may use it.
-The server dies with the test process (``PR_SET_PDEATHSIG``) even when
-pytest itself is killed.
+Ports follow the testkit crate's protocol (``tests/testkit.py``, the
+Python half of ``testkit/src/ports.rs``), so these tests and the Rust
+suites never hand out the same port; a server that finds its port taken
+anyway is started again on a fresh one. The server dies with the test
+process (``PR_SET_PDEATHSIG``) even when pytest itself is killed.
 
 The server binary comes from ``STRONGROOM_BIN`` (``scripts/test.sh`` builds
 it and exports the path); the OpenBao CLI from ``STRONGROOM_BAO_BIN``,
@@ -14,19 +13,20 @@ falling back to the cached virtualenv that ``scripts/setup-tools.sh``
 creates. A missing tool fails the test with that hint; nothing is skipped.
 """
 
-import ctypes
-import fcntl
 import os
-import random
-import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import requests
+
+# The port protocol and fresh-port restarts, shared with tests/k8s.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from testkit import AddressInUse, Port, die_with_parent, is_address_in_use, on_fresh_ports  # noqa: E402
 
 
 def _cache_dir() -> Path:
@@ -54,75 +54,28 @@ def bao_bin() -> str:
     return path
 
 
-FLOOR = 10_000  # as testkit: below live well-known and Consul/Vault ports
-
-
-def _ephemeral_range() -> tuple[int, int]:
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-class Port:
-    """A loopback port reserved across processes until ``release``."""
-
-    def __init__(self) -> None:
-        lo, hi = _ephemeral_range()
-        candidates = [*range(FLOOR, lo), *range(hi + 1, 65536)]
-        lock_dir = Path(os.environ.get("STRONGROOM_PORT_DIR") or Path(tempfile.gettempdir()) / "strongroom-ports")
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        start = random.randrange(len(candidates))
-        for i in range(len(candidates)):
-            port = candidates[(start + i) % len(candidates)]
-            lock = open(lock_dir / f"{port}.lock", "a")
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                lock.close()
-                continue
-            if _free(port):
-                self.number, self._lock = port, lock
-                return
-            lock.close()
-        raise RuntimeError(f"every loopback port outside {lo}-{hi} is reserved or in use")
-
-    def release(self) -> None:
-        self._lock.close()
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the test process dies."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 class Server:
-    """One ``strongroom server`` process, killed at teardown."""
+    """One ``strongroom server`` process on a reserved loopback port,
+    killed at teardown. ``args_for(port)`` gives its arguments for a port
+    (writing its config if it needs one); a start that finds the port taken
+    is made again on a fresh one."""
 
-    def __init__(self, binary: str, workdir: Path, args: list[str], port: Port):
-        self.port = port
-        self.addr = f"http://127.0.0.1:{port.number}"
+    def __init__(self, binary: str, workdir: Path, args_for: Callable[[int], list[str]]):
         self.log_path = workdir / "server.log"
         self._log = open(self.log_path, "ab")
+        on_fresh_ports("strongroom", lambda: self._start(binary, args_for))
+
+    def _start(self, binary: str, args_for: Callable[[int], list[str]]) -> None:
+        self.port = Port()
+        self.addr = f"http://127.0.0.1:{self.port.number}"
+        self._log.flush()
+        start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
-            [binary, *args],
+            [binary, *args_for(self.port.number)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 30
         while True:
@@ -132,7 +85,10 @@ class Server:
             except requests.ConnectionError:
                 pass
             if self.proc.poll() is not None:
-                self.stop()
+                self._kill()
+                this_run = self.log()[start:]
+                if is_address_in_use(this_run):
+                    raise AddressInUse(this_run)
                 raise RuntimeError(f"strongroom exited with {self.proc.returncode}:\n{self.log()}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -142,38 +98,43 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> None:
+    def _kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
-        self._log.close()
         self.port.release()
+
+    def stop(self) -> None:
+        self._kill()
+        self._log.close()
 
 
 @pytest.fixture
 def server(strongroom_bin, tmp_path):
     """An uninitialised Shamir server on redb storage."""
-    port = Port()
-    config = tmp_path / "server.hcl"
-    config.write_text(
-        f'storage "redb" {{\n  path = "{tmp_path / "data.redb"}"\n}}\n'
-        f'listener "tcp" {{\n  address = "127.0.0.1:{port.number}"\n  tls_disable = true\n}}\n'
-    )
-    srv = Server(strongroom_bin, tmp_path, ["server", f"-config={config}"], port)
+
+    def args(port: int) -> list[str]:
+        config = tmp_path / "server.hcl"
+        config.write_text(
+            f'storage "redb" {{\n  path = "{tmp_path / "data.redb"}"\n}}\n'
+            f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n'
+        )
+        return ["server", f"-config={config}"]
+
+    srv = Server(strongroom_bin, tmp_path, args)
     yield srv
     srv.stop()
+
+
+def dev_args(port: int) -> list[str]:
+    """``strongroom server -dev`` on ``port`` with root token ``dev-root``."""
+    return ["server", "-dev", f"-dev-listen-address=127.0.0.1:{port}", "-dev-root-token-id=dev-root"]
 
 
 @pytest.fixture
 def dev_server(strongroom_bin, tmp_path):
     """``strongroom server -dev`` with root token ``dev-root``."""
-    port = Port()
-    srv = Server(
-        strongroom_bin,
-        tmp_path,
-        ["server", "-dev", f"-dev-listen-address=127.0.0.1:{port.number}", "-dev-root-token-id=dev-root"],
-        port,
-    )
+    srv = Server(strongroom_bin, tmp_path, dev_args)
     srv.root_token = "dev-root"
     yield srv
     srv.stop()

@@ -29,7 +29,7 @@ import pytest
 import requests
 from selenium.webdriver.common.keys import Keys
 
-from conftest import Port, Server, _die_with_parent
+from conftest import AddressInUse, Port, Server, dev_args, die_with_parent, is_address_in_use, on_fresh_ports
 from console_browser import Console, downloaded_file, output_dir, start_browser, stop_browser, wait_until
 
 REQUEST_TIMEOUT = 10
@@ -48,9 +48,7 @@ def ui_config(tmp_path: Path, port: int, extra: str = "") -> Path:
 @pytest.fixture
 def console_server(strongroom_bin, tmp_path):
     """An uninitialised Shamir server on redb with the console on."""
-    port = Port()
-    config = ui_config(tmp_path, port.number)
-    srv = Server(strongroom_bin, tmp_path, ["server", f"-config={config}"], port)
+    srv = Server(strongroom_bin, tmp_path, lambda port: ["server", f"-config={ui_config(tmp_path, port)}"])
     yield srv
     srv.stop()
 
@@ -403,9 +401,7 @@ def test_operator_journey(cluster, browser):
 
 
 def test_sign_out_forgets_the_token(strongroom_bin, tmp_path, browser):
-    port = Port()
-    srv = Server(strongroom_bin, tmp_path,
-                 ["server", "-dev", f"-dev-listen-address=127.0.0.1:{port.number}", "-dev-root-token-id=dev-root"], port)
+    srv = Server(strongroom_bin, tmp_path, dev_args)
     try:
         ui = Console(browser, srv.addr, browser._strongroom_out)
         ui.open("/ui/vault/secrets")
@@ -448,19 +444,35 @@ class Moto:
         )
         if not os.access(binary, os.X_OK):
             pytest.fail(f"moto_server is not at {binary}: run scripts/setup-tools.sh")
+        self.log_path = workdir / "moto.log"
+        self._log = open(self.log_path, "ab")
+        on_fresh_ports("moto_server", lambda: self._start(binary))
+
+    def _start(self, binary: str) -> None:
         self.port = Port()
         self.endpoint = f"http://127.0.0.1:{self.port.number}"
-        self._log = open(workdir / "moto.log", "ab")
+        self._log.flush()
+        self._run_start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(
             [binary, "-H", "127.0.0.1", "-p", str(self.port.number)],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}, preexec_fn=_die_with_parent,
+            env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}, preexec_fn=die_with_parent,
         )
-        wait_until(self._up, "moto_server to answer", timeout=60, interval=0.2)
+        try:
+            wait_until(self._up, "moto_server to answer", timeout=60, interval=0.2)
+        except AddressInUse:
+            self.port.release()
+            raise
+        except BaseException:
+            self.proc.kill()
+            raise
 
     def _up(self) -> bool:
         if self.proc.poll() is not None:
-            raise RuntimeError("moto_server exited at start")
+            this_run = self.log_path.read_text(errors="replace")[self._run_start:]
+            if is_address_in_use(this_run):
+                raise AddressInUse(this_run)
+            raise RuntimeError(f"moto_server exited at start:\n{this_run}")
         try:
             requests.get(self.endpoint + "/moto-api/", timeout=2)
             return True
@@ -508,9 +520,7 @@ def test_auto_seal_recovery_keys_and_a_failing_kms(strongroom_bin, tmp_path, mot
         f'  endpoint = "{moto.endpoint}"\n  access_key = "test"\n  secret_key = "test"\n}}\n'
         'auto_unseal_max_backoff = "3s"\n'
     )
-    port = Port()
-    config = ui_config(tmp_path, port.number, seal)
-    srv = Server(strongroom_bin, tmp_path, ["server", f"-config={config}"], port)
+    srv = Server(strongroom_bin, tmp_path, lambda port: ["server", f"-config={ui_config(tmp_path, port, seal)}"])
     ui = Console(browser, srv.addr, browser._strongroom_out)
     try:
         ui.open("/")
@@ -540,9 +550,7 @@ def test_auto_seal_recovery_keys_and_a_failing_kms(strongroom_bin, tmp_path, mot
         # the Unseal page says why and when it tries again.
         moto.forget_everything()
         srv.stop()
-        port = Port()
-        config = ui_config(tmp_path, port.number, seal)
-        srv = Server(strongroom_bin, tmp_path, ["server", f"-config={config}"], port)
+        srv = Server(strongroom_bin, tmp_path, lambda port: ["server", f"-config={ui_config(tmp_path, port, seal)}"])
         ui.addr = srv.addr
         ui.open("/")
         assert ui.wait_path("/ui/vault/unseal")

@@ -9,17 +9,18 @@ Prometheus. A missing tool fails the test with the command that installs
 it; nothing is skipped.
 """
 
-import fcntl
 import os
-import random
-import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from testkit import AddressInUse, Port, is_address_in_use, on_fresh_ports  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "strongroom"
@@ -87,62 +88,11 @@ def server_container(objects: list) -> dict:
 
 
 # ------------------------------------------------------------------ ports
-# The testkit crate's protocol, shared by every suite on the machine: a
-# port outside the kernel's ephemeral range, held by an exclusive flock on
-# <tmp>/strongroom-ports/<port>.lock for as long as it is in use.
-
-def _ephemeral() -> tuple[int, int]:
-    try:
-        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(lo), int(hi)
-    except (OSError, ValueError):
-        return 32768, 60999
-
-
-class Port:
-    def __init__(self, number: int, lock):
-        self.number = number
-        self._lock = lock
-
-    def release(self) -> None:
-        self._lock.close()
-
-    def __int__(self) -> int:
-        return self.number
-
-    def __str__(self) -> str:
-        return str(self.number)
-
-
-def _free(port: int) -> bool:
-    for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
-        with socket.socket(socket.AF_INET, kind) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                return False
-    return True
-
-
-def reserve_port() -> Port:
-    lock_dir = Path(os.environ.get("STRONGROOM_PORT_DIR") or "/tmp/strongroom-ports")
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    lo, hi = _ephemeral()
-    candidates = [p for p in range(10000, 65536) if not lo <= p <= hi]
-    start = random.randrange(len(candidates))
-    for i in range(len(candidates)):
-        port = candidates[(start + i) % len(candidates)]
-        lock = open(lock_dir / f"{port}.lock", "w")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
-            continue
-        if _free(port):
-            return Port(port, lock)
-        lock.close()
-    pytest.fail("no free loopback port outside the ephemeral range")
-
+# The testkit crate's protocol (tests/testkit.py), shared by every suite on
+# the machine: a port outside the kernel's ephemeral range, held by an
+# exclusive flock on <tmp>/strongroom-ports/<port>.lock for as long as it
+# is in use; a server that finds its port taken anyway is started again on
+# fresh ports (on_fresh_ports).
 
 @pytest.fixture
 def ports():
@@ -150,7 +100,7 @@ def ports():
     held = []
 
     def take() -> int:
-        p = reserve_port()
+        p = Port()
         held.append(p)
         return p.number
 
@@ -161,12 +111,18 @@ def ports():
 
 # ------------------------------------------------------------ processes
 
-def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1, on_fail=lambda: ""):
+def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1, on_fail=lambda: "",
+               proc: "Process | None" = None):
     """Polls ``check()`` until it returns something truthy; fails with
-    ``what`` and ``on_fail()`` after ``timeout`` seconds."""
+    ``what`` and ``on_fail()`` after ``timeout`` seconds. With ``proc``, a
+    server that exits meanwhile fails the wait at once (raising
+    :class:`AddressInUse` when its port was taken, for
+    :func:`on_fresh_ports`)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        if proc is not None:
+            proc.check_alive()
         try:
             last = check()
         except (requests.RequestException, OSError) as e:
@@ -185,6 +141,7 @@ class Process:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "ab")
+        self._run_start = self._log.tell()
         full_env = {**os.environ} if inherit_env else {}
         for var in ("VAULT_ADDR", "STRONGROOM_ADDR"):
             full_env.pop(var, None)
@@ -197,6 +154,18 @@ class Process:
 
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        """Fails when the process has exited; raises :class:`AddressInUse`
+        when this run's log says a port was taken."""
+        if self.alive():
+            return
+        with open(self.log_path, "rb") as f:
+            f.seek(self._run_start)
+            this_run = f.read().decode(errors="replace")
+        if is_address_in_use(this_run):
+            raise AddressInUse(f"{self.name}: {this_run[-2000:]}")
+        pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{this_run[-6000:]}")
 
     def terminate(self, timeout: float = 30) -> int:
         if self.alive():
@@ -236,24 +205,27 @@ class Node:
     (storage, seal, telemetry ...) plus a plain-HTTP listener that allows
     unauthenticated metrics, as the chart's configs do."""
 
-    def __init__(self, spawn, binary: str, workdir: Path, name: str, config: str, port: int, env=None,
+    def __init__(self, spawn, binary: str, workdir: Path, name: str, config: str, ports, env=None,
                  args=()):
-        self.name, self.port, self.workdir, self.args = name, port, workdir, list(args)
-        self.addr = f"http://127.0.0.1:{port}"
+        self.name, self.workdir, self.args = name, workdir, list(args)
         self.config_path = workdir / f"{name}.hcl"
+        self._spawn, self._binary, self._env = spawn, binary, env
+        on_fresh_ports(name, lambda: self._first_start(config, ports()))
+
+    def _first_start(self, config: str, port: int) -> None:
+        self.port, self.addr = port, f"http://127.0.0.1:{port}"
         self.config_path.write_text(
             config + f'\nlistener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n'
                      "  telemetry {\n    unauthenticated_metrics_access = true\n  }\n}\n")
-        self._spawn, self._binary, self._env = spawn, binary, env
         self.start()
 
     def start(self) -> None:
+        """Starts the server (again: a restart keeps its reserved port)."""
         self.proc = self._spawn([self._binary, "server", f"-config={self.config_path}", *self.args], self.workdir,
                                 self.name, self._env)
-        wait_until(f"{self.name} answering HTTP", self._answers, on_fail=self.proc.log)
+        wait_until(f"{self.name} answering HTTP", self._answers, on_fail=self.proc.log, proc=self.proc)
 
     def _answers(self) -> bool:
-        assert self.proc.alive(), f"{self.name} exited:\n{self.proc.log()}"
         requests.get(f"{self.addr}/v1/sys/health", timeout=2)
         return True
 
@@ -291,7 +263,7 @@ def start_node(strongroom_bin, processes, ports, tmp_path):
     """``start_node(name, config, env=None, args=())`` starts a :class:`Node`."""
 
     def start(name: str, config: str, env=None, args=()) -> Node:
-        return Node(processes, strongroom_bin, tmp_path, name, config, ports(), env, args)
+        return Node(processes, strongroom_bin, tmp_path, name, config, ports, env, args)
 
     return start
 
@@ -300,17 +272,18 @@ def start_node(strongroom_bin, processes, ports, tmp_path):
 def consul(processes, ports, tmp_path) -> str:
     """A real Consul dev agent on reserved loopback ports; its HTTP address."""
     binary = _tool("STRONGROOM_CONSUL_BIN", "consul")
-    http = ports()
-    proc = processes([binary, "agent", "-dev", "-log-level=warn", f"-http-port={http}",
-                      f"-serf-lan-port={ports()}", f"-serf-wan-port={ports()}", f"-server-port={ports()}",
-                      "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1"], tmp_path, "consul")
 
-    def leader() -> bool:
-        assert proc.alive(), proc.log()
-        return bool(requests.get(f"http://127.0.0.1:{http}/v1/status/leader", timeout=2).json())
+    def start() -> str:
+        http = ports()
+        proc = processes([binary, "agent", "-dev", "-log-level=warn", f"-http-port={http}",
+                          f"-serf-lan-port={ports()}", f"-serf-wan-port={ports()}", f"-server-port={ports()}",
+                          "-dns-port=-1", "-grpc-port=-1", "-grpc-tls-port=-1"], tmp_path, "consul")
+        wait_until("Consul electing itself leader",
+                   lambda: requests.get(f"http://127.0.0.1:{http}/v1/status/leader", timeout=2).json(),
+                   timeout=60, on_fail=proc.log, proc=proc)
+        return f"127.0.0.1:{http}"
 
-    wait_until("Consul electing itself leader", leader, timeout=60, on_fail=proc.log)
-    return f"127.0.0.1:{http}"
+    return on_fresh_ports("consul", start)
 
 
 def chart_config(helm, *values: str, sets: tuple = ()) -> str:

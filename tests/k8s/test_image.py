@@ -16,7 +16,7 @@ import tarfile
 import pytest
 import requests
 
-from conftest import FULLNAME, NAMESPACE, ROOT, find, render, server_container, wait_until
+from conftest import FULLNAME, NAMESPACE, ROOT, find, on_fresh_ports, render, server_container, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -85,16 +85,18 @@ def test_the_binary_runs_from_the_rootfs_alone(image):
 
 def test_a_dev_server_in_the_rootfs_answers_health(image, ports, processes, tmp_path):
     _, rootfs = image
-    port = ports()
-    server = processes(in_image(rootfs, "/usr/local/bin/strongroom", "server", "-dev",
-                                f"-dev-listen-address=127.0.0.1:{port}", "-dev-root-token-id=root"),
-                       tmp_path, "image-dev")
 
-    def healthy():
-        assert server.alive(), server.log()
-        return requests.get(f"http://127.0.0.1:{port}/v1/sys/health", timeout=2).status_code == 200
+    def start():
+        port = ports()
+        server = processes(in_image(rootfs, "/usr/local/bin/strongroom", "server", "-dev",
+                                    f"-dev-listen-address=127.0.0.1:{port}", "-dev-root-token-id=root"),
+                           tmp_path, "image-dev")
+        wait_until("the dev server in the image answering sys/health with 200",
+                   lambda: requests.get(f"http://127.0.0.1:{port}/v1/sys/health", timeout=2).status_code == 200,
+                   on_fail=server.log, proc=server)
+        return port, server
 
-    wait_until("the dev server in the image answering sys/health with 200", healthy, on_fail=server.log)
+    port, server = on_fresh_ports("the image's dev server", start)
     body = requests.get(f"http://127.0.0.1:{port}/v1/sys/health", timeout=2).json()
     assert body["initialized"] is True and body["sealed"] is False
     assert server.terminate() == 0, server.log()
@@ -106,10 +108,7 @@ def test_the_charts_pod_spec_runs_in_the_image(helm, image, ports, processes, tm
     _, rootfs = image
     objects = render(helm)
     container = server_container(objects)
-    port = ports()
-    config = find(objects, "ConfigMap", f"{FULLNAME}-config")["data"]["extraconfig-from-values.hcl"]
-    config = config.replace('"[::]:8200"', f'"127.0.0.1:{port}"').replace('"[::]:8201"', '"127.0.0.1:0"')
-    (rootfs / "vault/config/extraconfig-from-values.hcl").write_text(config)
+    chart_config = find(objects, "ConfigMap", f"{FULLNAME}-config")["data"]["extraconfig-from-values.hcl"]
     downward = {"status.hostIP": "127.0.0.1", "status.podIP": "127.0.0.1", "metadata.name": f"{FULLNAME}-0",
                 "metadata.namespace": NAMESPACE}
     env = {}
@@ -122,10 +121,20 @@ def test_the_charts_pod_spec_runs_in_the_image(helm, image, ports, processes, tm
         prefix = [shutil.which("unshare"), "--map-root-user", *prefix]
     # Exactly the container's environment (plus the image's PATH).
     env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-    pod = processes([*prefix, *container["command"], *container["args"]], tmp_path, "pod", env, inherit_env=False)
-    url = f"http://127.0.0.1:{port}"
-    wait_until("the pod's server answering (uninitialized: 501)",
-               lambda: requests.get(f"{url}/v1/sys/health", timeout=2).status_code == 501, on_fail=pod.log)
+
+    def start():
+        port = ports()
+        config = chart_config.replace('"[::]:8200"', f'"127.0.0.1:{port}"').replace('"[::]:8201"', '"127.0.0.1:0"')
+        (rootfs / "vault/config/extraconfig-from-values.hcl").write_text(config)
+        pod = processes([*prefix, *container["command"], *container["args"]], tmp_path, "pod", env,
+                        inherit_env=False)
+        url = f"http://127.0.0.1:{port}"
+        wait_until("the pod's server answering (uninitialized: 501)",
+                   lambda: requests.get(f"{url}/v1/sys/health", timeout=2).status_code == 501, on_fail=pod.log,
+                   proc=pod)
+        return url, pod
+
+    url, pod = on_fresh_ports("the pod's server", start)
     init = requests.put(f"{url}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=10).json()
     sealed = requests.put(f"{url}/v1/sys/unseal", json={"key": init["keys_base64"][0]}, timeout=10).json()["sealed"]
     assert sealed is False

@@ -21,7 +21,7 @@ import boto3
 import pytest
 import requests
 
-from conftest import Process, find, render, wait_until
+from conftest import Process, find, on_fresh_ports, render, wait_until
 
 KUBE_PROBE_UA = "kube-probe/1.30"
 # The rows of reference/kubernetes.md §6 (✓ = the probe succeeds).
@@ -113,17 +113,20 @@ def kms(processes, ports, tmp_path) -> Kms:
     moto_bin = os.environ.get("STRONGROOM_MOTO_BIN")
     if not moto_bin or not os.access(moto_bin, os.X_OK):
         pytest.fail("moto_server not found (STRONGROOM_MOTO_BIN); run scripts/setup-tools.sh")
-    port = ports()
     env = {"AWS_DEFAULT_REGION": "us-east-1", "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc: Process = processes([moto_bin, "-H", "127.0.0.1", "-p", str(port)], tmp_path, "moto", env)
 
-    def answers() -> bool:
-        assert proc.alive(), proc.log()
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", port)) == 0
+    def start() -> Kms:
+        port = ports()
+        proc: Process = processes([moto_bin, "-H", "127.0.0.1", "-p", str(port)], tmp_path, "moto", env)
 
-    wait_until("moto accepting connections", answers, timeout=90, on_fail=proc.log)
-    return Kms(f"http://127.0.0.1:{port}")
+        def answers() -> bool:
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_until("moto accepting connections", answers, timeout=90, on_fail=proc.log, proc=proc)
+        return Kms(f"http://127.0.0.1:{port}")
+
+    return on_fresh_ports("moto_server", start)
 
 
 def test_probes_from_the_chart_match_the_table_in_every_state(helm, kms, consul, start_node, strongroom_bin):
