@@ -43,6 +43,15 @@ const WATCH_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Delay after a failed watch request before the next one.
 const WATCH_RETRY: Duration = Duration::from_millis(250);
 
+/// The `Flags` every acquire and release writes on the lock key: Consul's
+/// lock marker (`LockFlagValue` of its Go API), which Vault's Consul HA
+/// lock writes too and checks before it contends. A lock key with other
+/// flags makes Vault refuse the lock for good ("Existing key does not
+/// match lock use"), so without it a Vault started again on a prefix
+/// Strongroom once served (a read-only takeover tried and abandoned)
+/// could never become active.
+pub const LOCK_FLAGS: u64 = 0x2ddc_cbc0_58a5_0c18;
+
 /// The Consul HA backend: one contender for locks under the storage path
 /// of the [`ConsulStorage`] it is built from, sharing that storage's HTTP
 /// client, token, TLS settings and request accounting.
@@ -252,14 +261,18 @@ fn parse_lock_entry(body: &[u8]) -> Result<LockEntry, ConsulError> {
     })
 }
 
-/// `PUT ?acquire=<session>` with `value`; whether Consul granted it.
+/// `PUT ?acquire=<session>` with `value` and [`LOCK_FLAGS`]; whether
+/// Consul granted it.
 async fn acquire(
     storage: &ConsulStorage,
     full_key: &str,
     session: &str,
     value: &[u8],
 ) -> Result<bool, ConsulError> {
-    let url = storage.kv_url(full_key, &format!("?acquire={}", encode_segment(session)));
+    let url = storage.kv_url(
+        full_key,
+        &format!("?acquire={}&flags={LOCK_FLAGS}", encode_segment(session)),
+    );
     let request = Request {
         method: Method::PUT,
         path_and_query: &url,
@@ -272,14 +285,17 @@ async fn acquire(
     granted(&reply)
 }
 
-/// `PUT ?release=<session>` with an empty value, so a released lock
-/// advertises nothing. Releasing a key the session does not hold is a no-op.
+/// `PUT ?release=<session>` with an empty value (so a released lock
+/// advertises nothing) and [`LOCK_FLAGS`]. Releasing a key the session does not hold is a no-op.
 async fn release_key(
     storage: &ConsulStorage,
     full_key: &str,
     session: &str,
 ) -> Result<bool, ConsulError> {
-    let url = storage.kv_url(full_key, &format!("?release={}", encode_segment(session)));
+    let url = storage.kv_url(
+        full_key,
+        &format!("?release={}&flags={LOCK_FLAGS}", encode_segment(session)),
+    );
     let request = Request {
         method: Method::PUT,
         path_and_query: &url,

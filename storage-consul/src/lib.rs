@@ -100,7 +100,7 @@ pub use config::{
     Scheme, TlsMinVersion, parse_duration,
 };
 pub use error::ConsulError;
-pub use ha::ConsulHaBackend;
+pub use ha::{ConsulHaBackend, LOCK_FLAGS};
 pub use registration::{ConsulServiceRegistration, RegistrationState, SEALED_CHECK_NAME};
 pub use session::SESSION_NAME;
 pub use storage::{ConsulStorage, MAX_TRANSACTION_OPS, WriteFence};

@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use seal_core::testing::HaHarness;
 use seal_core::{HaBackend, HaLock, Storage};
-use storage_consul::{ConsulConfig, ConsulError, ConsulHaBackend, ConsulStorage, SESSION_NAME};
+use storage_consul::{
+    ConsulConfig, ConsulError, ConsulHaBackend, ConsulStorage, LOCK_FLAGS, SESSION_NAME,
+};
 use testkit::consul::{PrefixGuard, raw_request, shared_dev, unique_path};
 use tokio::time::Instant;
 
@@ -397,4 +399,37 @@ async fn standby_replaces_an_invalidated_ready_session() {
     let b_session = lock_b.fencing_token().unwrap();
     assert_ne!(b_session, ready[0]);
     assert_eq!(list(http).await, [b_session]);
+}
+
+/// The lock key carries Consul's lock marker in its `Flags` while held and
+/// after release, as Vault's Consul lock writes it: a Vault started again on
+/// the prefix (after a read-only takeover) contends for it instead of
+/// refusing a key "that does not match lock use". A key Vault left behind
+/// (its flags, its leader id as value, no session) is taken as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_key_carries_consuls_lock_flags() {
+    let dev = shared_dev();
+    let path = unique_path();
+    let _guard = PrefixGuard::new(dev.http_address(), path.clone(), None);
+    let url = format!("/v1/kv/{path}{KEY}");
+    // As a Vault 1.x node leaves it after a graceful stop.
+    raw(
+        "PUT",
+        format!("{url}?flags={LOCK_FLAGS}"),
+        b"6f1d1a5e-vault-leader",
+    )
+    .await;
+    let (_storage, ha) = contender(config(&path, |_| {}));
+    let lock = ha.try_lock(KEY, b"a").await.unwrap().expect("A wins");
+    let held = raw("GET", url.clone(), b"").await;
+    assert_eq!(held[0]["Flags"], LOCK_FLAGS, "{held}");
+    assert_eq!(
+        held[0]["Session"].as_str(),
+        lock.fencing_token().as_deref(),
+        "{held}"
+    );
+    lock.release().await.unwrap();
+    let released = raw("GET", url, b"").await;
+    assert_eq!(released[0]["Flags"], LOCK_FLAGS, "{released}");
+    assert!(released[0]["Session"].is_null(), "{released}");
 }
