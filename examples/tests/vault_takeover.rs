@@ -1,8 +1,12 @@
 //! Taking over a data set that the real HashiCorp Vault v1.1.2 wrote to a
 //! Consul prefix (real Consul; moto for AWS KMS): Strongroom unseals with
-//! Vault's keys, serves Vault's mounts, secrets, versions and tokens, writes
-//! nothing in the read-only trial mode, and upgrades the data set in place
-//! — surviving kill -9 at every step boundary of that upgrade.
+//! Vault's keys, serves Vault's mounts, secrets, versions and tokens, leaves
+//! Vault's data byte for byte in the read-only trial mode (taking only
+//! Vault's own HA lock, which it releases on a graceful stop, so Vault
+//! resumes), and upgrades the data set in place — surviving kill -9 at every
+//! step boundary of that upgrade. Nodes run HA on Consul (the server's
+//! default there) with short session TTL and lock-delay; every check waits
+//! for the node to be active.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
 
@@ -19,8 +23,30 @@ use testkit::moto::{TEST_ACCESS_KEY, TEST_REGION, TEST_SECRET_KEY};
 use testkit::{ConsulDev, MotoServer, Node, Scenario, SealStanza, StorageStanza};
 use vault::{Vault, Written, write_data_set};
 
-/// Every key under `prefix` with its value and modify index.
-async fn consul_dump(consul: &str, prefix: &str) -> BTreeMap<String, (String, u64)> {
+/// Vault's HA lock key, which Strongroom contends for too (same key, same
+/// flags): the one key a read-only takeover touches.
+const LOCK: &str = "core/lock";
+
+/// Short HA timings, so a node started after a `kill -9` takes over the
+/// killed node's lock within seconds (session TTL + lock-delay), not 30 s.
+const SESSION_TTL: Duration = Duration::from_secs(2);
+const LOCK_DELAY: Duration = Duration::from_secs(1);
+
+/// How long a node may take to win the HA lock (a killed holder's session
+/// expiring and its lock-delay included), on a loaded machine.
+const ACTIVE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// One Consul KV entry as the HTTP API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    value: String,
+    flags: u64,
+    session: Option<String>,
+    modify_index: u64,
+}
+
+/// Every key under `prefix`, relative to it.
+async fn consul_dump(consul: &str, prefix: &str) -> BTreeMap<String, Entry> {
     let url = format!("http://{consul}/v1/kv/{prefix}?recurse");
     let resp = reqwest::get(&url).await.expect("consul dump");
     if resp.status() == 404 {
@@ -29,15 +55,51 @@ async fn consul_dump(consul: &str, prefix: &str) -> BTreeMap<String, (String, u6
     let rows: Vec<Value> = resp.json().await.expect("consul json");
     rows.iter()
         .map(|r| {
+            let key = r["Key"].as_str().unwrap();
             (
-                r["Key"].as_str().unwrap().to_owned(),
-                (
-                    r["Value"].as_str().unwrap_or_default().to_owned(),
-                    r["ModifyIndex"].as_u64().unwrap(),
-                ),
+                key.strip_prefix(prefix).unwrap_or(key).to_owned(),
+                Entry {
+                    value: r["Value"].as_str().unwrap_or_default().to_owned(),
+                    flags: r["Flags"].as_u64().unwrap(),
+                    session: r["Session"].as_str().map(str::to_owned),
+                    modify_index: r["ModifyIndex"].as_u64().unwrap(),
+                },
             )
         })
         .collect()
+}
+
+/// The keys of `dump` other than the lock key.
+fn data_keys(dump: &BTreeMap<String, Entry>) -> BTreeMap<&str, &Entry> {
+    dump.iter()
+        .filter(|(k, _)| *k != LOCK)
+        .map(|(k, e)| (k.as_str(), e))
+        .collect()
+}
+
+/// The lock key as Vault's Consul lock and Strongroom's both write it:
+/// Consul's lock flags, held by `session` (`None`: free).
+fn assert_lock(dump: &BTreeMap<String, Entry>, session: Option<&str>, when: &str) {
+    let lock = dump
+        .get(LOCK)
+        .unwrap_or_else(|| panic!("{when}: no {LOCK} key"));
+    assert_eq!(lock.flags, storage_consul::LOCK_FLAGS, "{when}: {lock:?}");
+    assert_eq!(lock.session.as_deref(), session, "{when}: {lock:?}");
+}
+
+/// The name of the Consul session `id`.
+async fn session_name(consul: &str, id: &str) -> String {
+    let url = format!("http://{consul}/v1/session/info/{id}");
+    let rows: Vec<Value> = reqwest::get(&url)
+        .await
+        .expect("session info")
+        .json()
+        .await
+        .expect("session json");
+    rows.first()
+        .and_then(|r| r["Name"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn kms_stanza(moto: &MotoServer, key_id: &str) -> String {
@@ -57,10 +119,11 @@ async fn start(
     extra: &[(&str, &str)],
     env: &[(&str, &str)],
 ) -> Node {
-    let mut config = common::node().storage(StorageStanza::consul(
-        &s.consul.http_address(),
-        Some(&s.prefix),
-    ));
+    let mut config = common::node().storage(
+        StorageStanza::consul(&s.consul.http_address(), Some(&s.prefix))
+            .session_ttl(SESSION_TTL)
+            .lock_delay(LOCK_DELAY),
+    );
     if let (Some(key), Some(moto)) = (kms, &s.moto) {
         config = config.seal(SealStanza::awskms(moto, key));
     }
@@ -86,6 +149,13 @@ async fn unseal_with_vaults_keys(server: &Node, keys: &[String]) {
         }
     }
     panic!("still sealed after Vault's keys; log:\n{}", server.log());
+}
+
+/// Unseals with Vault's keys and waits until the node holds the HA lock
+/// (a killed predecessor's session must expire first).
+async fn unseal_until_active(server: &Node, keys: &[String]) {
+    unseal_with_vaults_keys(server, keys).await;
+    server.client().wait_active(ACTIVE_DEADLINE).await;
 }
 
 async fn get(server: &Node, path: &str, token: &str) -> (u16, Value) {
@@ -261,7 +331,8 @@ async fn read_only_takeover_serves_vaults_data_and_writes_nothing() {
     let w = vault_writes(&s, "", false).await;
     let consul = s.consul.http_address();
     let before = consul_dump(&consul, &s.prefix).await;
-    assert!(before.keys().any(|k| k.ends_with("core/keyring")));
+    assert!(before.contains_key("core/keyring"));
+    assert_lock(&before, None, "after Vault stopped");
 
     s.sc.step("Strongroom on the prefix, unsealed with Vault's keys");
     let server = start(&s, "read-only", None, &[], &[]).await;
@@ -273,7 +344,7 @@ async fn read_only_takeover_serves_vaults_data_and_writes_nothing() {
         (status["t"].as_u64(), status["n"].as_u64()),
         (Some(3), Some(5))
     );
-    unseal_with_vaults_keys(&server, &w.keys).await;
+    unseal_until_active(&server, &w.keys).await;
     check_served(&server, &w).await;
     let (code, body) = get(&server, "sys/strongroom/adopt", &w.root_token).await;
     assert_eq!(body["data"]["read_only_takeover"], true, "{code} {body}");
@@ -292,13 +363,68 @@ async fn read_only_takeover_serves_vaults_data_and_writes_nothing() {
         "{}",
         server.log()
     );
+    // The one key it touches is Vault's own HA lock, held by its session
+    // while it serves: a Vault started meanwhile stays a standby.
+    let running = consul_dump(&consul, &s.prefix).await;
+    let session = running
+        .get(LOCK)
+        .and_then(|e| e.session.clone())
+        .expect("Strongroom holds the lock");
+    assert_lock(&running, Some(&session), "while Strongroom serves");
+    assert_eq!(session_name(&consul, &session).await, "Strongroom Lock");
     server.terminate();
 
+    s.sc.step("after a graceful stop: Vault's data as it was, the lock free");
     let after = consul_dump(&consul, &s.prefix).await;
-    assert_eq!(
-        before, after,
-        "the read-only takeover changed the Vault prefix"
+    let (was, is) = (data_keys(&before), data_keys(&after));
+    let changed: Vec<&str> = was
+        .keys()
+        .chain(is.keys())
+        .filter(|k| was.get(*k) != is.get(*k))
+        .copied()
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the read-only takeover changed Vault's keys (value, flags or modify index): {changed:?}"
     );
+    assert_lock(&after, None, "after Strongroom stopped");
+
+    s.sc.step("Vault 1.1.2 resumes on the prefix and becomes active");
+    let vault = Vault::start(&s.sc, &consul, &s.prefix, "").await;
+    for key in &w.keys[..3] {
+        vault
+            .expect(200, "PUT", "sys/unseal", None, Some(json!({"key": key})))
+            .await;
+    }
+    vault.wait_active().await;
+    let t = Some(w.root_token.as_str());
+    let body = vault.expect(200, "GET", "kv1/app", t, None).await;
+    assert_eq!(body["data"], json!({"pw": "one"}), "{body}");
+    let body = vault.expect(200, "GET", "secret/data/app", t, None).await;
+    assert_eq!(body["data"]["data"], json!({"pw": "v3"}), "{body}");
+
+    s.sc.step("Strongroom beside the active Vault stays a standby");
+    let server = start(&s, "beside-vault", None, &[], &[]).await;
+    unseal_with_vaults_keys(&server, &w.keys).await;
+    server.client().wait_standby(ACTIVE_DEADLINE).await;
+    let (_, leader) = server.client().call("GET", "sys/leader", None, None).await;
+    assert_eq!(leader["is_self"], false, "{leader}");
+    let held = consul_dump(&consul, &s.prefix).await;
+    let vaults = held.get(LOCK).and_then(|e| e.session.clone());
+    assert!(
+        vaults.is_some(),
+        "Vault holds the lock: {:?}",
+        held.get(LOCK)
+    );
+    assert_ne!(
+        session_name(&consul, vaults.as_deref().unwrap()).await,
+        "Strongroom Lock"
+    );
+    s.sc.step("Vault stops; Strongroom takes the lock over");
+    vault.stop();
+    server.client().wait_active(ACTIVE_DEADLINE).await;
+    check_served(&server, &w).await;
+    server.terminate();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,14 +464,14 @@ async fn upgrade_survives_kill_9_at_every_step_boundary() {
             // serves the switched data read-only.
             s.sc.step("a node without the upgrade flag serves it read-only");
             let server = start(&s, "read-only-after-switch", None, &[], &[]).await;
-            unseal_with_vaults_keys(&server, &w.keys).await;
+            unseal_until_active(&server, &w.keys).await;
             check_served(&server, &w).await;
             server.kill9();
         }
     }
     s.sc.step("restart with the upgrade flag: finished, read-write");
     let server = start(&s, "final", None, &upgrade, &[]).await;
-    unseal_with_vaults_keys(&server, &w.keys).await;
+    unseal_until_active(&server, &w.keys).await;
     check_served(&server, &w).await;
     check_writable(&server, &w).await;
     let (_, body) = get(&server, "sys/strongroom/adopt", &w.root_token).await;
@@ -380,6 +506,7 @@ async fn awskms_takeover_auto_unseals_and_recovery_keys_stay_valid() {
         .client()
         .wait_sealed(false, Duration::from_secs(60))
         .await;
+    server.client().wait_active(ACTIVE_DEADLINE).await;
     assert_eq!(status["type"], "awskms");
     assert_eq!(status["recovery_seal"], true);
     check_served(&server, &w).await;
@@ -406,7 +533,7 @@ async fn awskms_takeover_auto_unseals_and_recovery_keys_stay_valid() {
     s.sc.step("Vault's recovery keys unseal a node sealed by hand");
     let (code, _) = call(&server, "PUT", "sys/seal", &w.root_token, None).await;
     assert_eq!(code, 204);
-    unseal_with_vaults_keys(&server, &w.keys).await;
+    unseal_until_active(&server, &w.keys).await;
     server.terminate();
 
     s.sc.step("a restart auto-unseals the upgraded data set");
@@ -415,6 +542,7 @@ async fn awskms_takeover_auto_unseals_and_recovery_keys_stay_valid() {
         .client()
         .wait_sealed(false, Duration::from_secs(60))
         .await;
+    server.client().wait_active(ACTIVE_DEADLINE).await;
     let (_, body) = get(&server, "secret/data/app", &w.root_token).await;
     assert_eq!(body["data"]["data"], json!({"pw": "v4"}));
     server.terminate();
