@@ -511,22 +511,40 @@ async fn awskms_takeover_auto_unseals_and_recovery_keys_stay_valid() {
     assert_eq!(status["recovery_seal"], true);
     check_served(&server, &w).await;
 
-    s.sc.step("the upgrade needs a confirmation and a root token");
-    let adopt = "sys/strongroom/adopt";
-    let (code, body) = call(&server, "PUT", adopt, &w.root_token, Some(json!({}))).await;
-    assert_eq!(code, 400, "{body}");
-    assert!(body.to_string().contains("consul kv export"), "{body}");
-    let confirm = Some(json!({"confirm": true}));
-    let (code, _) = call(&server, "PUT", adopt, &w.app_token, confirm.clone()).await;
-    assert_eq!(code, 403);
-    let (code, body) = call(&server, "PUT", adopt, &w.root_token, confirm).await;
-    assert_eq!(code, 200, "{body}; log:\n{}", server.log());
-    assert_eq!(body["data"]["upgraded"], true);
-    let report = body["data"]["not_carried_over"].to_string();
-    assert!(
-        report.contains("pki") && report.contains("userpass"),
-        "{report}"
-    );
+    s.sc.step("strongroom operator adopt: a confirmation and a root token");
+    let root_env = [
+        ("STRONGROOM_ADDR", server.addr()),
+        ("STRONGROOM_TOKEN", w.root_token.as_str()),
+    ];
+    let out = common::cli(&root_env, &["operator", "adopt", "-status"]).await;
+    assert_eq!(out.code, 0, "read-only until upgraded: {out:?}");
+    assert!(out.stdout.contains("read-only"), "{out:?}");
+    let out = common::cli(&root_env, &["operator", "adopt"]).await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(out.stderr.contains("consul kv export"), "{out:?}");
+    let app_env = [
+        ("STRONGROOM_ADDR", server.addr()),
+        ("STRONGROOM_TOKEN", w.app_token.as_str()),
+    ];
+    let out = common::cli(&app_env, &["operator", "adopt", "-confirm"]).await;
+    assert!(out.code != 0 && out.stderr.contains("Code: 403"), "{out:?}");
+    let (_, body) = get(&server, "sys/strongroom/adopt", &w.root_token).await;
+    assert_eq!(body["data"]["read_only_takeover"], true, "{body}");
+    let out = common::cli(
+        &root_env,
+        &["operator", "adopt", "-confirm", "-format=json"],
+    )
+    .await;
+    assert_eq!(out.code, 0, "{out:?}; log:\n{}", server.log());
+    let report: Value = serde_json::from_str(&out.stdout).expect("adopt JSON");
+    assert_eq!(report["upgraded"], true, "{report}");
+    let left = report["not_carried_over"].to_string();
+    assert!(left.contains("pki") && left.contains("userpass"), "{left}");
+    let out = common::cli(&root_env, &["operator", "adopt", "-status"]).await;
+    assert_eq!(out.code, 2, "upgraded: {out:?}");
+    let out = common::cli(&root_env, &["operator", "adopt", "-confirm"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("Nothing to do"), "{out:?}");
     check_served(&server, &w).await;
     check_writable(&server, &w).await;
 

@@ -32,7 +32,7 @@ pub(crate) enum Command {
     Server(ServerArgs),
     /// Print the seal status of a server (exit code 2 when sealed).
     Status(StatusArgs),
-    /// Operator commands: init, unseal, seal, rotate, rekey, key-status.
+    /// Operator commands: init, unseal, seal, rotate, rekey, key-status, adopt.
     #[command(subcommand)]
     Operator(OperatorCommand),
     /// Read and write secrets in a KV (version 1 or 2) engine.
@@ -116,6 +116,10 @@ pub(crate) enum OperatorCommand {
     KeyStatus(SimpleArgs),
     /// Generate new unseal (or recovery) keys from a quorum of the current ones.
     Rekey(RekeyArgs),
+    /// Upgrade a Vault data set this server serves read-only to
+    /// Strongroom's layout, in place (one-way; needs a root token and
+    /// -confirm). With -status: whether it serves one read-only.
+    Adopt(AdoptArgs),
 }
 
 /// `strongroom operator init`.
@@ -167,6 +171,24 @@ pub(crate) struct UnsealArgs {
 pub(crate) struct SimpleArgs {
     #[command(flatten)]
     pub(crate) client: ClientArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub(crate) format: Format,
+}
+
+/// `strongroom operator adopt`.
+#[derive(Debug, Args)]
+pub(crate) struct AdoptArgs {
+    #[command(flatten)]
+    pub(crate) client: ClientArgs,
+    /// Confirm the one-way upgrade (Vault cannot read the data set
+    /// afterwards: back up the prefix first with `consul kv export`).
+    #[arg(long)]
+    pub(crate) confirm: bool,
+    /// Only report whether the server serves a Vault data set read-only
+    /// (exit 0 yes, 2 no: already Strongroom's layout).
+    #[arg(long)]
+    pub(crate) status: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub(crate) format: Format,

@@ -1,4 +1,5 @@
-//! `strongroom operator …`: init, unseal, seal, rotate, key-status, rekey.
+//! `strongroom operator …`: init, unseal, seal, rotate, key-status, rekey,
+//! adopt.
 
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -6,7 +7,9 @@ use zeroize::Zeroizing;
 use super::client::Client;
 use super::output::{self, kv_table};
 use super::status::seal_status_table;
-use super::{Format, InitArgs, OperatorCommand, RekeyArgs, RekeyTarget, SimpleArgs, UnsealArgs};
+use super::{
+    AdoptArgs, Format, InitArgs, OperatorCommand, RekeyArgs, RekeyTarget, SimpleArgs, UnsealArgs,
+};
 use crate::error::Error;
 
 /// Runs one operator subcommand and returns the exit code.
@@ -22,7 +25,60 @@ pub(crate) async fn run(command: &OperatorCommand) -> Result<u8, Error> {
         OperatorCommand::Rotate(args) => rotate(args).await,
         OperatorCommand::KeyStatus(args) => key_status(args).await,
         OperatorCommand::Rekey(args) => rekey(args).await,
+        OperatorCommand::Adopt(args) => adopt(args).await,
     }
+}
+
+/// `operator adopt`: the status (`-status`), or the upgrade through
+/// `sys/strongroom/adopt`. Without `-confirm` the request still goes out
+/// unconfirmed, so the server's refusal (with how to back up first) is
+/// what the user reads, worded in one place.
+async fn adopt(args: &AdoptArgs) -> Result<u8, Error> {
+    let client = Client::new(&args.client)?;
+    let path = "sys/strongroom/adopt";
+    if args.status {
+        let answer = client.call("GET", path, None).await?.unwrap_or(Value::Null);
+        let data = answer.get("data").cloned().unwrap_or(Value::Null);
+        let read_only = data.get("read_only_takeover") == Some(&Value::Bool(true));
+        match args.format {
+            Format::Json => print!("{}", output::json(&data)),
+            Format::Table => println!(
+                "{}",
+                if read_only {
+                    "Serving a Vault data set read-only: back up the prefix \
+                     (consul kv export), then run `strongroom operator adopt -confirm` \
+                     to upgrade it in place."
+                } else {
+                    "Not a read-only takeover: the data set uses Strongroom's layout."
+                }
+            ),
+        }
+        return Ok(if read_only { 0 } else { 2 });
+    }
+    let answer = client
+        .call("PUT", path, Some(&json!({"confirm": args.confirm})))
+        .await?
+        .unwrap_or(Value::Null);
+    let data = answer.get("data").cloned().unwrap_or(Value::Null);
+    if args.format == Format::Json {
+        print!("{}", output::json(&data));
+        return Ok(0);
+    }
+    if data.get("upgraded") == Some(&Value::Bool(true)) {
+        println!(
+            "Success! The Vault data set now uses Strongroom's layout and is served read-write."
+        );
+    } else {
+        println!("Nothing to do: the data set already uses Strongroom's layout.");
+    }
+    let left = strings(&data, "not_carried_over");
+    if !left.is_empty() {
+        println!("\nNot carried over (left in storage as Vault wrote it):");
+        for line in left {
+            println!("  {line}");
+        }
+    }
+    Ok(0)
 }
 
 fn strings(value: &Value, key: &str) -> Vec<String> {
