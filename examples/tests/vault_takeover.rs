@@ -87,19 +87,17 @@ fn assert_lock(dump: &BTreeMap<String, Entry>, session: Option<&str>, when: &str
     assert_eq!(lock.session.as_deref(), session, "{when}: {lock:?}");
 }
 
-/// The name of the Consul session `id`.
-async fn session_name(consul: &str, id: &str) -> String {
+/// The name of the Consul session `id`; `None` once it is destroyed.
+async fn session_name(consul: &str, id: &str) -> Option<String> {
     let url = format!("http://{consul}/v1/session/info/{id}");
-    let rows: Vec<Value> = reqwest::get(&url)
+    let rows: Value = reqwest::get(&url)
         .await
         .expect("session info")
         .json()
         .await
         .expect("session json");
-    rows.first()
-        .and_then(|r| r["Name"].as_str())
-        .unwrap_or_default()
-        .to_owned()
+    rows.get(0)
+        .map(|r| r["Name"].as_str().unwrap_or_default().to_owned())
 }
 
 fn kms_stanza(moto: &MotoServer, key_id: &str) -> String {
@@ -371,8 +369,16 @@ async fn read_only_takeover_serves_vaults_data_and_writes_nothing() {
         .and_then(|e| e.session.clone())
         .expect("Strongroom holds the lock");
     assert_lock(&running, Some(&session), "while Strongroom serves");
-    assert_eq!(session_name(&consul, &session).await, "Strongroom Lock");
+    assert_eq!(
+        session_name(&consul, &session).await.as_deref(),
+        Some("Strongroom Lock")
+    );
     server.terminate();
+    assert_eq!(
+        session_name(&consul, &session).await,
+        None,
+        "a graceful stop destroys the lock session"
+    );
 
     s.sc.step("after a graceful stop: Vault's data as it was, the lock free");
     let after = consul_dump(&consul, &s.prefix).await;
@@ -416,9 +422,12 @@ async fn read_only_takeover_serves_vaults_data_and_writes_nothing() {
         "Vault holds the lock: {:?}",
         held.get(LOCK)
     );
-    assert_ne!(
-        session_name(&consul, vaults.as_deref().unwrap()).await,
-        "Strongroom Lock"
+    assert_eq!(
+        session_name(&consul, vaults.as_deref().unwrap())
+            .await
+            .as_deref(),
+        Some("Vault Lock"),
+        "Vault's own session holds it"
     );
     s.sc.step("Vault stops; Strongroom takes the lock over");
     vault.stop();
