@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use testkit::ha::{HaCluster, HaOptions, LeaderSampler};
-use testkit::{NodeConfig, Scenario, wait};
+use testkit::{NodeConfig, Scenario, TestPki, wait};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const SAMPLE_EVERY: Duration = Duration::from_millis(25);
@@ -190,12 +190,29 @@ async fn one_active_writes_anywhere_read_everywhere_and_standbys_forward() {
     sampler.stop_and_check().await;
 }
 
+/// Every node serves HTTPS with a certificate from a private CA, which
+/// the nodes trust through `VAULT_CACERT` (as Vault's docs set it for a
+/// cluster): hvac talks to a standby, which forwards to the active node,
+/// and the standbys' echoes reach the active node's `sys/ha-status`; both
+/// go through the forwarder's client and its CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn hvac_through_a_standby_works_unchanged() {
-    let sc = Scenario::new("hvac against a standby");
-    let c = cluster(&sc).await;
+async fn hvac_through_a_standby_works_unchanged_over_https_with_a_private_ca() {
+    let sc = Scenario::new("hvac against a standby, HTTPS with a private CA");
+    let pki = TestPki::generate(&sc.subdir("pki"));
+    let ca = pki.ca_file.display().to_string();
+    let base = base()
+        .listener_tls(&pki.server_cert_file, &pki.server_key_file, &pki.ca_file)
+        .env("VAULT_CACERT", &ca);
+    let c = HaCluster::start(
+        &sc,
+        testkit::consul::shared_dev(),
+        base,
+        HaOptions::default(),
+    )
+    .await;
     let active = c.active(DEADLINE).await;
     let standby = (active + 1) % 3;
+    assert!(c.node(standby).base.starts_with("https://"));
     let python = std::env::var("STRONGROOM_PYTHON").unwrap_or_else(|_| {
         testkit::tools::cache_dir()
             .join("venv/bin/python")
@@ -204,7 +221,7 @@ async fn hvac_through_a_standby_works_unchanged() {
     });
     let script = r#"
 import sys, hvac
-client = hvac.Client(url=sys.argv[1], token=sys.argv[2])
+client = hvac.Client(url=sys.argv[1], token=sys.argv[2], verify=sys.argv[3])
 assert client.is_authenticated()
 client.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
 client.secrets.kv.v2.create_or_update_secret(path="app/db", secret={"password": "s3cret"}, mount_point="secret")
@@ -212,11 +229,12 @@ got = client.secrets.kv.v2.read_secret_version(path="app/db", mount_point="secre
 assert got["data"]["data"] == {"password": "s3cret"}, got
 leader = client.sys.read_leader_status()
 assert leader["ha_enabled"] and not leader["is_self"], leader
+assert leader["leader_address"].startswith("https://"), leader
 assert client.sys.read_health_status(method="GET", standby_ok=True)["standby"] is True
 print("hvac ok")
 "#;
     let out = tokio::process::Command::new(&python)
-        .args(["-c", script, &c.node(standby).base, c.root()])
+        .args(["-c", script, &c.node(standby).base, c.root(), &ca])
         .output()
         .await
         .unwrap_or_else(|e| {
@@ -235,6 +253,48 @@ print("hvac ok")
         .await;
     assert_eq!(code, 200);
     assert_eq!(body["data"]["data"], json!({"password": "s3cret"}));
+
+    sc.step("the standbys' echoes reach the HTTPS active node");
+    let nodes = wait::until(
+        "sys/ha-status on the active node lists both standbys with an echo",
+        DEADLINE,
+        || async {
+            let (code, body) = c
+                .node(active)
+                .call("GET", "sys/ha-status", Some(c.root()), None)
+                .await;
+            let nodes = body["data"]["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let echoed = nodes
+                .iter()
+                .filter(|n| n["active_node"] == false && n["last_echo"].is_string())
+                .count();
+            if code == 200 && nodes.len() == 3 && echoed == 2 {
+                Ok(nodes)
+            } else {
+                Err(format!("{code} {body}"))
+            }
+        },
+    )
+    .await;
+    let mut listed: Vec<&str> = nodes
+        .iter()
+        .map(|n| n["api_address"].as_str().unwrap())
+        .collect();
+    listed.sort_unstable();
+    let mut want: Vec<&str> = c.nodes().iter().map(|n| n.base.as_str()).collect();
+    want.sort_unstable();
+    assert_eq!(listed, want);
+    for node in c.nodes() {
+        assert!(
+            !node.log().contains("HA echo to the active node failed"),
+            "{}: an echo failed:\n{}",
+            node.name(),
+            node.log()
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

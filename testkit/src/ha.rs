@@ -172,11 +172,8 @@ impl HaCluster {
 
     async fn wait_active(&self, not: Option<usize>, timeout: Duration) -> usize {
         // A paused node does not answer: give each a second, and count
-        // only what the nodes that answer say.
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(1))
-            .build()
-            .unwrap_or_else(|e| panic!("testkit: HTTP client: {e}"));
+        // only what the nodes that answer say. (Each node's own client:
+        // it trusts the node's test CA in TLS mode.)
         wait::until("exactly one active node", timeout, || async {
             let mut active = Vec::new();
             let mut seen = Vec::new();
@@ -185,7 +182,8 @@ impl HaCluster {
                     continue;
                 }
                 let url = format!("{}/v1/sys/health", node.base);
-                let code = match http.get(&url).send().await {
+                let asked = node.client().http.get(&url).timeout(Duration::from_secs(1));
+                let code = match asked.send().await {
                     Ok(answer) => answer.status().as_u16(),
                     Err(_) => {
                         seen.push(format!("{}: no answer", node.name()));

@@ -139,6 +139,14 @@ impl Forwarder {
         Ok(Self { client })
     }
 
+    /// The pooled client with the forwarder's TLS trust (`VAULT_CACERT`),
+    /// for the other calls between nodes (a standby's echo, the active
+    /// node asking a silent standby whether it is sealed), so every
+    /// node-to-node call trusts the same CA.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// Forwards `request` to the active node at `leader_api_addr` and
     /// returns its answer; when the request cannot be delivered,
     /// `Err` with a 307 to the active node instead (the client still has

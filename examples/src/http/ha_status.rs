@@ -5,7 +5,9 @@
 //! A standby that stopped echoing is asked for its `sys/seal-status` (no
 //! token needed) so the list can say whether it is sealed or unreachable:
 //! each node gets a `sealed` field (`null` when it cannot be reached),
-//! beside Vault's fields.
+//! beside Vault's fields. That question goes out through the request
+//! forwarder's client, which trusts the cluster's private CA
+//! (`VAULT_CACERT`) like every other node-to-node call.
 
 use std::time::{Duration, SystemTime};
 
@@ -34,6 +36,7 @@ pub(crate) async fn ha_status(
     request: &ApiRequest,
 ) -> Result<Response, HttpError> {
     let status = state.core.ha_status(request.token_str()).await?;
+    let client = state.forwarder.client();
     let now = SystemTime::now();
     let nodes = futures::future::join_all(status.nodes.into_iter().map(|node| async move {
         let stale = node
@@ -44,7 +47,7 @@ pub(crate) async fn ha_status(
         // A fresh echo comes only from an unsealed node; a silent one is
         // asked (sealed: null when it cannot be reached).
         let sealed = if stale {
-            probe_sealed(&node.api_address).await
+            probe_sealed(client, &node.api_address).await
         } else {
             Some(false)
         };
@@ -61,13 +64,17 @@ pub(crate) async fn ha_status(
     )))
 }
 
-async fn probe_sealed(api_address: &str) -> Option<bool> {
-    let client = reqwest::Client::builder()
-        .timeout(PROBE_TIMEOUT)
-        .build()
-        .ok()?;
+async fn probe_sealed(client: &reqwest::Client, api_address: &str) -> Option<bool> {
     let url = format!("{}/v1/sys/seal-status", api_address.trim_end_matches('/'));
-    let body: Value = client.get(url).send().await.ok()?.json().await.ok()?;
+    let body: Value = client
+        .get(url)
+        .timeout(PROBE_TIMEOUT)
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
     body.get("sealed").and_then(Value::as_bool)
 }
 

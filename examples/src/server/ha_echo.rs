@@ -14,26 +14,26 @@ use serde_json::json;
 use strongroom::{Core, HaMode};
 use tokio_util::sync::CancellationToken;
 
+use crate::http::Forwarder;
 use crate::metrics::Metrics;
 
 /// How often a standby echoes.
 pub(crate) const ECHO_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Starts the echo loop (HA nodes only); it ends with `shutdown`.
-pub(crate) fn spawn(core: Core, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+/// Starts the echo loop (HA nodes only); it ends with `shutdown`. The
+/// echo goes out through the request forwarder's client: its connections
+/// to the active node, and its trust of an HTTPS active node's private CA
+/// (`VAULT_CACERT`).
+pub(crate) fn spawn(
+    core: Core,
+    forwarder: &Forwarder,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) {
     if !core.ha_enabled() {
         return;
     }
-    let client = match reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-    {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::warn!("HA echo disabled: no HTTP client: {e}");
-            return;
-        }
-    };
+    let client = forwarder.client().clone();
     tokio::spawn(async move {
         let mut last_duration = Duration::ZERO;
         let mut failing = false;

@@ -312,7 +312,8 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         core.watch_node_state(),
         shutdown.clone(),
     ));
-    ha_echo::spawn(core.clone(), metrics.clone(), shutdown.clone());
+    let forwarder = Forwarder::new()?;
+    ha_echo::spawn(core.clone(), &forwarder, metrics.clone(), shutdown.clone());
     let mut registrations: Vec<Arc<dyn ServiceRegistration>> = Vec::new();
     if let Some(kubernetes) = &config.kubernetes {
         let status = NodeStatus::of(&core).await;
@@ -324,7 +325,6 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
             &consul, &api_addr, status,
         )?));
     }
-    let forwarder = Forwarder::new()?;
     if !registrations.is_empty() {
         tokio::spawn(publish_status(
             core.clone(),
