@@ -37,7 +37,7 @@ use std::sync::Arc;
 use barrier::BarrierError;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use seal_core::{Kek, RecoveryKey, RootKey, Seal, SealType, TxnOp};
+use seal_core::{Kek, RecoveryKey, RootKey, Seal, SealType, Storage, TxnOp};
 use seal_shamir::ShamirSeal;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -277,19 +277,7 @@ impl Core {
 
     /// The stored seal generation (0 before the first migration).
     pub(crate) async fn stored_seal_generation(&self) -> Result<u64, CoreError> {
-        #[derive(Deserialize)]
-        struct GenInfo {
-            generation: u64,
-        }
-        match self.inner.physical.get(SEAL_GEN_INFO_PATH).await? {
-            None => Ok(0),
-            Some(raw) => serde_json::from_slice::<GenInfo>(&raw)
-                .map(|g| g.generation)
-                .map_err(|e| CoreError::Corrupt {
-                    path: SEAL_GEN_INFO_PATH,
-                    reason: e.to_string(),
-                }),
-        }
+        read_seal_generation(&*self.inner.physical).await
     }
 
     /// The write that bumps the seal generation, for a migration's commit.
@@ -313,11 +301,21 @@ impl Core {
         let mut roles = ha.election.role();
         let wait = self.inner.options.migration_lock_wait;
         let deadline = tokio::time::Instant::now() + wait;
+        let mut told = false;
         loop {
             if matches!(&*roles.borrow_and_update(), ha_lock::Role::Active { period, .. } if !period.is_ended())
             {
                 tracing::info!("took the HA lock for the seal migration");
                 return Ok(());
+            }
+            if !told {
+                // The operator has a step to do: say which.
+                tracing::info!(
+                    wait = ?wait,
+                    "seal migration: waiting for the HA lock; step the active node down \
+                     (sys/step-down, `operator step-down`) or stop it"
+                );
+                told = true;
             }
             if tokio::time::timeout_at(deadline, roles.changed())
                 .await
@@ -674,5 +672,22 @@ impl Core {
         }
         set.store_form(&doc)
             .map_err(seal_err("encoding the wrapped root key failed"))
+    }
+}
+
+/// The seal generation stored in `storage` (0 before the first migration).
+pub(crate) async fn read_seal_generation(storage: &dyn Storage) -> Result<u64, CoreError> {
+    #[derive(Deserialize)]
+    struct GenInfo {
+        generation: u64,
+    }
+    match storage.get(SEAL_GEN_INFO_PATH).await? {
+        None => Ok(0),
+        Some(raw) => serde_json::from_slice::<GenInfo>(&raw)
+            .map(|g| g.generation)
+            .map_err(|e| CoreError::Corrupt {
+                path: SEAL_GEN_INFO_PATH,
+                reason: e.to_string(),
+            }),
     }
 }

@@ -14,11 +14,13 @@ use std::sync::Weak;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use seal_core::TxnOp;
+use seal_core::{Storage as _, TxnOp};
 use tokio_util::sync::CancellationToken;
 
+use crate::active_view::ActiveView;
 use crate::config::{RECOVERY_KEY_PATH, STORED_KEYS_PATH};
 use crate::core::{Core, Inner, SealKind};
+use crate::migrate::read_seal_generation;
 use crate::seal_set::SealSet;
 use crate::{CoreError, break_glass};
 
@@ -39,8 +41,10 @@ pub(crate) fn spawn(weak: Weak<Inner>, stop: CancellationToken) {
                 set.check_health().await;
             }
             if !set.fully_wrapped() {
-                match core.refresh_seal_wraps(&set).await {
+                match core.refresh_seal_wraps(&set, &stop).await {
                     Ok(()) | Err(CoreError::Sealed) => {}
+                    // The period ended mid-refresh: nothing was written.
+                    Err(_) if stop.is_cancelled() => return,
                     Err(e) => tracing::warn!(error = %e, "refreshing the seals' wraps failed"),
                 }
             }
@@ -62,13 +66,23 @@ pub(crate) fn spawn(weak: Weak<Inner>, stop: CancellationToken) {
 impl Core {
     /// Brings the stored root key and recovery key up to date with the
     /// configured seals (see the module docs), in one transaction under
-    /// the operation lock so it never races a rekey or a migration.
-    pub(crate) async fn refresh_seal_wraps(&self, set: &SealSet) -> Result<(), CoreError> {
+    /// the operation lock so it never races this node's rekey or
+    /// migration. Every read and the write go through the view of the
+    /// active period `active` (cancelled before the HA lock is released):
+    /// a refresh still in flight when this node steps down never
+    /// overwrites what the next active node writes, such as the keys of
+    /// its seal migration.
+    pub(crate) async fn refresh_seal_wraps(
+        &self,
+        set: &SealSet,
+        active: &CancellationToken,
+    ) -> Result<(), CoreError> {
         let _op = self.inner.op_lock.lock().await;
         if self.is_sealed() {
             return Err(CoreError::Sealed);
         }
-        let generation = self.stored_seal_generation().await?;
+        let storage = ActiveView::new(self.inner.physical.clone(), active.clone());
+        let generation = read_seal_generation(&storage).await?;
         if generation != self.inner.seal_generation.load(Ordering::SeqCst) {
             tracing::warn!(
                 "the seals were migrated by another node since this node unsealed: the stored \
@@ -76,8 +90,8 @@ impl Core {
             );
             return Ok(());
         }
-        let stored = self.inner.physical.get(STORED_KEYS_PATH).await?;
-        let recovery = self.inner.physical.get(RECOVERY_KEY_PATH).await?;
+        let stored = storage.get(STORED_KEYS_PATH).await?;
+        let recovery = storage.get(RECOVERY_KEY_PATH).await?;
         let (Some(stored), Some(recovery)) = (stored, recovery) else {
             return Ok(());
         };
@@ -113,7 +127,7 @@ impl Core {
             ops.push(TxnOp::put(RECOVERY_KEY_PATH, new_rk));
         }
         if !ops.is_empty() {
-            self.inner.physical.transaction(ops).await?;
+            storage.transaction(ops).await?;
             tracing::info!(
                 seals = ?set.names(),
                 complete = root.complete && rk.complete,
