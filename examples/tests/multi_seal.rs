@@ -1,11 +1,12 @@
 //! Several seals at once and break-glass, through the real server: two
 //! moto servers play two AWS regions, each with its own KMS key.
 //!
-//! * The primary region's key is revoked (IAM policy detached) and the node
-//!   restarted: it unseals through the secondary; `sys/seal-backend-status`
+//! * Three HA nodes on a real Consul: the primary region's key is revoked
+//!   (IAM policy detached) and every node restarted: each unseals through
+//!   the secondary, one becomes active, all serve; `sys/seal-backend-status`
 //!   and the metrics show the primary unhealthy. Access comes back: the
 //!   primary is healthy again and its wrap checked and refreshed
-//!   (`fully_wrapped`), after which the primary alone unseals.
+//!   (`fully_wrapped`), after which the primary alone unseals every node.
 //! * Break-glass: with `recovery_unseal = true`, both regions gone and the
 //!   node restarted, a quorum of recovery keys unseals it through the real
 //!   `bao operator unseal`; with the option off the same keys are refused
@@ -15,10 +16,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use testkit::ha::{HaCluster, HaOptions};
 use testkit::moto::IamUser;
 use testkit::{MotoServer, Node, NodeConfig, Scenario, SealStanza};
 
@@ -84,24 +85,58 @@ async fn write_and_check(server: &Node, root: &str, write: bool) {
     assert_eq!(body["data"]["v"], "regions");
 }
 
+/// Kills every node, then starts them all again (same config and data).
+async fn restart_every_node(c: &HaCluster) {
+    for node in c.nodes() {
+        node.kill9();
+    }
+    for node in c.nodes() {
+        node.start_again().await;
+    }
+}
+
+/// Every node unsealed by its seals; exactly one active, which the others
+/// know (so they forward). Returns it.
+async fn all_unsealed(c: &HaCluster) -> usize {
+    const DEADLINE: Duration = Duration::from_secs(60);
+    for node in c.nodes() {
+        node.wait_sealed(false, DEADLINE).await;
+    }
+    let active = c.active(DEADLINE).await;
+    for (i, node) in c.nodes().iter().enumerate() {
+        if i != active {
+            node.wait_standby_of(&c.node(active).base, DEADLINE).await;
+        }
+    }
+    active
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_secondary_region_unseals_while_the_primary_is_revoked() {
-    let sc = Scenario::new("the_secondary_region_unseals_while_the_primary_is_revoked");
+async fn every_node_restarts_and_unseals_through_the_secondary_while_the_primary_is_revoked() {
+    let sc = Scenario::new(
+        "every_node_restarts_and_unseals_through_the_secondary_while_the_primary_is_revoked",
+    );
     let east = MotoServer::start_on(sc.timeline(), true).await;
     let west = MotoServer::start_on(sc.timeline(), false).await;
     let east_key = east.create_key().await;
     let west_key = west.create_key().await;
     let user = east.create_kms_user("strongroom-node").await;
-    let server = config([
-        stanza(&east, &east_key.key_id, "east", 1, Some(&user)),
-        stanza(&west, &west_key.key_id, "west", 2, None),
-    ])
-    .start(&sc, "server")
+    let mut options = HaOptions::default();
+    options.auto_seal = true;
+    let c = HaCluster::start(
+        &sc,
+        testkit::consul::shared_dev(),
+        config([
+            stanza(&east, &east_key.key_id, "east", 1, Some(&user)),
+            stanza(&west, &west_key.key_id, "west", 2, None),
+        ]),
+        options,
+    )
     .await;
-    let root = server.init_recovery(3, 2).await.root_token;
-    server.wait_sealed(false, Duration::from_secs(20)).await;
-    write_and_check(&server, &root, true).await;
-    let status = wait_for(&server, "both seals hold a wrap", |s| {
+    let root = c.root().to_owned();
+    let active = c.active(Duration::from_secs(60)).await;
+    write_and_check(c.node(active), &root, true).await;
+    let status = wait_for(c.node(active), "both seals hold a wrap", |s| {
         s["fully_wrapped"] == json!(true)
     })
     .await;
@@ -113,15 +148,16 @@ async fn the_secondary_region_unseals_while_the_primary_is_revoked() {
         .map(|b| b["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["east", "west"]);
-    server.kill9();
 
-    // The primary region's key is revoked; the node restarts.
-    sc.step("revoke the primary's KMS access, restart");
+    // The primary region's key is revoked; every node restarts.
+    sc.step("revoke the primary's KMS access, restart every node");
     east.revoke_kms_access(&user).await;
-    server.start_again().await;
-    server.wait_sealed(false, Duration::from_secs(30)).await;
-    write_and_check(&server, &root, false).await;
-    let status = wait_for(&server, "the primary is reported unhealthy", |s| {
+    restart_every_node(&c).await;
+    let active = all_unsealed(&c).await;
+    for node in c.nodes() {
+        write_and_check(node, &root, false).await;
+    }
+    let status = wait_for(c.node(active), "the primary is reported unhealthy", |s| {
         s["backends"][0]["healthy"] == json!(false)
     })
     .await;
@@ -129,7 +165,8 @@ async fn the_secondary_region_unseals_while_the_primary_is_revoked() {
     assert!(status["unhealthy_since"].is_string(), "{status}");
     assert_eq!(status["backends"][1]["healthy"], json!(true), "{status}");
     assert_eq!(status["fully_wrapped"], json!(false), "{status}");
-    let (code, metrics) = server
+    let (code, metrics) = c
+        .node(active)
         .call("GET", "sys/metrics?format=prometheus", Some(&root), None)
         .await;
     assert_eq!(code, 200);
@@ -152,31 +189,20 @@ async fn the_secondary_region_unseals_while_the_primary_is_revoked() {
     // Access returns: the primary is checked, its wrap refreshed.
     sc.step("grant the primary's KMS access again");
     east.grant_kms_access(&user).await;
-    let status = wait_for(&server, "the primary is healthy and wrapped again", |s| {
-        s["healthy"] == json!(true) && s["fully_wrapped"] == json!(true)
-    })
+    let status = wait_for(
+        c.node(active),
+        "the primary is healthy and wrapped again",
+        |s| s["healthy"] == json!(true) && s["fully_wrapped"] == json!(true),
+    )
     .await;
     assert!(status["backends"][0].get("unhealthy_since").is_none());
-    server.kill9();
 
     // And the primary alone unseals (the secondary region is down now).
-    sc.step("secondary region down, restart");
+    sc.step("secondary region down, restart every node");
     west.stop().await;
-    server.start_again().await;
-    server.wait_sealed(false, Duration::from_secs(30)).await;
-    write_and_check(&server, &root, false).await;
-}
-
-fn bao_unseal(server: &Node, key: &str) -> std::process::Output {
-    let bao = testkit::tools::bao_bin();
-    let home = tempfile::tempdir().unwrap();
-    Command::new(&bao)
-        .args(["operator", "unseal", key])
-        .env_clear()
-        .env("HOME", home.path())
-        .env("BAO_ADDR", server.addr())
-        .output()
-        .expect("run bao")
+    restart_every_node(&c).await;
+    let active = all_unsealed(&c).await;
+    write_and_check(c.node(active), &root, false).await;
 }
 
 async fn break_glass_scenario(sc: &Scenario, on: bool) {
@@ -210,9 +236,9 @@ async fn break_glass_scenario(sc: &Scenario, on: bool) {
     server.start_again().await;
     let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
     assert_eq!(status["sealed"], json!(true));
-    let first = bao_unseal(&server, &keys[0]);
+    let first = common::bao::unseal(&server, &keys[0], false);
     assert!(first.status.success(), "{first:?}");
-    let second = bao_unseal(&server, &keys[2]);
+    let second = common::bao::unseal(&server, &keys[2], false);
     if on {
         assert!(second.status.success(), "{second:?}");
         server.wait_sealed(false, Duration::from_secs(10)).await;

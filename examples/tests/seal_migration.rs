@@ -4,7 +4,8 @@
 //! disabled), on redb and on a real Consul, data written before readable
 //! after; and a `kill -9` (the test-only crash hook) right after every
 //! durable migration step, then a restart that unseals and finishes.
-//! KMS is a real moto server.
+//! With HA, three nodes on a real Consul migrate as the README says. KMS
+//! is a real moto server.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
 
@@ -15,6 +16,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use testkit::ha::{HaCluster, HaOptions};
 use testkit::{
     ConsulDev, MotoServer, Node, NodeConfig, Scenario, SealStanza, StorageStanza, Timeline,
 };
@@ -100,24 +102,12 @@ async fn data_readable(server: &Node, root: &str) {
 
 /// `bao operator unseal -migrate KEY` for each key; the last output.
 fn bao_unseal_migrate(server: &Node, keys: &[String]) -> String {
-    let bao = testkit::tools::bao_bin();
-    let home = tempfile::tempdir().unwrap();
     let mut last = String::new();
     for key in keys {
-        let out = Command::new(&bao)
-            .args(["operator", "unseal", "-migrate", key])
-            .env_clear()
-            .env("HOME", home.path())
-            .env("BAO_ADDR", server.addr())
-            .output()
-            .expect("run bao");
-        assert!(
-            out.status.success(),
-            "bao operator unseal -migrate: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        last = common::bao::success(
+            &common::bao::unseal(server, key, true),
+            "bao operator unseal -migrate",
         );
-        last = String::from_utf8_lossy(&out.stdout).into_owned();
     }
     last
 }
@@ -346,4 +336,136 @@ async fn kill9_at_every_migration_step_on_consul() {
     let sc = Scenario::new("kill9_at_every_migration_step_on_consul");
     let consul = tokio::task::spawn_blocking(ConsulDev::start).await.unwrap();
     crash_at_every_step(&sc, Some(&consul)).await;
+}
+
+/// README "Seal migration", with HA, on three nodes sharing a real Consul:
+/// Shamir → AWS KMS (moto). One standby restarts with the new stanza and
+/// takes the keys with `bao operator unseal -migrate`, waiting for the HA
+/// lock; the active node steps down (`bao operator step-down`); the
+/// migrating node takes the lock, migrates and serves. Meanwhile the
+/// third node stays sealed and the old active node stays a standby on the
+/// old config; restarted with the new config, both follow (auto-unseal).
+/// Then a new root token is generated with the old unseal keys (now the
+/// recovery keys) through the bao CLI pointed at a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_ha_one_node_migrates_and_the_others_follow_after_restart() {
+    let sc = Scenario::new("in_ha_one_node_migrates_and_the_others_follow_after_restart");
+    const DEADLINE: Duration = Duration::from_secs(60);
+    let moto = MotoServer::start_on(sc.timeline(), false).await;
+    let key = moto.create_key().await;
+    let mut c = HaCluster::start(
+        &sc,
+        testkit::consul::shared_dev(),
+        common::node().attr("auto_unseal_max_backoff", "1s"),
+        HaOptions::default(),
+    )
+    .await;
+    let (keys, root) = (c.keys().to_vec(), c.root().to_owned());
+    let active = c.active(DEADLINE).await;
+    let (migrating, sealed) = ((active + 1) % 3, (active + 2) % 3);
+    write_data(c.node(active), &root).await;
+    let name = |i: usize| c.node(i).name().to_owned();
+    let (n_active, n_migrating, n_sealed) = (name(active), name(migrating), name(sealed));
+
+    sc.step(format!(
+        "{n_sealed} restarts on the old config and stays sealed"
+    ));
+    c.node(sealed).restart().await;
+    assert_eq!(status(c.node(sealed)).await["sealed"], json!(true));
+
+    sc.step(format!("{n_migrating} restarts with the awskms stanza"));
+    let with_kms = |c: &HaCluster, i: usize| {
+        c.node(i)
+            .config()
+            .clone()
+            .seal(SealStanza::awskms(&moto, &key.key_id))
+    };
+    let config = with_kms(&c, migrating);
+    c.node_mut(migrating).reconfigure(config);
+    c.node(migrating).restart().await;
+    let s = status(c.node(migrating)).await;
+    assert_eq!(
+        (s["sealed"].clone(), s["migration"].clone()),
+        (json!(true), json!(true)),
+        "{s}"
+    );
+
+    sc.step(format!(
+        "bao operator unseal -migrate on {n_migrating}: it waits for the HA lock"
+    ));
+    let addr = c.node(migrating).addr().to_owned();
+    let key = keys[0].clone();
+    let unseal = tokio::task::spawn_blocking(move || {
+        let home = tempfile::tempdir().unwrap();
+        let args = ["operator", "unseal", "-migrate", &key];
+        common::bao::bao_at(&addr, home.path(), None, &args, None)
+    });
+    c.node(migrating)
+        .wait_log("seal migration: waiting for the HA lock", DEADLINE)
+        .await;
+    assert_eq!(status(c.node(migrating)).await["sealed"], json!(true));
+    assert_eq!(c.node(active).health_code("").await, 200);
+
+    sc.step(format!("bao operator step-down on {n_active}"));
+    let home = tempfile::tempdir().unwrap();
+    let args = ["operator", "step-down"];
+    let out = common::bao::bao(c.node(active), home.path(), &root, &args, None);
+    common::bao::success(&out, "bao operator step-down");
+    let out = unseal.await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Sealed") && stdout.contains("false"),
+        "bao operator unseal -migrate: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(c.active(DEADLINE).await, migrating);
+    let s = status(c.node(migrating)).await;
+    assert_eq!(
+        (
+            s["type"].clone(),
+            s["recovery_seal"].clone(),
+            s["migration"].clone()
+        ),
+        (json!("awskms"), json!(true), json!(false)),
+        "{s}"
+    );
+    data_readable(c.node(migrating), &root).await;
+
+    sc.step(format!(
+        "{n_active} stays a standby on the old config, {n_sealed} stays sealed"
+    ));
+    c.node(active)
+        .wait_standby_of(&c.node(migrating).base, DEADLINE)
+        .await;
+    data_readable(c.node(active), &root).await;
+    assert_eq!(status(c.node(sealed)).await["sealed"], json!(true));
+
+    sc.step(format!(
+        "{n_active} and {n_sealed} restart with the awskms stanza and follow"
+    ));
+    for i in [active, sealed] {
+        let config = with_kms(&c, i);
+        c.node_mut(i).reconfigure(config);
+        c.node(i).restart().await;
+        let s = c.node(i).wait_sealed(false, DEADLINE).await;
+        assert_eq!(s["type"], "awskms", "{s}");
+        c.node(i)
+            .wait_standby_of(&c.node(migrating).base, DEADLINE)
+            .await;
+        data_readable(c.node(i), &root).await;
+    }
+    assert_eq!(c.active(DEADLINE).await, migrating);
+
+    sc.step(format!(
+        "bao operator generate-root through the standby {n_sealed}, with the recovery keys"
+    ));
+    let home = tempfile::tempdir().unwrap();
+    let new_root = common::bao::cli_generate_root(c.node(sealed), home.path(), &root, &keys);
+    let (code, body) = c
+        .node(sealed)
+        .call("GET", "auth/token/lookup-self", Some(&new_root), None)
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["policies"], json!(["root"]), "{body}");
+    data_readable(c.node(sealed), &new_root).await;
 }

@@ -46,6 +46,10 @@ pub struct HaOptions {
     pub lock_delay: Duration,
     /// `lock_wait_time` (default 5 s).
     pub lock_wait_time: Duration,
+    /// The base config has an auto seal (`seal "awskms"` stanzas): init
+    /// with one recovery key and wait until every node unseals itself,
+    /// instead of one Shamir key entered on every node (default false).
+    pub auto_seal: bool,
 }
 
 impl Default for HaOptions {
@@ -55,13 +59,15 @@ impl Default for HaOptions {
             session_ttl: Duration::from_secs(2),
             lock_delay: Duration::from_secs(1),
             lock_wait_time: Duration::from_secs(5),
+            auto_seal: false,
         }
     }
 }
 
 /// Nodes `n1`, `n2`, … sharing a Consul key prefix (their own, removed at
 /// the end) and a Consul service name (their own), initialised with one
-/// Shamir key and unsealed.
+/// Shamir key (or one recovery key, with [`HaOptions::auto_seal`]) and
+/// unsealed.
 #[derive(Debug)]
 pub struct HaCluster {
     nodes: Vec<Node>,
@@ -103,11 +109,21 @@ impl HaCluster {
         for i in 1..=options.nodes {
             nodes.push(config.clone().start(sc, &format!("n{i}")).await);
         }
-        sc.step("init through n1 and unseal every node");
-        let keys = nodes[0].init(1, 1).await;
-        for node in &nodes {
-            node.unseal(&keys.keys_base64).await;
-        }
+        let keys = if options.auto_seal {
+            sc.step("init through n1 with one recovery key; every node unseals itself");
+            let keys = nodes[0].init_recovery(1, 1).await;
+            for node in &nodes {
+                node.wait_sealed(false, Duration::from_secs(60)).await;
+            }
+            keys
+        } else {
+            sc.step("init through n1 and unseal every node");
+            let keys = nodes[0].init(1, 1).await;
+            for node in &nodes {
+                node.unseal(&keys.keys_base64).await;
+            }
+            keys
+        };
         Self {
             nodes,
             keys,
@@ -128,14 +144,24 @@ impl HaCluster {
         &self.nodes[i]
     }
 
+    /// Node `i`, to [`reconfigure`](Node::reconfigure) before a restart.
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i]
+    }
+
     /// The root token.
     pub fn root(&self) -> &str {
         &self.keys.root_token
     }
 
-    /// The unseal keys.
+    /// The unseal keys (none with [`HaOptions::auto_seal`]).
     pub fn keys(&self) -> &[String] {
         &self.keys.keys_base64
+    }
+
+    /// The recovery keys (with [`HaOptions::auto_seal`]).
+    pub fn recovery_keys(&self) -> &[String] {
+        &self.keys.recovery_keys_base64
     }
 
     /// The Consul key prefix.

@@ -7,6 +7,7 @@ use std::process::Stdio;
 
 use testkit::NodeConfig;
 
+pub mod bao;
 pub mod kube_api;
 
 /// The binary under test.

@@ -313,4 +313,31 @@ impl Client {
     pub async fn wait_standby(&self, timeout: Duration) {
         self.wait_health(429, timeout).await;
     }
+
+    /// Waits until the node is a standby that names `active` (a node's
+    /// `base`) as the active node in `sys/leader`. A standby learns that
+    /// from its own reads of the HA lock, shortly after it unseals; until
+    /// then it cannot forward (Vault: "active cluster node not found").
+    ///
+    /// # Panics
+    /// When it does not within `timeout`.
+    pub async fn wait_standby_of(&self, active: &str, timeout: Duration) {
+        wait::until(
+            &format!("{} is a standby of {active}", self.base),
+            timeout,
+            || async {
+                match self.try_call("GET", "sys/leader", None, None).await {
+                    Ok((200, body))
+                        if body["is_self"] == json!(false)
+                            && body["leader_address"] == json!(active) =>
+                    {
+                        Ok(())
+                    }
+                    Ok((c, body)) => Err(format!("{c} {body}")),
+                    Err(e) => Err(e),
+                }
+            },
+        )
+        .await;
+    }
 }
