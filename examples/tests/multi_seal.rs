@@ -7,9 +7,10 @@
 //!   and the metrics show the primary unhealthy. Access comes back: the
 //!   primary is healthy again and its wrap checked and refreshed
 //!   (`fully_wrapped`), after which the primary alone unseals every node.
-//! * Break-glass: with `recovery_unseal = true`, both regions gone and the
-//!   node restarted, a quorum of recovery keys unseals it through the real
-//!   `bao operator unseal`; with the option off the same keys are refused
+//! * Break-glass, on three HA nodes: with `recovery_unseal = true`, both
+//!   regions gone and every node restarted, a quorum of recovery keys
+//!   unseals each through the real `bao operator unseal`, one becomes
+//!   active and all serve; with the option off the same keys are refused
 //!   with a message that says why.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers
@@ -213,46 +214,64 @@ async fn break_glass_scenario(sc: &Scenario, on: bool) {
     if on {
         primary = primary.attr("recovery_unseal", true);
     }
-    let server = config([primary, stanza(&west, &west_key.key_id, "west", 2, None)])
-        .start(sc, "server")
-        .await;
-    let init = server.init_recovery(3, 2).await;
-    let (keys, root) = (init.recovery_keys_base64, init.root_token);
-    server.wait_sealed(false, Duration::from_secs(20)).await;
-    write_and_check(&server, &root, true).await;
-    if on {
-        assert!(
-            server.log().contains("recovery_unseal (break-glass) is on"),
-            "the start warning is missing:\n{}",
-            server.log()
+    let mut options = HaOptions::default();
+    options.auto_seal = true;
+    options.recovery_keys = (3, 2);
+    let c = HaCluster::start(
+        sc,
+        testkit::consul::shared_dev(),
+        config([primary, stanza(&west, &west_key.key_id, "west", 2, None)]),
+        options,
+    )
+    .await;
+    let (keys, root) = (c.recovery_keys().to_vec(), c.root().to_owned());
+    let active = c.active(Duration::from_secs(60)).await;
+    write_and_check(c.node(active), &root, true).await;
+    for node in c.nodes() {
+        assert_eq!(
+            node.log().contains("recovery_unseal (break-glass) is on"),
+            on,
+            "the start warning (only with the option):\n{}",
+            node.log()
         );
     }
-    server.kill9();
 
-    // Both regions are gone; the node restarts sealed.
-    sc.step("both regions down, restart");
+    // Both regions are gone; every node restarts sealed.
+    sc.step("both regions down, restart every node");
     east.stop().await;
     west.stop().await;
-    server.start_again().await;
-    let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
-    assert_eq!(status["sealed"], json!(true));
-    let first = common::bao::unseal(&server, &keys[0], false);
-    assert!(first.status.success(), "{first:?}");
-    let second = common::bao::unseal(&server, &keys[2], false);
+    restart_every_node(&c).await;
+    for node in c.nodes() {
+        let (_, status) = node.call("GET", "sys/seal-status", None, None).await;
+        assert_eq!(status["sealed"], json!(true), "{}: {status}", node.name());
+    }
+    sc.step("two recovery-key holders at every node: bao operator unseal");
+    for node in c.nodes() {
+        let first = common::bao::unseal(node, &keys[0], false);
+        let out = common::bao::success(&first, "bao operator unseal (first recovery key)");
+        assert!(out.contains("1/2"), "progress 1/2 expected: {out}");
+        let second = common::bao::unseal(node, &keys[2], false);
+        if on {
+            common::bao::success(&second, "bao operator unseal (second recovery key)");
+            node.wait_sealed(false, Duration::from_secs(10)).await;
+        } else {
+            assert!(!second.status.success());
+            let stderr = String::from_utf8_lossy(&second.stderr);
+            assert!(
+                stderr.contains("recovery keys cannot unseal this node")
+                    && stderr.contains("recovery_unseal"),
+                "{stderr}"
+            );
+            let (_, status) = node.call("GET", "sys/seal-status", None, None).await;
+            assert_eq!(status["sealed"], json!(true));
+        }
+    }
     if on {
-        assert!(second.status.success(), "{second:?}");
-        server.wait_sealed(false, Duration::from_secs(10)).await;
-        write_and_check(&server, &root, false).await;
-    } else {
-        assert!(!second.status.success());
-        let stderr = String::from_utf8_lossy(&second.stderr);
-        assert!(
-            stderr.contains("recovery keys cannot unseal this node")
-                && stderr.contains("recovery_unseal"),
-            "{stderr}"
-        );
-        let (_, status) = server.call("GET", "sys/seal-status", None, None).await;
-        assert_eq!(status["sealed"], json!(true));
+        let active = all_unsealed(&c).await;
+        for node in c.nodes() {
+            write_and_check(node, &root, false).await;
+        }
+        assert_eq!(c.active(Duration::from_secs(60)).await, active);
     }
 }
 

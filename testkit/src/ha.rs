@@ -47,9 +47,12 @@ pub struct HaOptions {
     /// `lock_wait_time` (default 5 s).
     pub lock_wait_time: Duration,
     /// The base config has an auto seal (`seal "awskms"` stanzas): init
-    /// with one recovery key and wait until every node unseals itself,
+    /// with recovery keys and wait until every node unseals itself,
     /// instead of one Shamir key entered on every node (default false).
     pub auto_seal: bool,
+    /// With [`auto_seal`](Self::auto_seal): recovery shares and threshold
+    /// (default 1 and 1).
+    pub recovery_keys: (u32, u32),
 }
 
 impl Default for HaOptions {
@@ -60,13 +63,14 @@ impl Default for HaOptions {
             lock_delay: Duration::from_secs(1),
             lock_wait_time: Duration::from_secs(5),
             auto_seal: false,
+            recovery_keys: (1, 1),
         }
     }
 }
 
 /// Nodes `n1`, `n2`, … sharing a Consul key prefix (their own, removed at
 /// the end) and a Consul service name (their own), initialised with one
-/// Shamir key (or one recovery key, with [`HaOptions::auto_seal`]) and
+/// Shamir key (or recovery keys, with [`HaOptions::auto_seal`]) and
 /// unsealed.
 #[derive(Debug)]
 pub struct HaCluster {
@@ -110,8 +114,9 @@ impl HaCluster {
             nodes.push(config.clone().start(sc, &format!("n{i}")).await);
         }
         let keys = if options.auto_seal {
-            sc.step("init through n1 with one recovery key; every node unseals itself");
-            let keys = nodes[0].init_recovery(1, 1).await;
+            sc.step("init through n1 with recovery keys; every node unseals itself");
+            let (shares, threshold) = options.recovery_keys;
+            let keys = nodes[0].init_recovery(shares, threshold).await;
             for node in &nodes {
                 node.wait_sealed(false, Duration::from_secs(60)).await;
             }
