@@ -129,6 +129,11 @@ path "auth/token/create" { capabilities = ["update", "sudo"] }
         run("token", "lookup", "-format=json", periodic["auth"]["client_token"], token=ROOT).stdout
     )
     assert looked["data"]["period"] == 3600, looked
+    # Listing accessors is root-protected too.
+    listed = run("list", "-format=json", "auth/token/accessors", token=ROOT).stdout
+    assert periodic["auth"]["accessor"] in json.loads(listed)
+    refused = run("list", "auth/token/accessors", token=ops, check=False)
+    assert refused.returncode != 0 and "permission denied" in refused.stderr, refused.stderr
     no_root = run("token", "create", "-policy=root", token=sudo, check=False)
     assert no_root.returncode != 0 and "root tokens may not be created without parent token being root" in no_root.stderr
 

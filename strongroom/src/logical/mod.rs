@@ -1046,8 +1046,18 @@ impl Logical {
                 }
                 Ok(LogicalResponse::no_content())
             }
+            // Root-protected in Vault: the ACL check already demanded sudo.
+            "accessors" if op == Operation::List => {
+                let keys = tokens.accessors(storage).await?;
+                if keys.is_empty() {
+                    return Err(LogicalError::NotFound(ctx.req.path.clone()));
+                }
+                Ok(LogicalResponse::ok(json!({ "keys": keys })))
+            }
             "create" | "create-orphan" | "lookup-self" | "revoke-self" | "renew-self"
-            | "lookup" | "lookup-accessor" | "revoke" | "revoke-accessor" => Err(ctx.unsupported()),
+            | "lookup" | "lookup-accessor" | "revoke" | "revoke-accessor" | "accessors" => {
+                Err(ctx.unsupported())
+            }
             _ => Err(LogicalError::UnsupportedPath(
                 error::UNSUPPORTED_PATH.to_owned(),
             )),

@@ -616,6 +616,51 @@ async fn periodic_tokens_need_sudo_and_renew_to_their_period() {
 }
 
 #[tokio::test]
+async fn token_accessors_are_listed_only_with_sudo() {
+    let f = fixture().await;
+    let (_, child) = f.create_token(json!({"ttl": "1h"})).await;
+    let listed = f.data(List, "auth/token/accessors", None).await;
+    let keys = listed["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 2, "root's and the child's: {listed}");
+    assert!(keys.contains(&child["accessor"]), "{listed}");
+    // Revoked tokens drop out.
+    f.ok(
+        Update,
+        "auth/token/revoke-accessor",
+        Some(json!({"accessor": child["accessor"]})),
+    )
+    .await;
+    let listed = f.data(List, "auth/token/accessors/", None).await;
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 1, "{listed}");
+    // `list` alone is not enough: the path is root-protected.
+    for (name, caps) in [
+        ("lister", r#"["list"]"#),
+        ("auditor", r#"["list", "sudo"]"#),
+    ] {
+        f.ok(
+            Update,
+            &format!("sys/policies/acl/{name}"),
+            Some(json!({
+                "policy": format!("path \"auth/token/accessors\" {{ capabilities = {caps} }}")
+            })),
+        )
+        .await;
+    }
+    let (lister, _) = f.create_token(json!({"policies": ["lister"]})).await;
+    let err = f
+        .call_as(&lister, List, "auth/token/accessors", None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 403);
+    let (auditor, _) = f.create_token(json!({"policies": ["auditor"]})).await;
+    let listed = f
+        .call_as(&auditor, List, "auth/token/accessors", None)
+        .await
+        .unwrap();
+    assert_eq!(listed.data.unwrap()["keys"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
 async fn token_create_validation() {
     let f = fixture().await;
     let (_, auth) = f.create_token(json!({"id": "my-token"})).await;

@@ -600,6 +600,29 @@ impl TokenStore {
         }
     }
 
+    /// The accessors of every live token, sorted (`LIST
+    /// auth/token/accessors`, a sudo path). The accessor index is keyed by
+    /// hashes, so this reads the token entries themselves: an operator's
+    /// audit tool, not a hot path.
+    pub(crate) async fn accessors(
+        &self,
+        storage: &dyn Storage,
+    ) -> Result<Vec<String>, LogicalError> {
+        let at = now();
+        let mut accessors = Vec::new();
+        for key in storage.list(ID_PREFIX).await? {
+            let path = format!("{ID_PREFIX}{key}");
+            if let Some(bytes) = storage.get(&path).await? {
+                let entry = decode_entry(&path, &bytes)?;
+                if !entry.expired_at(at) {
+                    accessors.push(entry.accessor);
+                }
+            }
+        }
+        accessors.sort();
+        Ok(accessors)
+    }
+
     /// Looks a token up by accessor.
     pub(crate) async fn lookup_accessor(
         &self,
