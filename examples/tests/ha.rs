@@ -193,8 +193,10 @@ async fn one_active_writes_anywhere_read_everywhere_and_standbys_forward() {
 /// Every node serves HTTPS with a certificate from a private CA, which
 /// the nodes trust through `VAULT_CACERT` (as Vault's docs set it for a
 /// cluster): hvac talks to a standby, which forwards to the active node,
-/// and the standbys' echoes reach the active node's `sys/ha-status`; both
-/// go through the forwarder's client and its CA.
+/// and the standbys' echoes reach the active node's `sys/ha-status`; once
+/// a standby stops echoing, the active node asks it whether it is sealed
+/// (`sealed: true` after a restart, `null` once killed). All of it goes
+/// through the forwarder's client and its CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hvac_through_a_standby_works_unchanged_over_https_with_a_private_ca() {
     let sc = Scenario::new("hvac against a standby, HTTPS with a private CA");
@@ -295,6 +297,48 @@ print("hvac ok")
             node.log()
         );
     }
+
+    // A standby that stops echoing is asked over HTTPS (the forwarder's
+    // client and its CA) whether it is sealed: one restarted (sealed,
+    // Shamir), one killed (no answer, `sealed: null`).
+    let gone = (active + 2) % 3;
+    sc.step(format!(
+        "{} restarts sealed, {} is killed: sys/ha-status says so",
+        c.node(standby).name(),
+        c.node(gone).name()
+    ));
+    c.node(standby).restart().await;
+    c.node(gone).kill9();
+    let sealed_of = |nodes: &[Value], i: usize| {
+        nodes
+            .iter()
+            .find(|n| n["api_address"] == json!(c.node(i).base))
+            .map(|n| n["sealed"].clone())
+    };
+    wait::until(
+        "sys/ha-status: the restarted standby sealed, the killed one unknown",
+        DEADLINE,
+        || async {
+            let (code, body) = c
+                .node(active)
+                .call("GET", "sys/ha-status", Some(c.root()), None)
+                .await;
+            let nodes = body["data"]["nodes"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if code == 200
+                && sealed_of(&nodes, standby) == Some(json!(true))
+                && sealed_of(&nodes, gone) == Some(Value::Null)
+                && sealed_of(&nodes, active) == Some(json!(false))
+            {
+                Ok(())
+            } else {
+                Err(format!("{code} {body}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
