@@ -324,7 +324,7 @@ async fn vault_writes(s: &Setup, seal: &str, auto: bool) -> Written {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn read_only_takeover_serves_vaults_data_and_writes_nothing() {
+async fn read_only_takeover_serves_vaults_data_leaves_it_intact_and_vault_resumes() {
     let s = setup("read-only takeover", false).await;
     let w = vault_writes(&s, "", false).await;
     let consul = s.consul.http_address();

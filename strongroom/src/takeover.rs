@@ -96,8 +96,8 @@ impl Core {
                 tracing::warn!(
                     step = step.as_str(),
                     "an upgrade of this Vault data set was interrupted after it switched to \
-                     Strongroom's layout; serving read-only until `strongroom operator adopt` \
-                     finishes it"
+                     Strongroom's layout; serving read-only until `strongroom operator adopt \
+                     -confirm` finishes it"
                 );
                 let view: Arc<dyn Storage> = Arc::new(ReadOnlyOverlay::new(barrier, Vec::new()));
                 Ok((view, true))
@@ -108,15 +108,16 @@ impl Core {
                         step = step.as_str(),
                         "an upgrade of this Vault data set was interrupted before it switched \
                          layouts; Vault's data is intact and served read-only; run \
-                         `strongroom operator adopt` to finish the upgrade"
+                         `strongroom operator adopt -confirm` to finish the upgrade"
                     );
                 }
                 let (view, report) = adopt::read_only_view(barrier).await.map_err(adopt_error)?;
                 tracing::warn!(
                     "this storage holds a data set written by HashiCorp Vault: serving it \
-                     READ-ONLY (nothing is written to it); `strongroom operator adopt` upgrades \
-                     it to Strongroom's layout (one-way: back it up first with `consul kv \
-                     export`)"
+                     READ-ONLY (none of its data is written; with HA only Vault's own lock \
+                     key is taken, as Vault takes it); `strongroom operator adopt -confirm` \
+                     upgrades it to Strongroom's layout (one-way: back it up first with \
+                     `consul kv export`)"
                 );
                 for line in &report {
                     tracing::warn!("vault takeover: {line}");
