@@ -23,9 +23,10 @@ pub(crate) const REKEY_PENDING_PATH: &str = "core/hsm/barrier-unseal-keys-rekey-
 /// transaction.
 pub(crate) const MIGRATION_PATH: &str = "core/seal-migration";
 /// The seal generation (plain JSON `{"generation": N}`, Vault ≥ 1.15 keeps
-/// a `core/seal-gen-info` too): bumped by every seal migration, so a node
-/// still running on the configuration from before a migration made by
-/// another node can tell, and never re-wraps the keys with its old seals.
+/// a `core/seal-gen-info` too): bumped by every seal migration and when a
+/// seal removed from the config loses its wraps, so a node still running
+/// on the configuration from before, changed by another node, can tell,
+/// and never re-wraps the keys with its old seals.
 pub(crate) const SEAL_GEN_INFO_PATH: &str = "core/seal-gen-info";
 /// Cluster name and id, inside the barrier.
 pub(crate) const CLUSTER_INFO_PATH: &str = "core/cluster/local/info";

@@ -283,10 +283,7 @@ impl Core {
     /// The write that bumps the seal generation, for a migration's commit.
     async fn next_seal_generation(&self) -> Result<TxnOp, CoreError> {
         let next = self.stored_seal_generation().await? + 1;
-        Ok(TxnOp::put(
-            SEAL_GEN_INFO_PATH,
-            format!("{{\"generation\":{next}}}").into_bytes(),
-        ))
+        Ok(seal_generation_op(next))
     }
 
     /// With HA, a migration rewrites the keys every node depends on: only
@@ -673,6 +670,14 @@ impl Core {
         set.store_form(&doc)
             .map_err(seal_err("encoding the wrapped root key failed"))
     }
+}
+
+/// The write that stores seal generation `generation`.
+pub(crate) fn seal_generation_op(generation: u64) -> TxnOp {
+    TxnOp::put(
+        SEAL_GEN_INFO_PATH,
+        format!("{{\"generation\":{generation}}}").into_bytes(),
+    )
 }
 
 /// The seal generation stored in `storage` (0 before the first migration).

@@ -242,6 +242,8 @@ pub(crate) struct Refreshed {
     pub(crate) replacement: Option<Vec<u8>>,
     /// Whether every member now holds a checked wrap.
     pub(crate) complete: bool,
+    /// Whether a wrap of a seal no longer configured was dropped.
+    pub(crate) dropped: bool,
 }
 
 impl SealSet {
@@ -527,10 +529,14 @@ impl SealSet {
                 }
             }
         }
+        let dropped = old.slots.iter().any(|slot| {
+            slot.name != RECOVERY_SLOT && !self.members.iter().any(|m| m.name == slot.name)
+        });
         let new_raw = self.store_form(&doc)?;
         Ok(Refreshed {
             replacement: (new_raw != raw).then_some(new_raw),
             complete,
+            dropped,
         })
     }
 }

@@ -5,7 +5,9 @@
 //! date with the configured seals ([`SealSet::refresh`]): a seal that was
 //! down when the keys were last written, or that was just added to the
 //! config, gets its wrap; a seal whose KMS key changed is re-wrapped; a
-//! seal removed from the config loses its wrap; the break-glass copy
+//! seal removed from the config loses its wrap (and the seal generation
+//! moves on, so no node still configured with it puts it back); the
+//! break-glass copy
 //! follows `recovery_unseal`. Between refreshes each seal's health is
 //! checked (Vault: every 10 minutes, every minute while unhealthy), which
 //! `sys/seal-backend-status` and the metrics report.
@@ -20,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::active_view::ActiveView;
 use crate::config::{RECOVERY_KEY_PATH, STORED_KEYS_PATH};
 use crate::core::{Core, Inner, SealKind};
-use crate::migrate::read_seal_generation;
+use crate::migrate::{read_seal_generation, seal_generation_op};
 use crate::seal_set::SealSet;
 use crate::{CoreError, break_glass};
 
@@ -85,8 +87,10 @@ impl Core {
         let generation = read_seal_generation(&storage).await?;
         if generation != self.inner.seal_generation.load(Ordering::SeqCst) {
             tracing::warn!(
-                "the seals were migrated by another node since this node unsealed: the stored \
-                 keys are left alone; restart this node with the new seal configuration"
+                api_addr = self.inner.options.api_addr.as_deref().unwrap_or(""),
+                "the seals were migrated (or a seal removed) by another node since this node \
+                 unsealed: the stored keys are left alone; restart this node with the new seal \
+                 configuration"
             );
             return Ok(());
         }
@@ -126,8 +130,24 @@ impl Core {
         if let Some(new_rk) = rk.replacement {
             ops.push(TxnOp::put(RECOVERY_KEY_PATH, new_rk));
         }
+        // A seal removed from the config loses its wraps for good: a new
+        // generation keeps nodes still configured with it (unsealed before
+        // this) from putting them back, as after a migration.
+        let bumped = (root.dropped || rk.dropped).then_some(generation + 1);
+        if let (Some(next), false) = (bumped, ops.is_empty()) {
+            ops.push(seal_generation_op(next));
+        }
         if !ops.is_empty() {
             storage.transaction(ops).await?;
+            if let Some(next) = bumped {
+                self.inner.seal_generation.store(next, Ordering::SeqCst);
+                tracing::info!(
+                    generation = next,
+                    "a seal no longer in the config lost its wraps of the stored keys; nodes \
+                     still configured with it leave the keys alone until restarted with this \
+                     node's seal configuration"
+                );
+            }
             tracing::info!(
                 seals = ?set.names(),
                 complete = root.complete && rk.complete,

@@ -593,16 +593,34 @@ async fn wait_active(node: &Core, what: &str) {
     wait_until(what, async || node.node_state().mode == HaMode::Active).await;
 }
 
-/// Until `node` is a standby that knows node 0 is active (it learns that
-/// from its election task's reads of the lock, after its unseal or a
-/// step-down: until then it is a standby that knows no leader).
-async fn wait_standby_of_node0(node: &Core, name: &str) {
-    wait_until(&format!("{name} is a standby of node 0"), async || {
+/// Until `node` is a standby that knows node `leader` is active (it
+/// learns that from its election task's reads of the lock, after its
+/// unseal or a step-down: until then it is a standby that knows no leader).
+async fn wait_standby_of(node: &Core, name: &str, leader: usize) {
+    let addr = format!("http://node{leader}:8200");
+    wait_until(&format!("{name} is a standby of {addr}"), async || {
         matches!(
             node.node_state().mode,
-            HaMode::Standby { leader: Some(ref l) } if l.api_addr == "http://node0:8200"
+            HaMode::Standby { leader: Some(ref l) } if l.api_addr == addr
         )
     })
+    .await;
+}
+
+/// Until node `i` logged that it leaves the stored keys alone because
+/// another node moved the seal generation on.
+async fn wait_generation_warning(logs: &Mutex<Vec<u8>>, i: usize) {
+    let addr = format!("http://node{i}:8200");
+    wait_until(
+        &format!("{addr} warns that the seals were changed by another node"),
+        async || {
+            String::from_utf8_lossy(&logs.lock().unwrap())
+                .lines()
+                .any(|l| {
+                    l.contains("the seals were migrated (or a seal removed)") && l.contains(&addr)
+                })
+        },
+    )
     .await;
 }
 
@@ -665,8 +683,8 @@ async fn in_ha_one_node_migrates_and_the_others_follow_after_restart() {
     let n1 = ha_node(&storage, &ha, 1, |b| b.auto_seal(kms.clone())).await;
     let n2 = ha_node(&storage, &ha, 2, |b| b.auto_seal(kms.clone())).await;
     assert!(!n1.is_sealed() && !n2.is_sealed());
-    wait_standby_of_node0(&n1, "node 1").await;
-    wait_standby_of_node0(&n2, "node 2").await;
+    wait_standby_of(&n1, "node 1", 0).await;
+    wait_standby_of(&n2, "node 2", 0).await;
     // The old config no longer fits: the Shamir node is told why.
     let err = Core::builder()
         .storage(storage.clone())
@@ -769,16 +787,12 @@ async fn a_node_on_the_old_seals_never_rewraps_keys_another_node_migrated() {
     // Node 1, on the old seals and reaching west now, is active again:
     // its upkeep finds the keys migrated and leaves them alone. (Having
     // stepped down, it contends again once it saw node 0 take over.)
-    wait_standby_of_node0(&n1, "node 1").await;
+    wait_standby_of(&n1, "node 1", 0).await;
     west_from_n1.set_unreachable(false);
     n0.shutdown().await;
     drop(n0);
     wait_active(&n1, "node 1 on the old seals is active again").await;
-    wait_until("node 1 warns that the seals were migrated", async || {
-        String::from_utf8_lossy(&logs.lock().unwrap())
-            .contains("the seals were migrated by another node since this node unsealed")
-    })
-    .await;
+    wait_generation_warning(&logs, 1).await;
     readable(&n1).await;
     n1.shutdown().await;
     drop(n1);
@@ -790,6 +804,89 @@ async fn a_node_on_the_old_seals_never_rewraps_keys_another_node_migrated() {
         .await
         .unwrap();
     assert!(core.is_sealed(), "the retired seal got its wrap back");
+    core.shutdown().await;
+    let core = builder(&storage)
+        .auto_seal(west.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+}
+
+/// The same guard for a seal removed from a multi-seal config, which is a
+/// config change rather than a migration. Node 10 writes the keys wrapped
+/// by east and west; node 11 runs with both but cannot reach west, so it
+/// never holds a full set of checked wraps. Node 10 restarts with west
+/// only and, as the active node, drops east's wraps: the seal generation
+/// moves on. When node 11 is active again and reaches west, it would put
+/// east's wraps back; the generation stops it, and east alone opens
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_still_listing_a_removed_seal_never_puts_its_wraps_back() {
+    let logs = captured_logs();
+    let storage = Arc::new(MemoryStorage::new());
+    let ha = MemoryHaBackend::new();
+    let east = Arc::new(InsecureTestSeal::new());
+    let west_key = seal_core::random_bytes(32).unwrap();
+    let west_for = || {
+        Arc::new(InsecureTestSeal::with_key(
+            Kek::from_bytes(&west_key).unwrap(),
+        ))
+    };
+    let (west, west_from_n11) = (west_for(), west_for());
+    let n10 = ha_node(&storage, &ha, 10, |b| {
+        b.auto_seals(vec![named("east", 1, &east), named("west", 2, &west)])
+    })
+    .await;
+    let init = init_recovery(&n10).await;
+    wait_active(&n10, "node 10 is active").await;
+    write(&n10).await;
+    west_from_n11.set_unreachable(true);
+    let n11 = ha_node(&storage, &ha, 11, |b| {
+        b.auto_seals(vec![
+            named("east", 1, &east),
+            named("west", 2, &west_from_n11),
+        ])
+    })
+    .await;
+    assert!(!n11.is_sealed());
+
+    // Node 10 restarts with west only; node 11 holds the lock meanwhile,
+    // then steps down for it.
+    n10.shutdown().await;
+    drop(n10);
+    wait_active(&n11, "node 11 took over").await;
+    let n10 = ha_node(&storage, &ha, 10, |b| {
+        b.auto_seals(vec![named("west", 1, &west)])
+    })
+    .await;
+    assert!(!n10.is_sealed());
+    n11.step_down(&init.root_token).await.unwrap();
+    wait_active(&n10, "node 10 is active on west alone").await;
+    wait_until("node 10 dropped east's wraps", async || {
+        n10.seal_backend_status().fully_wrapped
+    })
+    .await;
+    readable(&n10).await;
+    wait_standby_of(&n11, "node 11", 10).await;
+
+    // Node 11, still listing east and reaching west now, is active again.
+    west_from_n11.set_unreachable(false);
+    n10.shutdown().await;
+    drop(n10);
+    wait_active(&n11, "node 11 with east still listed is active again").await;
+    wait_generation_warning(&logs, 11).await;
+    readable(&n11).await;
+    n11.shutdown().await;
+    drop(n11);
+
+    let core = builder(&storage)
+        .auto_seal(east.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.is_sealed(), "the removed seal got its wraps back");
     core.shutdown().await;
     let core = builder(&storage)
         .auto_seal(west.clone())
