@@ -160,10 +160,16 @@ async fn one_active_writes_anywhere_read_everywhere_and_standbys_forward() {
     let (denied, _, body) = raw(&url, "GET", "not-a-token", None, &[]).await;
     assert_eq!(denied, 403, "{body}");
 
-    sc.step("strongroom status on a standby and on the active node");
-    for (i, want_mode) in [(standby, "standby"), (active, "active")] {
+    sc.step("strongroom status and operator unseal (an unsealed node answers with its status) on a standby and on the active node");
+    let key = c.keys()[0].as_str();
+    let commands: [&[&str]; 2] = [&["status"], &["operator", "unseal", key]];
+    for ((i, want_mode), command) in [(standby, "standby"), (active, "active")]
+        .into_iter()
+        .flat_map(|node| commands.iter().map(move |c| (node, c)))
+    {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_strongroom"))
-            .args(["status", &format!("-address={}", c.node(i).base)])
+            .args(command.iter().copied())
+            .arg(format!("-address={}", c.node(i).base))
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -240,7 +240,10 @@ async fn unseal(args: &UnsealArgs) -> Result<u8, Error> {
         .unwrap_or(Value::Null);
     match args.format {
         Format::Json => print!("{}", output::json(&status)),
-        Format::Table => print!("{}", seal_status_table(&status, None)),
+        Format::Table => {
+            let leader = super::status::leader(&client).await;
+            print!("{}", seal_status_table(&status, leader.as_ref()));
+        }
     }
     Ok(0)
 }

@@ -20,15 +20,7 @@ pub(crate) async fn run(args: &StatusArgs) -> Result<u8, Error> {
         .await?
         .unwrap_or(Value::Null);
     let sealed = seal.get("sealed").and_then(Value::as_bool).unwrap_or(true);
-    // As `vault status`: a sealed HA node answers sys/leader with "Vault is
-    // sealed", which reads as HA enabled with the details unknown.
-    let leader = match client.send("GET", "sys/leader", None).await {
-        Ok(r) if r.status == 200 => r.body,
-        Ok(r) if r.status == 503 && r.body.as_ref().is_some_and(is_sealed_error) => {
-            Some(serde_json::json!({ "ha_enabled": true }))
-        }
-        _ => None,
-    };
+    let leader = leader(&client).await;
     match args.format {
         Format::Json => {
             let mut out = seal.clone();
@@ -45,6 +37,21 @@ pub(crate) async fn run(args: &StatusArgs) -> Result<u8, Error> {
         Format::Table => print!("{}", seal_status_table(&seal, leader.as_ref())),
     }
     Ok(if sealed { 2 } else { 0 })
+}
+
+/// `sys/leader` for the HA rows of the seal-status table (`status` and
+/// `operator unseal` print them, as Vault's CLI does); `None` when the
+/// node does not answer it.
+pub(crate) async fn leader(client: &Client) -> Option<Value> {
+    // As `vault status`: a sealed HA node answers sys/leader with "Vault is
+    // sealed", which reads as HA enabled with the details unknown.
+    match client.send("GET", "sys/leader", None).await {
+        Ok(r) if r.status == 200 => r.body,
+        Ok(r) if r.status == 503 && r.body.as_ref().is_some_and(is_sealed_error) => {
+            Some(serde_json::json!({ "ha_enabled": true }))
+        }
+        _ => None,
+    }
 }
 
 fn is_sealed_error(body: &Value) -> bool {
