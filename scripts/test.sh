@@ -13,6 +13,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 eval "$(scripts/setup-tools.sh)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STRONGROOM_CACHE/target}"
 export CARGO_TERM_COLOR=never
+# One-shot builds: incremental state only costs time and disk here.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
