@@ -15,15 +15,23 @@
 //!
 //! Requests that describe the node itself are answered locally (see
 //! [`is_node_local`]).
+//!
+//! A forward is abandoned when the active node changes before it answers
+//! (Vault's `clearForwardingClients`): an old active node that froze would
+//! otherwise hold the request until it runs again or the client gives up,
+//! although a new active node serves. See [`abandoned`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use strongroom::{HaMode, LeaderAddress, NodeState};
+use tokio::sync::watch;
 
+use super::response::HttpError;
 use crate::error::Error;
 
 /// Vault's header asking a standby to redirect instead of forwarding.
@@ -81,6 +89,56 @@ pub(crate) fn was_forwarded(headers: &HeaderMap) -> bool {
 /// Vault's 307 to the same path and query on the active node.
 pub(crate) fn redirect(leader_api_addr: &str, request: &Request) -> Response {
     redirect_to(&target_url(leader_api_addr, request))
+}
+
+/// Resolves with the node's state once it no longer names `leader` as the
+/// active node: another node took the lock, the lock is free, this node
+/// became active, or it sealed. Never resolves while `leader` stays.
+pub(crate) async fn leader_changed(
+    changes: &mut watch::Receiver<NodeState>,
+    leader: &LeaderAddress,
+) -> NodeState {
+    let moved = |s: &NodeState| match &s.mode {
+        HaMode::Standby { leader: Some(now) } => s.sealed || now != leader,
+        _ => true,
+    };
+    let now = changes.wait_for(moved).await.map(|now| now.clone());
+    match now {
+        Ok(now) => now,
+        // The core is gone: nothing will ever change.
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// The answer to a forward abandoned because the active node changed
+/// (`now` is this node's state then). A read goes to the new active node
+/// with a 307, as Vault answers a failed forward. Anything else gets a 503
+/// the client can retry: the old active node may have applied it, so it is
+/// not sent on again behind the client's back (a 307 would make most
+/// clients resend it), nor is a read when no other node serves yet.
+pub(crate) fn abandoned(method: &Method, path_and_query: &str, now: &NodeState) -> Response {
+    if let HaMode::Standby {
+        leader: Some(leader),
+    } = &now.mode
+        && !now.sealed
+        && is_read(method)
+    {
+        return redirect_to(&format!(
+            "{}{path_and_query}",
+            leader.api_addr.trim_end_matches('/')
+        ));
+    }
+    HttpError::new(
+        503,
+        "the active node changed while the request was forwarded to it; it may or may not \
+         have been applied: retry",
+    )
+    .into_response()
+}
+
+/// Methods that change nothing (Vault's `LIST` included).
+fn is_read(method: &Method) -> bool {
+    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) || method.as_str() == "LIST"
 }
 
 fn redirect_to(target: &str) -> Response {
@@ -403,6 +461,65 @@ mod tests {
             response.headers()[header::LOCATION],
             format!("http://{closed}/v1/secret/data/x").as_str()
         );
+    }
+
+    fn standby_of(api_addr: Option<&str>) -> NodeState {
+        NodeState {
+            initialized: true,
+            sealed: false,
+            mode: HaMode::Standby {
+                leader: api_addr.map(|a| LeaderAddress {
+                    api_addr: a.to_owned(),
+                    cluster_addr: String::new(),
+                }),
+            },
+        }
+    }
+
+    #[test]
+    fn a_forward_is_abandoned_only_when_the_active_node_changes() {
+        use futures::FutureExt as _;
+        let old = LeaderAddress {
+            api_addr: "http://10.0.0.1:8200".into(),
+            cluster_addr: String::new(),
+        };
+        let (states, mut changes) = watch::channel(standby_of(Some("http://10.0.0.1:8200")));
+        assert_eq!(leader_changed(&mut changes, &old).now_or_never(), None);
+        for now in [
+            standby_of(Some("http://10.0.0.2:8200")),
+            standby_of(None),
+            NodeState {
+                mode: HaMode::Active,
+                ..standby_of(None)
+            },
+            NodeState {
+                sealed: true,
+                ..standby_of(Some("http://10.0.0.1:8200"))
+            },
+        ] {
+            states.send_replace(now.clone());
+            assert_eq!(leader_changed(&mut changes, &old).now_or_never(), Some(now));
+        }
+    }
+
+    #[test]
+    fn an_abandoned_read_goes_to_the_new_active_node_and_anything_else_is_retried() {
+        let new = standby_of(Some("http://10.0.0.2:8200/"));
+        let list = Method::from_bytes(b"LIST").unwrap();
+        for read in [Method::GET, list] {
+            let answer = abandoned(&read, "/v1/kv/a?x=1", &new);
+            assert_eq!(answer.status(), StatusCode::TEMPORARY_REDIRECT);
+            assert_eq!(
+                answer.headers()[header::LOCATION],
+                "http://10.0.0.2:8200/v1/kv/a?x=1"
+            );
+        }
+        for write in [Method::PUT, Method::POST, Method::DELETE] {
+            let answer = abandoned(&write, "/v1/kv/a", &new);
+            assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let nobody = abandoned(&Method::GET, "/v1/kv/a", &standby_of(None));
+        assert_eq!(nobody.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

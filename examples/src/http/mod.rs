@@ -196,11 +196,26 @@ async fn standby_route(state: &AppState, request: Request) -> Result<Request, Re
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let method = request.method().clone();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    // Subscribed before sending: a change from here on abandons the forward.
+    let mut changes = state.core.watch_node_state();
     let start = Instant::now();
-    let answer = state
-        .forwarder
-        .forward(&leader.api_addr, request, client)
-        .await;
+    let answer = tokio::select! {
+        biased;
+        answer = state.forwarder.forward(&leader.api_addr, request, client) => answer,
+        now = forward::leader_changed(&mut changes, &leader) => {
+            tracing::warn!(
+                old = %leader.api_addr,
+                "the active node changed while a request was forwarded to it; abandoning the forward"
+            );
+            Err(forward::abandoned(&method, &path_and_query, &now))
+        }
+    };
     state.metrics.forward.since(start);
     Err(answer.unwrap_or_else(|redirect| {
         state.metrics.forward_errors.inc();
