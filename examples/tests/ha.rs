@@ -582,7 +582,7 @@ struct Attempt {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_active_node_cannot_write_after_another_took_over() {
     let sc = Scenario::new(
-        "fencing: SIGSTOP the active node past its session, SIGCONT with writes in flight",
+        "fencing: SIGSTOP the active node past its session (standbys end their forwards to it at the takeover), SIGCONT with writes in flight",
     );
     let c = cluster(&sc).await;
     let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
@@ -635,7 +635,14 @@ async fn a_paused_active_node_cannot_write_after_another_took_over() {
     sc.step(format!("SIGSTOP {}", c.node(old).name()));
     sampler.excuse_until_standby(old);
     c.node(old).pause();
+    sc.step("a read and a write through each standby, forwarded to the frozen node");
+    let forwarded = forward_through_standbys(&c, old);
     let new = c.active_except(old, DEADLINE).await;
+    sc.step(format!(
+        "{} took over; the forwards to the frozen node end while it is still frozen",
+        c.node(new).name()
+    ));
+    let forwarded = forwards_end(&c, new, forwarded).await;
     sc.step(format!(
         "{} took over; it writes the contended key",
         c.node(new).name()
@@ -693,6 +700,13 @@ async fn a_paused_active_node_cannot_write_after_another_took_over() {
     eprintln!(
         "fencing: {acked} acknowledged writes intact, {refused} refused writes absent; answers {answers:?}"
     );
+    for key in &forwarded {
+        assert_eq!(
+            read(&c, new, key).await,
+            None,
+            "{key}, answered 503 after its forward to the frozen node was abandoned, landed"
+        );
+    }
     sc.step(format!(
         "{acked} acknowledged writes intact, {refused} refused writes absent"
     ));
@@ -710,6 +724,86 @@ async fn a_paused_active_node_cannot_write_after_another_took_over() {
         eprintln!("old active: {line}");
     }
     sampler.stop_and_check().await;
+}
+
+/// One request sent through a standby: where, what, and its answer.
+type Forward = (
+    usize,
+    &'static str,
+    String,
+    tokio::task::JoinHandle<Option<(u16, Option<String>)>>,
+);
+
+/// Sends a read and a write through every node but `old` (standbys that
+/// still name `old` as the active node) without waiting for the answers.
+/// The client's own timeout is far beyond the test's deadlines, so only
+/// the standby can end these requests.
+fn forward_through_standbys(c: &HaCluster, old: usize) -> Vec<Forward> {
+    let mut sent = Vec::new();
+    for node in (0..c.nodes().len()).filter(|&n| n != old) {
+        for method in ["GET", "PUT"] {
+            let key = format!("forwarded-{node}-{method}");
+            let url = format!("{}/v1/kv/{key}", c.node(node).base);
+            let token = c.root().to_owned();
+            sent.push((
+                node,
+                method,
+                key,
+                tokio::spawn(async move {
+                    let http = reqwest::Client::builder()
+                        .redirect(reqwest::redirect::Policy::none())
+                        .timeout(Duration::from_secs(600))
+                        .build()
+                        .unwrap();
+                    let mut request = http
+                        .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url)
+                        .header("X-Vault-Token", token);
+                    if method == "PUT" {
+                        request = request.json(&json!({"v": "forwarded"}));
+                    }
+                    let answer = request.send().await.ok()?;
+                    let location = answer
+                        .headers()
+                        .get("location")
+                        .and_then(|l| l.to_str().ok())
+                        .map(str::to_owned);
+                    Some((answer.status().as_u16(), location))
+                }),
+            ));
+        }
+    }
+    sent
+}
+
+/// Waits (the old active node still frozen) until every forward in
+/// `sent` is answered, and checks the answers: a read goes to the new
+/// active node `new` with a 307 (or gets a 503 when its standby knew no
+/// other active node, or became it), a write gets a 503 to retry. Returns
+/// the keys of the writes.
+async fn forwards_end(c: &HaCluster, new: usize, sent: Vec<Forward>) -> Vec<String> {
+    wait::until(
+        "the standbys end their forwards to the frozen node",
+        DEADLINE,
+        || async { sent.iter().all(|(_, _, _, answer)| answer.is_finished()) },
+    )
+    .await;
+    let mut writes = Vec::new();
+    for (node, method, key, answer) in sent {
+        let answer = answer.await.unwrap();
+        let through = c.node(node).name();
+        match (method, &answer) {
+            ("GET", Some((307, Some(location)))) => assert!(
+                location.starts_with(&c.node(new).base),
+                "{method} {key} through {through}: redirected to {location}, not the new active node"
+            ),
+            ("GET" | "PUT", Some((503, _))) => {}
+            _ => panic!("{method} {key} through {through}: {answer:?}"),
+        }
+        if method == "PUT" {
+            writes.push(key);
+        }
+    }
+    writes
 }
 
 /// The instances of `service` in the Consul catalog: (port, tags, check
