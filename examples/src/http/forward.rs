@@ -16,10 +16,11 @@
 //! Requests that describe the node itself are answered locally (see
 //! [`is_node_local`]).
 //!
-//! A forward is abandoned when the active node changes before it answers
-//! (Vault's `clearForwardingClients`): an old active node that froze would
-//! otherwise hold the request until it runs again or the client gives up,
-//! although a new active node serves. See [`abandoned`].
+//! A forward is abandoned when the active node changes and the old one has
+//! not answered within a short grace (Vault's `clearForwardingClients`):
+//! an old active node that froze would otherwise hold the request until it
+//! runs again or the client gives up, although a new active node serves.
+//! See [`abandoned`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -44,6 +45,10 @@ const FORWARDED_HEADER: &str = "x-strongroom-forwarded";
 /// How long connecting to the active node may take before the standby
 /// redirects instead.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a forward may still run after the node it went to stopped
+/// being the active node (see [`leader_changed`]).
+pub(crate) const LEADER_CHANGE_GRACE: Duration = Duration::from_secs(3);
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1) and are not passed on.
 const HOP_BY_HOP: &[&str] = &[
@@ -91,22 +96,31 @@ pub(crate) fn redirect(leader_api_addr: &str, request: &Request) -> Response {
     redirect_to(&target_url(leader_api_addr, request))
 }
 
-/// Resolves with the node's state once it no longer names `leader` as the
-/// active node: another node took the lock, the lock is free, this node
-/// became active, or it sealed. Never resolves while `leader` stays.
+/// Resolves with the node's state once it has not named `leader` as the
+/// active node for `grace`: another node took the lock, the lock is free,
+/// this node became active, or it sealed. The grace lets a node that
+/// handed over on purpose (`sys/step-down`, forwarded here) deliver the
+/// answer it sends after releasing the lock. Never resolves while
+/// `leader` stays.
 pub(crate) async fn leader_changed(
     changes: &mut watch::Receiver<NodeState>,
     leader: &LeaderAddress,
+    grace: Duration,
 ) -> NodeState {
     let moved = |s: &NodeState| match &s.mode {
         HaMode::Standby { leader: Some(now) } => s.sealed || now != leader,
         _ => true,
     };
-    let now = changes.wait_for(moved).await.map(|now| now.clone());
-    match now {
-        Ok(now) => now,
-        // The core is gone: nothing will ever change.
-        Err(_) => std::future::pending().await,
+    loop {
+        if changes.wait_for(moved).await.is_err() {
+            // The core is gone: nothing will ever change.
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(grace).await;
+        let now = changes.borrow_and_update().clone();
+        if moved(&now) {
+            return now;
+        }
     }
 }
 
@@ -476,15 +490,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_forward_is_abandoned_only_when_the_active_node_changes() {
+    #[tokio::test]
+    async fn a_forward_is_abandoned_only_when_the_active_node_changes() {
         use futures::FutureExt as _;
         let old = LeaderAddress {
             api_addr: "http://10.0.0.1:8200".into(),
             cluster_addr: String::new(),
         };
         let (states, mut changes) = watch::channel(standby_of(Some("http://10.0.0.1:8200")));
-        assert_eq!(leader_changed(&mut changes, &old).now_or_never(), None);
+        assert_eq!(
+            leader_changed(&mut changes, &old, Duration::ZERO).now_or_never(),
+            None
+        );
         for now in [
             standby_of(Some("http://10.0.0.2:8200")),
             standby_of(None),
@@ -498,7 +515,10 @@ mod tests {
             },
         ] {
             states.send_replace(now.clone());
-            assert_eq!(leader_changed(&mut changes, &old).now_or_never(), Some(now));
+            assert_eq!(
+                leader_changed(&mut changes, &old, Duration::ZERO).await,
+                now
+            );
         }
     }
 

@@ -208,10 +208,12 @@ async fn standby_route(state: &AppState, request: Request) -> Result<Request, Re
     let answer = tokio::select! {
         biased;
         answer = state.forwarder.forward(&leader.api_addr, request, client) => answer,
-        now = forward::leader_changed(&mut changes, &leader) => {
+        now = forward::leader_changed(&mut changes, &leader, forward::LEADER_CHANGE_GRACE) => {
             tracing::warn!(
                 old = %leader.api_addr,
-                "the active node changed while a request was forwarded to it; abandoning the forward"
+                grace = ?forward::LEADER_CHANGE_GRACE,
+                "the active node changed while a request was forwarded to it and it did not \
+                 answer within the grace; abandoning the forward"
             );
             Err(forward::abandoned(&method, &path_and_query, &now))
         }
