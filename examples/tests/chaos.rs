@@ -632,13 +632,14 @@ async fn s7(c: &mut Chaos) {
         ),
         c.now() - t,
     );
-    // ...while the load's four workers may all be waiting on requests a
-    // standby forwarded to the frozen node before the takeover: those wait
-    // for SIGCONT or the client's timeout.
+    // ...and the load's workers waiting on requests a standby forwarded to
+    // the frozen node before the takeover are answered (503 to retry, or a
+    // 307 for a read) once the standby has seen the new active node for the
+    // forwarding grace, well before the client's own timeout.
     let served = c.write_acknowledged_after(t).await;
     c.figure(
         &format!(
-            "SIGSTOP {} → the load's writes acknowledged again (workers held by requests forwarded to the frozen node until the {:?} client timeout)",
+            "SIGSTOP {} → the load's writes acknowledged again (forwards to the frozen node abandoned after a new active node is seen, client timeout {:?})",
             c.name(old),
             c.load().options().timeout
         ),
