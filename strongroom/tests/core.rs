@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use seal_core::testing::InsecureTestSeal;
+use seal_core::testing::{FaultyStorage, InsecureTestSeal};
 use seal_core::{MemoryStorage, Seal, Storage};
 use strongroom::{
     Core, CoreError, CoreOptions, InitParams, LogicalRequest, Operation, RekeyParams,
@@ -971,83 +971,25 @@ async fn metrics_follow_the_state() {
     assert_eq!((m.barrier_term, m.barrier_encryptions), (0, 0));
 }
 
-/// A storage that fails the transactions touching one key, as a crash or an
-/// outage in the middle of a multi-step operation would.
-/// With `down` set, every read fails as an unreachable Consul would.
-#[derive(Debug)]
-struct FailingTxn {
-    inner: Arc<MemoryStorage>,
-    fail_key: std::sync::Mutex<Option<&'static str>>,
-    down: std::sync::atomic::AtomicBool,
-}
-
-impl FailingTxn {
-    /// Over `inner`, failing transactions that touch `fail_key`, and every
-    /// read while `down`.
-    fn over(inner: &Arc<MemoryStorage>, fail_key: Option<&'static str>, down: bool) -> Arc<Self> {
-        Arc::new(Self {
-            inner: inner.clone(),
-            fail_key: std::sync::Mutex::new(fail_key),
-            down: std::sync::atomic::AtomicBool::new(down),
-        })
-    }
-
-    /// A Shamir node on this storage.
-    async fn shamir_core(self: &Arc<Self>) -> Core {
-        Core::builder()
-            .storage(self.clone())
-            .shamir()
-            .build()
-            .await
-            .unwrap()
-    }
-}
-
-#[async_trait::async_trait]
-impl Storage for FailingTxn {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, seal_core::StorageError> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(seal_core::StorageError::Unavailable {
-                op: "get",
-                key: key.to_owned(),
-                message: "simulated outage".into(),
-                source: None,
-            });
-        }
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &str, value: &[u8]) -> Result<(), seal_core::StorageError> {
-        self.inner.put(key, value).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), seal_core::StorageError> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, seal_core::StorageError> {
-        self.inner.list(prefix).await
-    }
-    async fn transaction(&self, ops: Vec<seal_core::TxnOp>) -> Result<(), seal_core::StorageError> {
-        let fail = *self.fail_key.lock().unwrap();
-        if let Some(key) = fail.filter(|k| ops.iter().any(|op| op.key() == *k)) {
-            return Err(seal_core::StorageError::Unavailable {
-                op: "transaction",
-                key: key.to_owned(),
-                message: "simulated crash".into(),
-                source: None,
-            });
-        }
-        self.inner.transaction(ops).await
-    }
+/// A Shamir node on `storage`, with default options.
+async fn plain_shamir_core(storage: &Arc<FaultyStorage>) -> Core {
+    Core::builder()
+        .storage(storage.clone())
+        .shamir()
+        .build()
+        .await
+        .unwrap()
 }
 
 async fn interrupted_rekey_leaves_the_current_keys_working(fail_on: &'static str) {
     let memory = Arc::new(MemoryStorage::new());
-    let flaky = FailingTxn::over(&memory, None, false);
-    let core = flaky.shamir_core().await;
+    let flaky = Arc::new(FaultyStorage::over(&memory));
+    let core = plain_shamir_core(&flaky).await;
     let init = core.init(shamir_params(3, 2)).await.unwrap();
     unseal_with(&core, &init.keys[..2]).await;
     core.barrier().put("app/precious", b"data").await.unwrap();
 
-    *flaky.fail_key.lock().unwrap() = Some(fail_on);
+    flaky.fail_transactions_touching(Some(fail_on));
     let status = core.rekey_init(rekey_params(3, 2), false).await.unwrap();
     core.rekey_update(&init.keys[0], &status.nonce, false)
         .await
@@ -1115,7 +1057,8 @@ async fn a_damaged_stored_key_blob_is_reported_as_corrupt() {
 #[tokio::test]
 async fn storage_down_at_start_starts_sealed_and_recovers_without_restart() {
     let (memory, seal, _, _) = init_auto(1, 1).await;
-    let flaky = FailingTxn::over(&memory, None, true);
+    let flaky = Arc::new(FaultyStorage::over(&memory));
+    flaky.set_down(true);
     let core = Core::builder()
         .storage(flaky.clone())
         .auto_seal(seal.clone())
@@ -1132,7 +1075,7 @@ async fn storage_down_at_start_starts_sealed_and_recovers_without_restart() {
     .await;
     let reason = core.last_auto_unseal_error().unwrap();
     assert!(reason.contains("simulated outage"), "{reason}");
-    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    flaky.set_down(false);
     wait_until("the retry loop to unseal", || !core.is_sealed()).await;
     task.await.unwrap();
 }
@@ -1235,8 +1178,9 @@ async fn shutdown_drops_the_keys_without_a_token() {
 #[tokio::test]
 async fn an_interrupted_init_never_looks_initialized() {
     let memory = Arc::new(MemoryStorage::new());
-    let flaky = FailingTxn::over(&memory, Some("core/seal-config"), false);
-    let core = flaky.shamir_core().await;
+    let flaky = Arc::new(FaultyStorage::over(&memory));
+    flaky.fail_transactions_touching(Some("core/seal-config"));
+    let core = plain_shamir_core(&flaky).await;
     let err = core.init(shamir_params(3, 2)).await.unwrap_err();
     assert!(err.to_string().contains("simulated crash"), "{err}");
     let status = core.seal_status().await.unwrap();
@@ -1248,7 +1192,7 @@ async fn an_interrupted_init_never_looks_initialized() {
             .unwrap()
             .is_none()
     );
-    *flaky.fail_key.lock().unwrap() = None;
+    flaky.fail_transactions_touching(None);
     let err = core.init(shamir_params(3, 2)).await.unwrap_err();
     assert!(
         err.to_string().contains("an earlier init was interrupted"),
@@ -1256,53 +1200,14 @@ async fn an_interrupted_init_never_looks_initialized() {
     );
 }
 
-/// Counts durable writes (each is an fsync'd commit on redb or a Raft
-/// commit on Consul), the cost that dominates `init` on real storage.
-#[derive(Debug, Default)]
-struct CountingStorage {
-    inner: MemoryStorage,
-    writes: std::sync::Mutex<Vec<String>>,
-}
-
-#[async_trait::async_trait]
-impl Storage for CountingStorage {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, seal_core::StorageError> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &str, value: &[u8]) -> Result<(), seal_core::StorageError> {
-        self.writes.lock().unwrap().push(format!("put {key}"));
-        self.inner.put(key, value).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), seal_core::StorageError> {
-        self.writes.lock().unwrap().push(format!("delete {key}"));
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, seal_core::StorageError> {
-        self.inner.list(prefix).await
-    }
-    async fn transaction(&self, ops: Vec<seal_core::TxnOp>) -> Result<(), seal_core::StorageError> {
-        let keys: Vec<&str> = ops.iter().map(seal_core::TxnOp::key).collect();
-        self.writes
-            .lock()
-            .unwrap()
-            .push(format!("txn {}", keys.join(",")));
-        self.inner.transaction(ops).await
-    }
-}
-
 #[tokio::test]
 async fn init_and_unseal_cost_few_durable_writes() {
     // Each durable write is an fsync'd commit (redb) or a Raft commit
     // (Consul), which is what `operator init` costs on real storage.
-    let storage = Arc::new(CountingStorage::default());
-    let core = Core::builder()
-        .storage(storage.clone())
-        .shamir()
-        .build()
-        .await
-        .unwrap();
+    let storage = Arc::new(FaultyStorage::new());
+    let core = plain_shamir_core(&storage).await;
     let init = core.init(shamir_params(5, 3)).await.unwrap();
-    let writes = storage.writes.lock().unwrap().clone();
+    let writes = storage.writes();
     // keyring, token salt, root token, and last the wrapped keys, cluster
     // identity and seal-config: a crash before the last leaves nothing that
     // looks initialized.
@@ -1319,10 +1224,10 @@ async fn init_and_unseal_cost_few_durable_writes() {
             .count(),
         1
     );
-    storage.writes.lock().unwrap().clear();
+    storage.clear_writes();
     // Unsealing reads only: a sealed node never writes while it unseals.
     unseal_with(&core, &init.keys[..3]).await;
-    let writes = storage.writes.lock().unwrap().clone();
+    let writes = storage.writes();
     assert!(writes.is_empty(), "{writes:#?}");
 }
 

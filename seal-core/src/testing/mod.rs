@@ -21,11 +21,13 @@
 //! `seal_suite` / `ha_suite`) that sees the caller's items through
 //! `use super::*`.
 
+mod faulty_storage;
 pub mod ha_cases;
 pub mod seal_cases;
 pub mod storage_cases;
 mod test_seal;
 
+pub use faulty_storage::FaultyStorage;
 pub use ha_cases::HaHarness;
 pub use test_seal::InsecureTestSeal;
 

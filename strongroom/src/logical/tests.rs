@@ -2097,51 +2097,10 @@ async fn create_orphan_has_no_parent() {
     f.lookup_self(&orphan).await;
 }
 
-/// A `MemoryStorage` that accepts at most `max_ops` operations per
-/// transaction, like Consul's 64-op limit, to prove the engines batch.
-#[derive(Debug)]
-struct SmallTxnStorage {
-    inner: MemoryStorage,
-    max_ops: usize,
-}
-
-#[async_trait::async_trait]
-impl Storage for SmallTxnStorage {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, seal_core::StorageError> {
-        self.inner.get(key).await
-    }
-    async fn put(&self, key: &str, value: &[u8]) -> Result<(), seal_core::StorageError> {
-        self.inner.put(key, value).await
-    }
-    async fn delete(&self, key: &str) -> Result<(), seal_core::StorageError> {
-        self.inner.delete(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<Vec<String>, seal_core::StorageError> {
-        self.inner.list(prefix).await
-    }
-    async fn transaction(&self, ops: Vec<seal_core::TxnOp>) -> Result<(), seal_core::StorageError> {
-        if ops.len() > self.max_ops {
-            return Err(seal_core::StorageError::TransactionTooLarge {
-                ops: ops.len(),
-                reason: format!("at most {} operations", self.max_ops),
-            });
-        }
-        self.inner.transaction(ops).await
-    }
-    fn limits(&self) -> seal_core::StorageLimits {
-        seal_core::StorageLimits {
-            max_value_size: None,
-            max_transaction_ops: Some(self.max_ops),
-        }
-    }
-}
-
 #[tokio::test]
 async fn bulk_operations_respect_the_backend_transaction_limit() {
-    let storage = Arc::new(SmallTxnStorage {
-        inner: MemoryStorage::new(),
-        max_ops: 3,
-    });
+    // Like Consul's 64-op limit, to prove the engines batch.
+    let storage = Arc::new(seal_core::testing::FaultyStorage::new().with_max_transaction_ops(3));
     let logical = Logical::new(storage.clone()).await.unwrap();
     let root = logical.create_root_token(None).await.unwrap();
     let call = |op: Operation, path: String, body: Option<Value>| {
