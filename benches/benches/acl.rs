@@ -18,9 +18,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use barrier::Barrier;
 use criterion::Criterion;
-use seal_core::{MemoryStorage, RootKey, Storage};
 use serde_json::json;
 use strongroom::logical::{Acl, Logical, LogicalRequest, MountKind, Operation, Policy};
 
@@ -119,27 +117,10 @@ fn checks(c: &mut Criterion) {
     });
 }
 
-async fn barrier_storage() -> Arc<dyn Storage> {
-    let barrier = Barrier::new(Arc::new(MemoryStorage::new()));
-    let root = RootKey::generate().unwrap_or_else(|e| panic!("root key: {e}"));
-    barrier
-        .initialize(&root)
-        .await
-        .unwrap_or_else(|e| panic!("barrier init: {e}"));
-    barrier
-        .unseal(&root)
-        .await
-        .unwrap_or_else(|e| panic!("barrier unseal: {e}"));
-    Arc::new(barrier)
-}
-
 fn kv_get(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = benches::current_thread_runtime();
     let (logical, root, app) = rt.block_on(async {
-        let logical = Logical::new(barrier_storage().await)
+        let logical = Logical::new(benches::unsealed_barrier().await)
             .await
             .unwrap_or_else(|e| panic!("logical: {e}"));
         let root = logical

@@ -15,30 +15,18 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use barrier::Barrier;
 use criterion::Criterion;
-use seal_core::{MemoryStorage, RootKey, Storage};
+use seal_core::{MemoryStorage, Storage};
 use serde_json::json;
 use strongroom::logical::{Logical, LogicalRequest, MountKind, Operation};
 
 const KEYS: u64 = 10_000;
 
 async fn storage(kind: &str) -> Arc<dyn Storage> {
-    let memory: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
     if kind == "memory" {
-        return memory;
+        return Arc::new(MemoryStorage::new());
     }
-    let barrier = Barrier::new(memory);
-    let root = RootKey::generate().unwrap_or_else(|e| panic!("root key: {e}"));
-    barrier
-        .initialize(&root)
-        .await
-        .unwrap_or_else(|e| panic!("barrier init: {e}"));
-    barrier
-        .unseal(&root)
-        .await
-        .unwrap_or_else(|e| panic!("barrier unseal: {e}"));
-    Arc::new(barrier)
+    benches::unsealed_barrier().await
 }
 
 fn value() -> serde_json::Value {

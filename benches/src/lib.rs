@@ -1,5 +1,11 @@
 //! What the benchmarks in `benches/benches/` share: the runtime they drive
-//! async code on and the knobs they read from the environment.
+//! async code on, the knobs they read from the environment, and the
+//! storage a serving node's logical layer writes through.
+
+use std::sync::Arc;
+
+use barrier::Barrier;
+use seal_core::{MemoryStorage, RootKey, Storage};
 
 /// A runtime with two workers: the size of the CI machine that the figures
 /// in `BENCHMARKS.md` come from.
@@ -24,6 +30,25 @@ pub fn current_thread_runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+}
+
+/// An initialized, unsealed barrier over `MemoryStorage` with a fresh root
+/// key: the storage a serving node's logical layer writes through.
+///
+/// # Panics
+/// When the barrier cannot be initialized or unsealed.
+pub async fn unsealed_barrier() -> Arc<dyn Storage> {
+    let barrier = Barrier::new(Arc::new(MemoryStorage::new()));
+    let root = RootKey::generate().unwrap_or_else(|e| panic!("root key: {e}"));
+    barrier
+        .initialize(&root)
+        .await
+        .unwrap_or_else(|e| panic!("barrier init: {e}"));
+    barrier
+        .unseal(&root)
+        .await
+        .unwrap_or_else(|e| panic!("barrier unseal: {e}"));
+    Arc::new(barrier)
 }
 
 /// The number in environment variable `name`, else `default` (unset or

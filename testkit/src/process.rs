@@ -493,13 +493,8 @@ pub fn with_fresh_ports<T>(
 ) -> T {
     let mut last = String::new();
     for i in 0..FRESH_PORT_ATTEMPTS {
-        match attempt() {
-            Ok(v) => return v,
-            Err(StartError::AddressInUse(detail)) => {
-                note_fresh_ports(what, timeline, i, &detail);
-                last = detail;
-            }
-            Err(StartError::Other(message)) => panic!("testkit: {what} did not start: {message}"),
+        if let Some(v) = after_attempt(what, timeline, i, attempt(), &mut last) {
+            return v;
         }
     }
     panic!("testkit: {what} kept finding its ports taken: {last}");
@@ -516,16 +511,31 @@ where
 {
     let mut last = String::new();
     for i in 0..FRESH_PORT_ATTEMPTS {
-        match attempt().await {
-            Ok(v) => return v,
-            Err(StartError::AddressInUse(detail)) => {
-                note_fresh_ports(what, timeline, i, &detail);
-                last = detail;
-            }
-            Err(StartError::Other(message)) => panic!("testkit: {what} did not start: {message}"),
+        if let Some(v) = after_attempt(what, timeline, i, attempt().await, &mut last) {
+            return v;
         }
     }
     panic!("testkit: {what} kept finding its ports taken: {last}");
+}
+
+/// One attempt's outcome: its value, or `None` after a taken port (logged,
+/// kept in `last`) so the caller tries again; any other failure panics.
+fn after_attempt<T>(
+    what: &str,
+    timeline: &Timeline,
+    i: usize,
+    outcome: Result<T, StartError>,
+    last: &mut String,
+) -> Option<T> {
+    match outcome {
+        Ok(v) => Some(v),
+        Err(StartError::AddressInUse(detail)) => {
+            note_fresh_ports(what, timeline, i, &detail);
+            *last = detail;
+            None
+        }
+        Err(StartError::Other(message)) => panic!("testkit: {what} did not start: {message}"),
+    }
 }
 
 #[cfg(test)]
@@ -578,6 +588,44 @@ mod tests {
             p.exit_status().is_some()
         });
         assert!(!Path::new(&format!("/proc/{pid}/cmdline")).exists() || p.exit_status().is_some());
+    }
+
+    #[test]
+    fn a_start_that_finds_its_port_taken_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Timeline::new();
+        let mut attempts = 0;
+        let p = with_fresh_ports("squatted", &t, || {
+            attempts += 1;
+            let script = if attempts == 1 {
+                "echo 'listen tcp 127.0.0.1:10001: bind: address already in use'; exit 1"
+            } else {
+                "echo up; exec sleep 600"
+            };
+            let spec = ProcessSpec::new("squatted", "sh", dir.path().join("squatted.log"))
+                .arg("-c")
+                .arg(script);
+            let p = Process::start(spec, &t);
+            // Some(exit status) when it died, Some(None) once it is up.
+            let settled =
+                wait::try_until_blocking("it exits or is up", Duration::from_secs(10), || {
+                    p.exit_status()
+                        .map(Some)
+                        .or_else(|| p.log_since_start().contains("up").then_some(None))
+                });
+            match settled {
+                Ok(None) => Ok(p),
+                Ok(Some(_)) if p.address_in_use() => {
+                    Err(StartError::AddressInUse(p.log_since_start()))
+                }
+                Ok(Some(status)) => Err(StartError::Other(format!("exited ({status})"))),
+                Err(e) => Err(StartError::Other(e)),
+            }
+        });
+        assert_eq!(attempts, 2);
+        assert!(p.is_running());
+        let text = t.to_string();
+        assert!(text.contains("restarting it on fresh ports"), "{text}");
     }
 
     #[test]
