@@ -19,6 +19,7 @@ use seal_core::{
 };
 use serde_json::{Value, json};
 use strongroom::{CacheConfig, Core, CoreOptions, HaMode, InitParams, LogicalRequest, Operation};
+use testkit::wait;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -222,29 +223,29 @@ impl Pair {
 
     /// Waits until one node serves and the other is sealed or its standby.
     async fn active(&self, not: Option<usize>) -> usize {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
+        wait::until("a single serving node", DEADLINE, || async {
             let active: Vec<usize> = (0..2)
                 .filter(|&i| self.nodes[i].node_state().mode == HaMode::Active)
                 .collect();
-            if let [leader] = active[..]
-                && Some(leader) != not
-                && self.nodes[leader].logical().is_ok()
-                && (self.nodes[1 - leader].is_sealed()
-                    || matches!(
-                        self.nodes[1 - leader].node_state().mode,
-                        HaMode::Standby { leader: Some(_) }
-                    ))
-            {
-                return leader;
+            match active[..] {
+                [leader]
+                    if Some(leader) != not
+                        && self.nodes[leader].logical().is_ok()
+                        && (self.nodes[1 - leader].is_sealed()
+                            || matches!(
+                                self.nodes[1 - leader].node_state().mode,
+                                HaMode::Standby { leader: Some(_) }
+                            )) =>
+                {
+                    Ok(leader)
+                }
+                _ => Err(format!(
+                    "{:?}",
+                    self.nodes.iter().map(Core::node_state).collect::<Vec<_>>()
+                )),
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no single serving node within {DEADLINE:?}: {:?}",
-                self.nodes.iter().map(Core::node_state).collect::<Vec<_>>()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        })
+        .await
     }
 }
 
@@ -301,16 +302,19 @@ async fn losing_the_lock_or_sealing_drops_the_cache() {
         p.ha.insecure_break_lock("core/lock"),
         "nobody held the lock"
     );
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while p.nodes[first].read_cache_stats().purges == stats.purges {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the cache was not emptied after the lock was lost: {:?} {:?}",
-            p.nodes[first].node_state(),
-            p.nodes[first].read_cache_stats()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait::until(
+        "the cache is emptied after the lock was lost",
+        DEADLINE,
+        || async {
+            let now = p.nodes[first].read_cache_stats();
+            if now.purges == stats.purges {
+                Err(format!("{:?} {now:?}", p.nodes[first].node_state()))
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
     let now = p.active(None).await;
     assert_eq!(read(&p.nodes[now], &p.root, "kv/x").await, json!({"v": 1}));
 
