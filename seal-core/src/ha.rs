@@ -167,11 +167,16 @@ struct MemoryHaInner {
     waiting: AtomicUsize,
 }
 
-/// Counts a parked `try_lock` for as long as it lives (cancel-safe).
-struct Parked<'a>(&'a AtomicUsize);
+/// Counts a parked `try_lock` for as long as it lives (cancel-safe), so a
+/// backend can say how many contenders wait on its lock; shared by every
+/// [`HaBackend`] implementation.
+#[derive(Debug)]
+pub struct Parked<'a>(&'a AtomicUsize);
 
 impl<'a> Parked<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
+    /// Adds one to `counter` until the guard drops.
+    #[must_use]
+    pub fn new(counter: &'a AtomicUsize) -> Self {
         counter.fetch_add(1, Ordering::SeqCst);
         Self(counter)
     }

@@ -42,7 +42,7 @@ pub mod vault_blob;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use ha::{HaBackend, HaError, HaLock, MEMORY_LOCK_WAIT, MemoryHaBackend};
+pub use ha::{HaBackend, HaError, HaLock, MEMORY_LOCK_WAIT, MemoryHaBackend, Parked};
 pub use memory::MemoryStorage;
 pub use seal::{Seal, SealError, SealType, blob};
 pub use secret::{Kek, RecoveryKey, RootKey, SecretError, UnsealShare, random_bytes};

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
-use seal_core::{HaBackend, HaError, HaLock, validate_key};
+use seal_core::{HaBackend, HaError, HaLock, Parked, validate_key};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -96,22 +96,6 @@ struct Shared {
     ready: Mutex<Option<Session>>,
     /// `try_lock` calls parked on a blocking query right now.
     waiting: AtomicUsize,
-}
-
-/// Counts a parked `try_lock` for as long as it lives (cancel-safe).
-struct Parked<'a>(&'a AtomicUsize);
-
-impl<'a> Parked<'a> {
-    fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        Self(counter)
-    }
-}
-
-impl Drop for Parked<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 impl fmt::Debug for ConsulHaBackend {
