@@ -80,6 +80,19 @@ async fn write_until_accepted(c: &HaCluster, node: usize, key: &str, since: Inst
     .await
 }
 
+/// `sys/ha-status` on `node`: the status code, the body and its node rows.
+async fn ha_status(c: &HaCluster, node: usize) -> (u16, Value, Vec<Value>) {
+    let (code, body) = c
+        .node(node)
+        .call("GET", "sys/ha-status", Some(c.root()), None)
+        .await;
+    let nodes = body["data"]["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (code, body, nodes)
+}
+
 async fn read(c: &HaCluster, node: usize, key: &str) -> Option<Value> {
     c.node(node).read(c.root(), &format!("kv/{key}")).await
 }
@@ -267,14 +280,7 @@ print("hvac ok")
         "sys/ha-status on the active node lists both standbys with an echo",
         DEADLINE,
         || async {
-            let (code, body) = c
-                .node(active)
-                .call("GET", "sys/ha-status", Some(c.root()), None)
-                .await;
-            let nodes = body["data"]["nodes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let (code, body, nodes) = ha_status(&c, active).await;
             let echoed = nodes
                 .iter()
                 .filter(|n| n["active_node"] == false && n["last_echo"].is_string())
@@ -325,14 +331,7 @@ print("hvac ok")
         "sys/ha-status: the restarted standby sealed, the killed one unknown",
         DEADLINE,
         || async {
-            let (code, body) = c
-                .node(active)
-                .call("GET", "sys/ha-status", Some(c.root()), None)
-                .await;
-            let nodes = body["data"]["nodes"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let (code, body, nodes) = ha_status(&c, active).await;
             if code == 200
                 && sealed_of(&nodes, standby) == Some(json!(true))
                 && sealed_of(&nodes, gone) == Some(Value::Null)
