@@ -607,6 +607,30 @@ async fn wait_standby_of(node: &Core, name: &str, leader: usize) {
     .await;
 }
 
+/// East was taken out and stays so: alone it opens nothing (`why` says
+/// what it would mean if it did); west opens and the data is readable.
+async fn only_west_opens(
+    storage: &Arc<MemoryStorage>,
+    east: &Arc<InsecureTestSeal>,
+    west: &Arc<InsecureTestSeal>,
+    why: &str,
+) {
+    let core = builder(storage)
+        .auto_seal(east.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(core.is_sealed(), "{why}");
+    core.shutdown().await;
+    let core = builder(storage)
+        .auto_seal(west.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(!core.is_sealed());
+    readable(&core).await;
+}
+
 /// Until node `i` logged that it leaves the stored keys alone because
 /// another node moved the seal generation on.
 async fn wait_generation_warning(logs: &Mutex<Vec<u8>>, i: usize) {
@@ -796,22 +820,7 @@ async fn a_node_on_the_old_seals_never_rewraps_keys_another_node_migrated() {
     readable(&n1).await;
     n1.shutdown().await;
     drop(n1);
-
-    // East was retired and stays so: alone it opens nothing; west does.
-    let core = builder(&storage)
-        .auto_seal(east.clone())
-        .build()
-        .await
-        .unwrap();
-    assert!(core.is_sealed(), "the retired seal got its wrap back");
-    core.shutdown().await;
-    let core = builder(&storage)
-        .auto_seal(west.clone())
-        .build()
-        .await
-        .unwrap();
-    assert!(!core.is_sealed());
-    readable(&core).await;
+    only_west_opens(&storage, &east, &west, "the retired seal got its wrap back").await;
 }
 
 /// The same guard for a seal removed from a multi-seal config, which is a
@@ -880,19 +889,11 @@ async fn a_node_still_listing_a_removed_seal_never_puts_its_wraps_back() {
     readable(&n11).await;
     n11.shutdown().await;
     drop(n11);
-
-    let core = builder(&storage)
-        .auto_seal(east.clone())
-        .build()
-        .await
-        .unwrap();
-    assert!(core.is_sealed(), "the removed seal got its wraps back");
-    core.shutdown().await;
-    let core = builder(&storage)
-        .auto_seal(west.clone())
-        .build()
-        .await
-        .unwrap();
-    assert!(!core.is_sealed());
-    readable(&core).await;
+    only_west_opens(
+        &storage,
+        &east,
+        &west,
+        "the removed seal got its wraps back",
+    )
+    .await;
 }
