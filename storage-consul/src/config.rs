@@ -115,6 +115,11 @@ pub struct ConsulConfig {
     /// stops a deposed holder's writes. Not in Vault: there it is always
     /// Consul's 15 s.
     pub lock_delay: Duration,
+    /// Dead-leader detection (`dead_leader_detection`,
+    /// `dead_leader_probe_interval`, `dead_leader_probe_window`; not in
+    /// Vault): how a standby frees the lock of an active node whose process
+    /// is gone without waiting for its session TTL.
+    pub dead_leader: DeadLeaderConfig,
     /// PEM CA bundle that signs the agent's certificate. When set, only
     /// these CAs are trusted.
     pub tls_ca_file: Option<PathBuf>,
@@ -152,6 +157,45 @@ pub struct ConsulConfig {
     /// Settings accepted for compatibility but not acted on, with the
     /// reason; the backend logs them once at start.
     pub ignored: Vec<(String, &'static str)>,
+}
+
+/// Dead-leader detection: a standby that finds the lock holder's
+/// advertised `api_addr` **refusing connections** (nothing listens there:
+/// the process is gone) on every probe over `probe_window`, and the lock
+/// still held by the same session, destroys that session instead of
+/// waiting up to twice `session_ttl` for Consul to expire it; Consul then
+/// applies `lock_delay` and a standby takes the lock. A timeout is never
+/// taken for death (a paused process still accepts into its backlog, and
+/// a partition times out): those wait for the TTL as before. Safe even if
+/// the holder is alive after all: its writes are fenced on the destroyed
+/// session and fail, and it steps down.
+///
+/// A node that finds the lock held by a session advertising its own
+/// `api_addr` (its previous process, killed) destroys it at once, once per
+/// start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLeaderConfig {
+    /// `dead_leader_detection` (default true).
+    pub enabled: bool,
+    /// `dead_leader_probe_interval`: time between two TCP connection
+    /// attempts to the holder's `api_addr`, and the longest one attempt
+    /// may take (default 250 ms, 10 ms..=10 s).
+    pub probe_interval: Duration,
+    /// `dead_leader_probe_window`: how long every probe must have been
+    /// refused (and at least three of them) before the session is
+    /// destroyed (default 1 s, at least twice the interval, at most 1 min).
+    pub probe_window: Duration,
+}
+
+impl Default for DeadLeaderConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            probe_interval: Duration::from_millis(250),
+            probe_window: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Settings of the Consul service registration (Vault's
@@ -200,6 +244,7 @@ impl Default for ConsulConfig {
             session_ttl: Duration::from_secs(15),
             lock_wait_time: Duration::from_secs(15),
             lock_delay: Duration::from_secs(15),
+            dead_leader: DeadLeaderConfig::default(),
             tls_ca_file: None,
             tls_cert_file: None,
             tls_key_file: None,
@@ -298,6 +343,19 @@ impl ConsulConfig {
                 }
                 "lock_delay" => {
                     c.lock_delay = parse_duration_in(key, v, Duration::ZERO, MINUTE)?;
+                }
+                "dead_leader_detection" => c.dead_leader.enabled = parse_bool(key, v)?,
+                "dead_leader_probe_interval" => {
+                    c.dead_leader.probe_interval = parse_duration_in(
+                        key,
+                        v,
+                        Duration::from_millis(10),
+                        Duration::from_secs(10),
+                    )?;
+                }
+                "dead_leader_probe_window" => {
+                    c.dead_leader.probe_window =
+                        parse_duration_in(key, v, Duration::from_millis(20), MINUTE)?;
                 }
                 "tls_ca_file" => c.tls_ca_file = non_empty_path(v),
                 "tls_cert_file" => c.tls_cert_file = non_empty_path(v),
@@ -411,6 +469,21 @@ impl ConsulConfig {
                 "Consul allows at most 60s",
             ));
         }
+        let probes = self.dead_leader;
+        if probes.probe_interval < Duration::from_millis(10)
+            || probes.probe_interval > Duration::from_secs(10)
+        {
+            return Err(ConsulError::config(
+                "dead_leader_probe_interval",
+                "must be between 10ms and 10s",
+            ));
+        }
+        if probes.probe_window < probes.probe_interval * 2 || probes.probe_window > MINUTE {
+            return Err(ConsulError::config(
+                "dead_leader_probe_window",
+                "must be at least twice dead_leader_probe_interval and at most 1m",
+            ));
+        }
         if self.request_timeout.is_zero() {
             return Err(ConsulError::config("request_timeout", "must be positive"));
         }
@@ -471,6 +544,9 @@ const KNOWN_KEYS: &[&str] = &[
     "session_ttl",
     "lock_wait_time",
     "lock_delay",
+    "dead_leader_detection",
+    "dead_leader_probe_interval",
+    "dead_leader_probe_window",
     "tls_ca_file",
     "tls_cert_file",
     "tls_key_file",
@@ -798,6 +874,40 @@ mod tests {
                 .to_string()
                 .contains("session_ttl")
         );
+    }
+
+    #[test]
+    fn dead_leader_detection_is_on_by_default_and_tunable() {
+        let d = ConsulConfig::default().dead_leader;
+        assert!(d.enabled);
+        assert_eq!(d.probe_interval, Duration::from_millis(250));
+        assert_eq!(d.probe_window, Duration::from_secs(1));
+        let c = ConsulConfig::from_map_with_env(
+            &map(&[
+                ("dead_leader_detection", "false"),
+                ("dead_leader_probe_interval", "100ms"),
+                ("dead_leader_probe_window", "500ms"),
+            ]),
+            no_env,
+        )
+        .unwrap();
+        assert!(!c.dead_leader.enabled);
+        assert_eq!(c.dead_leader.probe_interval, Duration::from_millis(100));
+        assert_eq!(c.dead_leader.probe_window, Duration::from_millis(500));
+        for (key, value) in [
+            ("dead_leader_detection", "maybe"),
+            ("dead_leader_probe_interval", "1ms"),
+            ("dead_leader_probe_interval", "1m"),
+            ("dead_leader_probe_window", "2h"),
+            // Shorter than twice the default interval.
+            ("dead_leader_probe_window", "300ms"),
+        ] {
+            let err = ConsulConfig::from_map_with_env(&map(&[(key, value)]), no_env).unwrap_err();
+            assert!(
+                err.to_string().contains("dead_leader"),
+                "{key}={value}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Reply, Request};
+use crate::dead_leader::{DeadLeader, Holder};
 use crate::error::ConsulError;
 use crate::session::{
     Session, destroy_session, encode_segment, go_duration, ha_error, spawn, unexpected,
@@ -96,6 +97,8 @@ struct Shared {
     ready: Mutex<Option<Session>>,
     /// `try_lock` calls parked on a blocking query right now.
     waiting: AtomicUsize,
+    /// Frees the lock of a holder whose process is gone.
+    dead_leader: DeadLeader,
 }
 
 impl fmt::Debug for ConsulHaBackend {
@@ -106,6 +109,7 @@ impl fmt::Debug for ConsulHaBackend {
             .field("session_ttl", &self.shared.settings.session_ttl)
             .field("lock_wait_time", &self.shared.settings.lock_wait_time)
             .field("lock_delay", &self.shared.settings.lock_delay)
+            .field("dead_leader", &self.shared.settings.dead_leader)
             .finish_non_exhaustive()
     }
 }
@@ -115,12 +119,14 @@ impl ConsulHaBackend {
     /// `session_ttl`, `lock_wait_time` and `lock_delay`. Sends nothing: the
     /// first session is created by the first `try_lock`.
     pub fn new(storage: &ConsulStorage) -> Self {
+        let settings = storage.ha_settings();
         Self {
             shared: Arc::new(Shared {
                 storage: storage.clone(),
-                settings: storage.ha_settings(),
+                settings,
                 ready: Mutex::new(None),
                 waiting: AtomicUsize::new(0),
+                dead_leader: DeadLeader::new(settings.dead_leader, settings.lock_delay),
             }),
         }
     }
@@ -181,16 +187,18 @@ impl Shared {
 
 /// The lock key as a KV read shows it.
 #[derive(Debug, Default)]
-struct LockEntry {
+pub(crate) struct LockEntry {
     /// The holding session; `None` when the key is free or missing.
-    session: Option<String>,
-    value: Vec<u8>,
+    pub(crate) session: Option<String>,
+    pub(crate) value: Vec<u8>,
+    /// The key's `ModifyIndex`: changes with every acquire and release.
+    pub(crate) modify_index: u64,
 }
 
 /// Reads the lock key: at once (`wait` `None`), or as a blocking query
 /// returning when its index passes `index` or `wait` ends. Returns the
 /// entry (`None` when the key does not exist) and `X-Consul-Index`.
-async fn read_lock(
+pub(crate) async fn read_lock(
     storage: &ConsulStorage,
     full_key: &str,
     index: u64,
@@ -226,6 +234,8 @@ fn parse_lock_entry(body: &[u8]) -> Result<LockEntry, ConsulError> {
         session: Option<String>,
         #[serde(rename = "Value", default)]
         value: Option<String>,
+        #[serde(rename = "ModifyIndex", default)]
+        modify_index: u64,
     }
     let decode = |message: String| ConsulError::Decode {
         what: "lock key",
@@ -242,6 +252,7 @@ fn parse_lock_entry(body: &[u8]) -> Result<LockEntry, ConsulError> {
     Ok(LockEntry {
         session: pair.session.filter(|s| !s.is_empty()),
         value,
+        modify_index: pair.modify_index,
     })
 }
 
@@ -384,6 +395,7 @@ impl HaBackend for ConsulHaBackend {
                     let Some(session) = attempt.session.take() else {
                         continue;
                     };
+                    shared.dead_leader.acquired();
                     return Ok(Some(Box::new(ConsulLock::start(
                         shared.clone(),
                         key,
@@ -411,7 +423,7 @@ impl HaBackend for ConsulHaBackend {
             let (entry, index) = read_lock(storage, &full_key, 0, None)
                 .await
                 .map_err(|e| ha_error("reading", key, &e))?;
-            let holder = entry.and_then(|e| e.session);
+            let holder = entry.as_ref().and_then(Holder::of);
             let now = Instant::now();
             match holder {
                 // Free but refused: lock-delay after an invalidated
@@ -425,28 +437,39 @@ impl HaBackend for ConsulHaBackend {
                     }
                     free_refusals += 1;
                 }
-                Some(h) if h == session_id => {
+                Some(h) if h.session == session_id => {
                     // Granted between our answer and our look (another call
                     // of ours cannot share this session): try again.
                 }
                 Some(h) => {
                     free_refusals = 0;
-                    if seen_holder.as_ref().is_some_and(|seen| *seen != h) {
+                    if seen_holder.as_ref().is_some_and(|seen| *seen != h.session) {
                         // Released and taken by someone else meanwhile:
                         // let the caller refresh the holder.
                         return Ok(None);
                     }
-                    seen_holder = Some(h);
+                    seen_holder = Some(h.session.clone());
+                    let dead_leader = &shared.dead_leader;
+                    if dead_leader
+                        .reclaim_previous(storage, &full_key, &h, value)
+                        .await
+                    {
+                        continue;
+                    }
                     let left = deadline.saturating_duration_since(now);
                     if left < Duration::from_millis(5) {
                         return Ok(None);
                     }
                     // Wakes when the key changes (a release) or the wait
-                    // time ends; then one more attempt.
+                    // time ends, or once the holder was found dead and its
+                    // session destroyed; then one more attempt.
                     let parked = Parked::new(&shared.waiting);
-                    read_lock(storage, &full_key, index, Some(left))
-                        .await
-                        .map_err(|e| ha_error("waiting for", key, &e))?;
+                    tokio::select! {
+                        woke = read_lock(storage, &full_key, index, Some(left)) => {
+                            woke.map_err(|e| ha_error("waiting for", key, &e))?;
+                        }
+                        () = dead_leader.watch(storage, &full_key, &h, value) => {}
+                    }
                     drop(parked);
                 }
             }

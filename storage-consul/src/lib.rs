@@ -88,6 +88,7 @@
 
 mod client;
 mod config;
+mod dead_leader;
 mod error;
 mod ha;
 mod registration;
@@ -96,8 +97,8 @@ mod storage;
 
 pub use client::RequestStats;
 pub use config::{
-    CONSUL_DEFAULT_MAX_SIZE, ConsistencyMode, ConsulConfig, ConsulToken, RegistrationConfig,
-    Scheme, TlsMinVersion, parse_duration,
+    CONSUL_DEFAULT_MAX_SIZE, ConsistencyMode, ConsulConfig, ConsulToken, DeadLeaderConfig,
+    RegistrationConfig, Scheme, TlsMinVersion, parse_duration,
 };
 pub use error::ConsulError;
 pub use ha::{ConsulHaBackend, LOCK_FLAGS};

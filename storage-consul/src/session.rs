@@ -196,6 +196,22 @@ pub(crate) fn unexpected(status: StatusCode, reply: &Reply) -> ConsulError {
 }
 
 pub(crate) async fn destroy_session(storage: &ConsulStorage, id: &str) {
+    if let Err(e) = try_destroy_session(storage, id).await {
+        // It expires on its own after its TTL.
+        tracing::warn!(session = %id, error = %e, "destroying the HA session failed");
+    }
+}
+
+/// `PUT /v1/session/destroy/<id>`. Destroying a session that no longer
+/// exists succeeds too.
+///
+/// # Errors
+/// The request's [`ConsulError`]; [`ConsulError::PermissionDenied`] when
+/// the token may not write sessions on the session's node.
+pub(crate) async fn try_destroy_session(
+    storage: &ConsulStorage,
+    id: &str,
+) -> Result<(), ConsulError> {
     let url = format!("/v1/session/destroy/{}", encode_segment(id));
     let request = Request {
         method: Method::PUT,
@@ -203,9 +219,10 @@ pub(crate) async fn destroy_session(storage: &ConsulStorage, id: &str) {
         body: None,
     };
     let timeout = storage.ha_settings().request_timeout;
-    if let Err(e) = storage.client().send_ha(&request, timeout).await {
-        // It expires on its own after its TTL.
-        tracing::warn!(session = %id, error = %e, "destroying the HA session failed");
+    let reply = storage.client().send_ha(&request, timeout).await?;
+    match reply.status {
+        StatusCode::OK => Ok(()),
+        other => Err(unexpected(other, &reply)),
     }
 }
 

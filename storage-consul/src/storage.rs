@@ -17,7 +17,7 @@ use seal_core::{
 use tokio_util::sync::CancellationToken;
 
 use crate::client::{Client, Reply, Request, RequestStats};
-use crate::config::{ConsistencyMode, ConsulConfig};
+use crate::config::{ConsistencyMode, ConsulConfig, DeadLeaderConfig};
 use crate::error::ConsulError;
 
 /// Most operations one [`Storage::transaction`] may hold.
@@ -106,6 +106,7 @@ pub(crate) struct HaSettings {
     pub(crate) lock_wait_time: Duration,
     pub(crate) lock_delay: Duration,
     pub(crate) request_timeout: Duration,
+    pub(crate) dead_leader: DeadLeaderConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +151,7 @@ impl ConsulStorage {
             lock_wait_time: config.lock_wait_time,
             lock_delay: config.lock_delay,
             request_timeout: config.request_timeout,
+            dead_leader: config.dead_leader,
         };
         Ok(Self {
             inner: Arc::new(Inner {

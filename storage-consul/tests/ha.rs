@@ -1,7 +1,7 @@
 //! The Consul HA backend against a real Consul dev agent (started with
 //! `session_ttl_min = "1s"` by the harness): the HA conformance suite,
-//! fencing, loss by failed renewal, the ready session and the request
-//! lanes.
+//! fencing, loss by failed renewal, the ready session, the request lanes,
+//! and dead-leader detection.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -38,6 +38,9 @@ fn config(path: &str, tweak: impl FnOnce(&mut ConsulConfig)) -> ConsulConfig {
     config.session_ttl = Duration::from_secs(10);
     config.lock_delay = Duration::from_millis(500);
     config.lock_wait_time = Duration::from_secs(2);
+    // The advertisements of these tests name addresses where nothing of
+    // theirs listens; the dead-leader tests turn detection back on.
+    config.dead_leader.enabled = false;
     tweak(&mut config);
     config
 }
@@ -432,4 +435,113 @@ async fn lock_key_carries_consuls_lock_flags() {
     let released = raw("GET", url, b"").await;
     assert_eq!(released[0]["Flags"], LOCK_FLAGS, "{released}");
     assert!(released[0]["Session"].is_null(), "{released}");
+}
+
+/// Dead-leader detection with a session TTL far beyond the test's deadline
+/// and fast probes.
+fn detecting(path: &str) -> ConsulConfig {
+    config(path, |c| {
+        c.session_ttl = Duration::from_secs(120);
+        c.dead_leader.enabled = true;
+        c.dead_leader.probe_interval = Duration::from_millis(50);
+        c.dead_leader.probe_window = Duration::from_millis(200);
+    })
+}
+
+fn advertisement(api_addr: &str, node_id: &str) -> Vec<u8> {
+    serde_json::json!({"api_addr": api_addr, "node_id": node_id})
+        .to_string()
+        .into_bytes()
+}
+
+/// The holder of a process that is gone: a session nobody renews (TTL
+/// 120 s) holding the lock with `value`, made through the HTTP API.
+async fn orphaned_lock(path: &str, value: Vec<u8>) -> String {
+    let http = shared_dev().http_address();
+    let lock = format!("/v1/kv/{path}{KEY}");
+    tokio::task::spawn_blocking(move || {
+        let body = br#"{"TTL":"120s","LockDelay":"500ms","Behavior":"release","NodeChecks":[]}"#;
+        let created = raw_request(&http, "PUT", "/v1/session/create", None, body).unwrap();
+        assert_eq!(created.status, 200, "{}", created.text());
+        let created: serde_json::Value = serde_json::from_slice(&created.body).unwrap();
+        let id = created["ID"].as_str().unwrap().to_owned();
+        let acquire = format!("{lock}?acquire={id}&flags={LOCK_FLAGS}");
+        let taken = raw_request(&http, "PUT", &acquire, None, &value).unwrap();
+        assert_eq!(taken.text().trim(), "true");
+        id
+    })
+    .await
+    .unwrap()
+}
+
+/// Whether Consul still knows session `id`.
+async fn session_exists(id: &str) -> bool {
+    let info = raw("GET", format!("/v1/session/info/{id}"), b"").await;
+    info.as_array().is_some_and(|a| !a.is_empty())
+}
+
+/// The holder's advertised address refuses connections (nothing listens on
+/// the reserved port): a standby destroys its session and takes the lock
+/// long before the 120 s TTL could have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_address_refuses_connections_is_deposed() {
+    let path = unique_path();
+    let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
+    let gone = testkit::ports::reserve();
+    let dead = orphaned_lock(
+        &path,
+        advertisement(&format!("http://{}", gone.addr()), "old"),
+    )
+    .await;
+    let (_storage, ha) = contender(detecting(&path));
+    let lock = lock_within_deadline(&ha, &advertisement("http://127.0.0.1:1", "b")).await;
+    assert!(
+        !session_exists(&dead).await,
+        "the dead holder's session was destroyed"
+    );
+    assert_ne!(lock.fencing_token().as_deref(), Some(dead.as_str()));
+    lock.release().await.unwrap();
+}
+
+/// A holder whose address accepts connections (a listener that never
+/// accepts, as a paused process's) keeps the lock: no destroy for as long
+/// as several probe windows, and the lock stays with its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_that_accepts_connections_keeps_the_lock() {
+    let path = unique_path();
+    let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
+    let port = testkit::ports::reserve();
+    let _frozen = tokio::net::TcpListener::bind(port.addr()).await.unwrap();
+    let alive = orphaned_lock(
+        &path,
+        advertisement(&format!("http://{}", port.addr()), "a"),
+    )
+    .await;
+    // lock_wait_time 2 s: ten probe windows.
+    let (_storage, ha) = contender(detecting(&path));
+    assert!(
+        ha.try_lock(KEY, &advertisement("http://127.0.0.1:1", "b"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(session_exists(&alive).await);
+    destroy_session(&alive).await;
+}
+
+/// A node that starts and finds the lock held by a session advertising its
+/// own api_addr under another node id (its previous process, killed)
+/// destroys it at once, although its own address answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_reclaims_its_previous_session() {
+    let path = unique_path();
+    let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
+    let port = testkit::ports::reserve();
+    let _listening = tokio::net::TcpListener::bind(port.addr()).await.unwrap();
+    let me = format!("http://{}", port.addr());
+    let previous = orphaned_lock(&path, advertisement(&me, "first-process")).await;
+    let (_storage, ha) = contender(detecting(&path));
+    let lock = lock_within_deadline(&ha, &advertisement(&me, "second-process")).await;
+    assert!(!session_exists(&previous).await);
+    lock.release().await.unwrap();
 }
