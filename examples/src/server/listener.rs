@@ -154,8 +154,12 @@ pub(crate) async fn bind_all(configs: &[ListenerConfig]) -> Result<Vec<Bound>, E
 }
 
 /// Serves one listener until `shutdown` fires, then drains its connections
-/// (at most [`DRAIN_TIMEOUT`]).
-pub(crate) async fn serve(bound: Bound, app: Router, shutdown: CancellationToken) {
+/// (at most [`DRAIN_TIMEOUT`]). Returns the socket, which no longer
+/// accepts: the caller closes it only after the HA lock is released, since
+/// standbys take an active node whose address refuses connections for dead
+/// (storage-consul's dead-leader detection) and would break its lock while
+/// it drains. New connections wait in the backlog meanwhile.
+pub(crate) async fn serve(bound: Bound, app: Router, shutdown: CancellationToken) -> TcpListener {
     let graceful = GracefulShutdown::new();
     let Bound {
         listener,
@@ -229,7 +233,6 @@ pub(crate) async fn serve(bound: Bound, app: Router, shutdown: CancellationToken
             }
         }
     }
-    drop(listener);
     let open = graceful.count();
     if open > 0 {
         tracing::info!(listener = %local_addr, connections = open, "draining open connections");
@@ -244,4 +247,5 @@ pub(crate) async fn serve(bound: Bound, app: Router, shutdown: CancellationToken
             DRAIN_TIMEOUT.as_secs()
         );
     }
+    listener
 }

@@ -5,8 +5,9 @@
 //! → build the core → bind listeners (a busy port fails the start before
 //! anything else happens) → `-dev` initialisation → auto-unseal loop →
 //! serve. On SIGTERM or SIGINT the listeners stop accepting, in-flight
-//! requests drain (up to 30 s), the core seals (keys zeroized) and the
-//! process exits. SIGHUP reopens the audit devices' files (logrotate).
+//! requests drain (up to 30 s), the core seals (keys zeroized, HA lock
+//! released), the listening sockets close and the process exits. SIGHUP
+//! reopens the audit devices' files (logrotate).
 
 mod backend;
 mod crash_hook;
@@ -353,13 +354,16 @@ pub(crate) async fn run(args: &ServerArgs) -> Result<u8, Error> {
         "shutdown requested: no new connections; draining in-flight requests"
     );
     shutdown.cancel();
+    let mut sockets = Vec::new();
     for task in tasks {
-        let _ = task.await;
+        sockets.extend(task.await);
     }
     if let Some(task) = auto_unseal {
         task.abort();
     }
     core.shutdown().await;
+    // Closed only now that the lock is released (see `listener::serve`).
+    drop(sockets);
     for registration in &registrations {
         registration.shutdown().await;
     }
