@@ -464,28 +464,147 @@ async fn promoted_node_enforces_and_audits(
     assert!(!text.contains(reader), "the token appears only as an HMAC");
 }
 
+/// A session TTL no test waits for: a crash noticed before it could have
+/// run out was noticed by dead-leader detection.
+const LONG_TTL: Duration = Duration::from_secs(30);
+
+/// Well inside [`LONG_TTL`] (Consul expires a session 1x to 2x its TTL
+/// after the last renewal).
+const BEFORE_TTL: Duration = Duration::from_secs(20);
+
+/// What a node logs when it destroyed a dead holder's session.
+const DESTROYED: &str = "destroyed the HA lock session of a dead active node";
+
+async fn long_ttl_cluster(sc: &Scenario, nodes: usize) -> HaCluster {
+    let mut options = HaOptions::default();
+    options.nodes = nodes;
+    options.session_ttl = LONG_TTL;
+    HaCluster::start(sc, testkit::consul::shared_dev(), base(), options).await
+}
+
+/// Writes `kv/<prefix>-<i>` through `node` (no forwarding) until `stop`;
+/// the keys it acknowledged.
+fn acknowledged_writes(
+    c: &HaCluster,
+    node: usize,
+    prefix: &'static str,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    let url = c.node(node).base.clone();
+    let token = c.root().to_owned();
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut acked = Vec::new();
+        let mut i = 0;
+        while !stop.is_cancelled() {
+            i += 1;
+            let key = format!("{prefix}-{i}");
+            let answer = http
+                .put(format!("{url}/v1/kv/{key}"))
+                .header("X-Vault-Token", &token)
+                .header("X-Vault-No-Request-Forwarding", "true")
+                .json(&json!({"v": i}))
+                .send()
+                .await;
+            match answer.map(|r| r.status().as_u16()) {
+                Ok(200 | 204) => acked.push(key),
+                // The node is gone: nothing more to acknowledge.
+                Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        acked
+    })
+}
+
+/// SIGKILL of the active node with a 30 s session TTL: a standby finds the
+/// dead node's address refusing connections, destroys its session, and
+/// after lock-delay (1 s) a standby is active, well before the TTL could
+/// have freed the lock. Every write the dead node acknowledged is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn sigkill_of_the_active_fails_over_after_ttl_and_lock_delay() {
-    let sc = Scenario::new("crash: SIGKILL the active node");
-    let c = cluster(&sc).await;
+async fn sigkill_of_the_active_is_detected_before_its_session_ttl() {
+    let sc = Scenario::new("crash: SIGKILL the active node, session TTL 30 s");
+    let c = long_ttl_cluster(&sc, 3).await;
     let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
     let old = c.active(DEADLINE).await;
     c.node(old).mount_kv(c.root(), "kv", "1").await;
-    c.node(old)
-        .write(c.root(), "kv/before", json!({"v": 1}))
-        .await;
-    let survivor = (old + 2) % 3;
-    sc.step(format!("SIGKILL {}", c.node(old).name()));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writer = acknowledged_writes(&c, old, "crash", stop.clone());
+    wait::until("the writer got through", DEADLINE, || async {
+        c.node(old).read(c.root(), "kv/crash-3").await.is_some()
+    })
+    .await;
+    sc.step(format!(
+        "SIGKILL {} with writes in flight",
+        c.node(old).name()
+    ));
     let killed = Instant::now();
     c.node(old).kill9();
+    let acked = writer.await.unwrap();
+    stop.cancel();
+    let survivor = (old + 2) % 3;
     let took = write_until_accepted(&c, survivor, "after", killed).await;
-    sc.step(format!("a write was accepted {took:?} after the SIGKILL"));
+    let new = c.active_except(old, BEFORE_TTL).await;
+    sc.step(format!(
+        "{} is active; a write was accepted {took:?} after the SIGKILL",
+        c.node(new).name()
+    ));
     eprintln!(
-        "crash failover (session TTL 2 s, lock-delay 1 s): write accepted {took:?} after SIGKILL"
+        "crash failover (session TTL 30 s, lock-delay 1 s): write accepted {took:?} after SIGKILL"
     );
-    let new = c.active_except(old, DEADLINE).await;
-    assert_eq!(read(&c, new, "before").await, Some(json!({"v": 1})));
+    assert!(
+        killed.elapsed() < BEFORE_TTL,
+        "the takeover waited for the session TTL"
+    );
+    let destroyers: Vec<_> = (0..3)
+        .filter(|i| *i != old && c.node(*i).log().contains(DESTROYED))
+        .collect();
+    assert!(
+        !destroyers.is_empty(),
+        "no standby logged destroying the dead node's session"
+    );
+    assert!(!acked.is_empty());
+    for key in &acked {
+        assert!(
+            read(&c, new, key).await.is_some(),
+            "acknowledged write {key} is lost"
+        );
+    }
+    eprintln!("crash: {} acknowledged writes intact", acked.len());
     sampler.stop_and_check().await;
+}
+
+/// A lone node killed with SIGKILL and started again finds the lock held by
+/// its previous process's session (30 s TTL): it destroys it at once and is
+/// active again after lock-delay, well before the TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_node_reclaims_the_lock_of_its_killed_process() {
+    let sc = Scenario::new("restart after SIGKILL: reclaim the previous process's session");
+    let c = long_ttl_cluster(&sc, 1).await;
+    c.active(DEADLINE).await;
+    c.node(0).mount_kv(c.root(), "kv", "1").await;
+    c.node(0)
+        .write(c.root(), "kv/before", json!({"v": 1}))
+        .await;
+    sc.step("SIGKILL n1 and start it again");
+    let killed = Instant::now();
+    c.node(0).kill9();
+    c.node(0).start_again().await;
+    c.node(0).unseal(c.keys()).await;
+    c.node(0).wait_active(BEFORE_TTL).await;
+    assert!(
+        killed.elapsed() < BEFORE_TTL,
+        "the restarted node waited for the session TTL"
+    );
+    let log = c.node(0).log_since_start();
+    assert!(
+        log.contains(DESTROYED) && log.contains("previous process"),
+        "the node logged reclaiming its previous session"
+    );
+    assert_eq!(read(&c, 0, "before").await, Some(json!({"v": 1})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -715,6 +834,15 @@ async fn a_paused_active_node_cannot_write_after_another_took_over() {
         log.contains("leadership lost"),
         "the old node says it lost the lock"
     );
+    // A paused node's address accepts connections: nobody took it for
+    // dead; its session ran out.
+    for i in 0..3 {
+        assert!(
+            !c.node(i).log().contains(DESTROYED),
+            "{} destroyed a session although no node had died",
+            c.node(i).name()
+        );
+    }
     for line in log
         .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
