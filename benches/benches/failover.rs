@@ -44,6 +44,8 @@ const STABLE: Duration = Duration::from_secs(120);
 const GIVE_UP: Duration = Duration::from_secs(60);
 const SESSION_TTL: Duration = Duration::from_secs(2);
 const LOCK_DELAY: Duration = Duration::from_secs(1);
+/// A sample slower than this prints every failed attempt before it.
+const SLOW_SAMPLE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -208,6 +210,9 @@ impl Cluster {
             }
         };
         let mut attempt = 0u64;
+        // Each failed attempt: when it ended, and every survivor's answer
+        // (status and error text), printed for a slow sample.
+        let mut trail: Vec<(Duration, Vec<String>)> = Vec::new();
         let took = loop {
             attempt += 1;
             // The first survivor to accept stops the clock: a standby that
@@ -221,15 +226,22 @@ impl Cluster {
                 })
                 .collect();
             let mut answers = Vec::new();
+            let mut seen = Vec::new();
             while let Some(answer) = writes.next().await {
                 if matches!(answer, Some((200 | 204, _))) {
                     break;
                 }
+                seen.push(format!(
+                    "{} at {:?}",
+                    short_answer(answer.as_ref()),
+                    started.elapsed()
+                ));
                 answers.push(answer);
             }
             if answers.len() < survivors.len() {
                 break Some(started.elapsed());
             }
+            trail.push((started.elapsed(), seen));
             if started.elapsed() > GIVE_UP {
                 eprintln!(
                     "{}: no survivor accepted a write within {GIVE_UP:?}: {answers:?}",
@@ -239,6 +251,17 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
+        if took.is_some_and(|t| t > SLOW_SAMPLE) {
+            eprintln!(
+                "{} {kind:?} run {run}: {took:?}; attempts before: {}",
+                self.name,
+                trail
+                    .iter()
+                    .map(|(at, answers)| format!("[{at:?}: {}]", answers.join(" | ")))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
         if let Some(task) = step_down {
             let _ = task.await;
         }
@@ -264,6 +287,17 @@ impl Cluster {
     }
 }
 
+/// A write's answer in a few words: the status and the start of the
+/// error text, or that there was none.
+fn short_answer(answer: Option<&(u16, Value)>) -> String {
+    match answer {
+        None => "no answer".to_owned(),
+        Some((code, body)) => {
+            let text = body["errors"][0].as_str().unwrap_or_default();
+            format!("{code} {}", text.chars().take(80).collect::<String>())
+        }
+    }
+}
 fn runs() -> usize {
     std::env::var("FAILOVER_RUNS")
         .ok()
