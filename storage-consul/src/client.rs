@@ -43,6 +43,8 @@ pub struct RequestStats {
     pub requests: u64,
     /// Retries after a transient failure.
     pub retries: u64,
+    /// Writes waiting for a transaction (group commit) right now.
+    pub queued_writes: usize,
 }
 
 /// A finished HTTP exchange whose status the caller interprets
@@ -144,7 +146,7 @@ impl Client {
         if config.tls_skip_verify {
             builder = builder.danger_accept_invalid_certs(true);
         }
-        let http = builder.build().map_err(ConsulError::Client)?;
+        let http = builder.build().map_err(|e| ConsulError::Client(e.into()))?;
         Ok(Self {
             http,
             base: config.base_url(),
@@ -170,6 +172,7 @@ impl Client {
             ha_in_flight: self.ha_in_flight.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
+            queued_writes: 0,
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`ConsulError`]: everything that can go wrong talking to Consul.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use seal_core::StorageError;
@@ -13,7 +14,10 @@ use seal_core::StorageError;
 /// [`StorageError::PermissionDenied`], a failed write fence
 /// ([`ConsulError::Fenced`]) inside [`StorageError::Fenced`], everything
 /// else inside [`StorageError::Backend`]. No variant ever carries the ACL token.
-#[derive(Debug, thiserror::Error)]
+///
+/// It is `Clone` because one failed `/v1/txn` can carry the writes of
+/// several callers (group commit), and each gets the error.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConsulError {
     /// A `storage "consul"` setting is missing, unknown or malformed.
@@ -36,7 +40,7 @@ pub enum ConsulError {
     },
     /// The HTTP client could not be built from the configuration.
     #[error("consul storage: cannot build the HTTP client: {0}")]
-    Client(#[source] reqwest::Error),
+    Client(#[source] Arc<reqwest::Error>),
     /// Nothing listens at the Consul address: the agent is down or the
     /// address is wrong.
     #[error(

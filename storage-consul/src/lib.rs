@@ -90,6 +90,7 @@ mod client;
 mod config;
 mod dead_leader;
 mod error;
+mod group_commit;
 mod ha;
 mod registration;
 mod session;

@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use bytes::Bytes;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use seal_core::{
@@ -19,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::client::{Client, Reply, Request, RequestStats};
 use crate::config::{ConsistencyMode, ConsulConfig, DeadLeaderConfig};
 use crate::error::ConsulError;
+use crate::group_commit::{Queue, Unit};
 
 /// Most operations one [`Storage::transaction`] may hold.
 ///
@@ -61,23 +61,25 @@ impl fmt::Debug for WriteFence {
 
 /// The fence prepared for sending: full key and the op's JSON.
 #[derive(Debug)]
-struct Fence {
-    full_key: String,
-    session: String,
-    json: Vec<u8>,
+pub(crate) struct Fence {
+    pub(crate) full_key: String,
+    pub(crate) session: String,
+    pub(crate) json: Vec<u8>,
     /// Cancelled when a write is refused by this fence: the HA lock's
     /// `lost` token, so the node steps down at the first refused write.
-    on_refused: Option<CancellationToken>,
+    pub(crate) on_refused: Option<CancellationToken>,
 }
 
 /// A [`Storage`] keeping every entry as a Consul KV pair under a prefix.
 ///
 /// * Reads are KV `GET`s (`?consistent` in strong mode); lists use
 ///   `?keys&separator=/`.
-/// * Every write (put, delete, transaction) is one `PUT /v1/txn`, so a
+/// * Every write (put, delete, transaction) goes through `PUT /v1/txn`, so a
 ///   [`WriteFence`] can make all of them conditional on holding the HA lock,
 ///   and a write is reported done only after Consul answered 200 (raft
-///   commit).
+///   commit). Concurrent writes share transactions (group commit, see
+///   `group_commit.rs`): at most two are in flight, and writes arriving
+///   meanwhile go together in the next one.
 /// * Limits are checked before anything is sent (see [`ConsulStorage::limits`]).
 /// * At most `max_parallel` requests are in flight; transient failures are
 ///   retried with bounded exponential backoff.
@@ -95,6 +97,7 @@ struct Inner {
     max_parallel: usize,
     limits: Limits,
     fence: RwLock<Option<Arc<Fence>>>,
+    queue: Queue,
     ha: HaSettings,
 }
 
@@ -161,6 +164,7 @@ impl ConsulStorage {
                 max_parallel: config.max_parallel,
                 limits,
                 fence: RwLock::new(None),
+                queue: Queue::default(),
                 ha,
             }),
         })
@@ -177,9 +181,13 @@ impl ConsulStorage {
     }
 
     /// Request counters: in flight now, the peak (bounded by
-    /// `max_parallel`), totals and retries.
+    /// `max_parallel`), totals, retries and writes waiting for a
+    /// transaction.
     pub fn request_stats(&self) -> RequestStats {
-        self.inner.client.stats()
+        RequestStats {
+            queued_writes: self.inner.queue.len(),
+            ..self.inner.client.stats()
+        }
     }
 
     /// Restarts peak tracking from the current in-flight count.
@@ -247,6 +255,29 @@ impl ConsulStorage {
         &self.inner.client
     }
 
+    pub(crate) fn queue(&self) -> &Queue {
+        &self.inner.queue
+    }
+
+    /// The fence writes carry now, if one is armed.
+    pub(crate) fn current_fence(&self) -> Option<Arc<Fence>> {
+        self.inner
+            .fence
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Room in one transaction for writes' operations: how many, and how
+    /// many bytes of their JSON (with separators) beside the current fence.
+    pub(crate) fn batch_room(&self) -> (usize, usize) {
+        let fence = self.current_fence().map_or(0, |f| f.json.len() + 1);
+        (
+            MAX_TRANSACTION_OPS,
+            self.inner.limits.max_body.saturating_sub(2 + fence),
+        )
+    }
+
     pub(crate) fn ha_settings(&self) -> HaSettings {
         self.inner.ha
     }
@@ -288,32 +319,24 @@ impl ConsulStorage {
             .map_err(|e| e.into_storage(op, key))
     }
 
-    /// Builds the `/v1/txn` body for already validated `ops`, fence first.
-    fn txn_body(&self, ops: &[TxnOp], fence: Option<&Fence>) -> Vec<u8> {
+    /// Encodes already validated `ops` as `/v1/txn` operations separated
+    /// by commas (the body's brackets and the fence come with the batch).
+    fn ops_json(&self, ops: &[TxnOp]) -> Vec<u8> {
         let path = &self.inner.path;
-        let capacity = 2
-            + fence.map_or(0, |f| f.json.len() + 1)
-            + ops
-                .iter()
-                .map(|op| match op {
-                    TxnOp::Put { key, value } => {
-                        48 + 2 * (path.len() + key.len()) + base64_len(value.len())
-                    }
-                    TxnOp::Delete { key } => 40 + 2 * (path.len() + key.len()),
-                })
-                .sum::<usize>();
+        let capacity = ops
+            .iter()
+            .map(|op| match op {
+                TxnOp::Put { key, value } => {
+                    49 + 2 * (path.len() + key.len()) + base64_len(value.len())
+                }
+                TxnOp::Delete { key } => 41 + 2 * (path.len() + key.len()),
+            })
+            .sum::<usize>();
         let mut body = Vec::with_capacity(capacity);
-        body.push(b'[');
-        let mut first = true;
-        if let Some(f) = fence {
-            body.extend_from_slice(&f.json);
-            first = false;
-        }
-        for op in ops {
-            if !first {
+        for (i, op) in ops.iter().enumerate() {
+            if i > 0 {
                 body.push(b',');
             }
-            first = false;
             match op {
                 TxnOp::Put { key, value } => {
                     body.extend_from_slice(br#"{"KV":{"Verb":"set","Key":"#);
@@ -333,12 +356,12 @@ impl ConsulStorage {
                 }
             }
         }
-        body.push(b']');
         body
     }
 
-    /// Validates `ops` against the key rules and every limit, then sends
-    /// them as one `/v1/txn`. `op` and `key` name the caller for errors.
+    /// Validates `ops` against the key rules and every limit, then queues
+    /// them for the next `/v1/txn` (see `group_commit.rs`) and waits for
+    /// its answer. `op` and `key` name the caller for errors.
     async fn write(&self, op: &'static str, key: &str, ops: &[TxnOp]) -> Result<(), StorageError> {
         let limits = self.inner.limits;
         for o in ops {
@@ -364,84 +387,61 @@ impl ConsulStorage {
                 ),
             });
         }
-        let fence = self
-            .inner
-            .fence
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let body = self.txn_body(ops, fence.as_deref());
-        if body.len() > limits.max_body {
+        let json = self.ops_json(ops);
+        let (_, room) = self.batch_room();
+        if json.len() > room {
+            let body = json.len() + limits.max_body - room;
             return Err(StorageError::TransactionTooLarge {
                 ops: ops.len(),
                 reason: format!(
-                    "its /v1/txn request body would be {} bytes (values grow by a third in base64), over Consul's txn_max_req_len of {} bytes; splitting would break atomicity",
-                    body.len(),
+                    "its /v1/txn request body would be {body} bytes (values grow by a third in base64), over Consul's txn_max_req_len of {} bytes; splitting would break atomicity",
                     limits.max_body
                 ),
             });
         }
-        let request = Request {
-            method: Method::PUT,
-            path_and_query: "/v1/txn",
-            body: Some(Bytes::from(body)),
-        };
-        let reply = self
-            .inner
-            .client
-            .send(op, key, &request)
-            .await
-            .map_err(|e| e.into_storage(op, key))?;
-        match reply.status {
-            StatusCode::OK => Ok(()),
-            StatusCode::CONFLICT => {
-                let err = rolled_back(&reply, fence.as_deref());
-                if let (ConsulError::Fenced { .. }, Some(f)) = (&err, fence.as_deref()) {
-                    tracing::error!(
-                        op,
-                        key,
-                        lock_key = %f.full_key,
-                        "session check failed on write: this node lost the HA lock; stepping down"
-                    );
-                    if let Some(token) = &f.on_refused {
-                        token.cancel();
-                    }
-                }
-                Err(err.into_storage(op, key))
-            }
-            other => Err(ConsulError::Status {
-                status: other.as_u16(),
-                body: String::from_utf8_lossy(&reply.body).into_owned(),
-            }
-            .into_storage(op, key)),
+        let (unit, answer) = Unit::new(op, key, json, ops.len());
+        if self.queue().push(unit) {
+            tokio::spawn(self.clone().send_queued());
         }
+        answer.await.unwrap_or_else(|_| {
+            Err(StorageError::Unavailable {
+                op,
+                key: key.to_owned(),
+                message:
+                    "the write was abandoned before Consul answered (the runtime is shutting down)"
+                        .to_owned(),
+                source: None,
+            })
+        })
     }
 }
 
+/// One failed operation of a rolled-back transaction.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub(crate) struct TxnError {
+    #[serde(rename = "OpIndex")]
+    pub(crate) op_index: usize,
+    #[serde(rename = "What")]
+    pub(crate) what: String,
+}
+
 /// Reads Consul's 409 answer: `{"Errors":[{"OpIndex":n,"What":"…"}]}`.
-fn rolled_back(reply: &Reply, fence: Option<&Fence>) -> ConsulError {
-    #[derive(serde::Deserialize)]
-    struct TxnError {
-        #[serde(rename = "OpIndex")]
-        op_index: usize,
-        #[serde(rename = "What")]
-        what: String,
-    }
+pub(crate) fn parse_txn_errors(body: &[u8]) -> Result<Vec<TxnError>, ConsulError> {
     #[derive(serde::Deserialize)]
     struct TxnReply {
         #[serde(rename = "Errors", default)]
         errors: Option<Vec<TxnError>>,
     }
-    let parsed: TxnReply = match serde_json::from_slice(&reply.body) {
-        Ok(p) => p,
-        Err(e) => {
-            return ConsulError::Decode {
-                what: "txn (409)",
-                message: e.to_string(),
-            };
-        }
-    };
-    let errors = parsed.errors.unwrap_or_default();
+    let parsed: TxnReply = serde_json::from_slice(body).map_err(|e| ConsulError::Decode {
+        what: "txn (409)",
+        message: e.to_string(),
+    })?;
+    Ok(parsed.errors.unwrap_or_default())
+}
+
+/// The error for operations Consul refused (the fence aside, which the
+/// caller checks first).
+pub(crate) fn rolled_back(errors: &[TxnError]) -> ConsulError {
     // A token that exists but lacks `key:write` is refused per operation
     // inside a 409, not with a 403.
     if let Some(denied) = errors
@@ -453,17 +453,9 @@ fn rolled_back(reply: &Reply, fence: Option<&Fence>) -> ConsulError {
             body: crate::error::truncate_body(&denied.what),
         };
     }
-    if let Some(f) = fence
-        && errors.iter().any(|e| e.op_index == 0)
-    {
-        return ConsulError::Fenced {
-            lock_key: f.full_key.clone(),
-            session: f.session.clone(),
-        };
-    }
     ConsulError::RolledBack {
         errors: errors
-            .into_iter()
+            .iter()
             .map(|e| {
                 format!(
                     "op {}: {}",
@@ -625,6 +617,12 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The `/v1/txn` body of `ops` sent alone.
+    fn body(s: &ConsulStorage, ops: &[TxnOp], fence: Option<&Fence>) -> Vec<u8> {
+        let (unit, _) = Unit::new("test", "k", s.ops_json(ops), ops.len());
+        crate::group_commit::txn_body(fence, &[unit])
+    }
+
     fn storage(path: &str) -> ConsulStorage {
         let mut config = ConsulConfig::default();
         config.path = path.to_owned();
@@ -656,7 +654,7 @@ mod tests {
             json: fenced,
             ..fence
         };
-        let body = s.txn_body(&[TxnOp::put(key, vec![0u8; max])], Some(&fence));
+        let body = body(&s, &[TxnOp::put(key, vec![0u8; max])], Some(&fence));
         assert!(body.len() <= 512 * 1024, "{}", body.len());
     }
 
@@ -672,7 +670,8 @@ mod tests {
     #[test]
     fn txn_body_is_consul_json() {
         let s = storage("sr/");
-        let body = s.txn_body(
+        let body = body(
+            &s,
             &[
                 TxnOp::put("a \"q\"/ü", b"hi".to_vec()),
                 TxnOp::delete("d"),
@@ -700,7 +699,7 @@ mod tests {
         }))
         .unwrap();
         let fence = s.inner.fence.read().unwrap().clone().unwrap();
-        let body = s.txn_body(&[TxnOp::delete("x")], Some(&fence));
+        let body = body(&s, &[TxnOp::delete("x")], Some(&fence));
         let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
             parsed,
@@ -735,48 +734,29 @@ mod tests {
     }
 
     #[test]
-    fn fenced_conflict_is_recognised() {
-        let fence = Fence {
-            full_key: "vault/core/lock".into(),
-            session: "s1".into(),
-            json: Vec::new(),
-            on_refused: None,
-        };
-        let reply = Reply {
-            status: StatusCode::CONFLICT,
-            index: None,
-            body: Bytes::from_static(
-                br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"failed session check for key \"vault/core/lock\", current session \"\" != \"s1\""}]}"#,
-            ),
-        };
-        assert!(matches!(
-            rolled_back(&reply, Some(&fence)),
-            ConsulError::Fenced { .. }
-        ));
-        let err = rolled_back(&reply, None);
+    fn conflicts_are_read_per_operation() {
+        let fenced = parse_txn_errors(
+            br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"failed session check for key \"vault/core/lock\", current session \"\" != \"s1\""}]}"#,
+        )
+        .unwrap();
+        assert_eq!(fenced.len(), 1);
+        assert_eq!(fenced[0].op_index, 0);
+        let err = rolled_back(&fenced);
         assert!(
             matches!(&err, ConsulError::RolledBack { errors } if errors.len() == 1),
             "{err}"
         );
-        let denied = Reply {
-            status: StatusCode::CONFLICT,
-            index: None,
-            body: Bytes::from_static(
-                br#"{"Results":null,"Errors":[{"OpIndex":0,"What":"Permission denied: token with AccessorID 'x' lacks permission 'key:write' on \"k\""}]}"#,
-            ),
-        };
+        let denied = parse_txn_errors(
+            br#"{"Results":null,"Errors":[{"OpIndex":3,"What":"Permission denied: token with AccessorID 'x' lacks permission 'key:write' on \"k\""}]}"#,
+        )
+        .unwrap();
         assert!(matches!(
-            rolled_back(&denied, Some(&fence)),
+            rolled_back(&denied),
             ConsulError::PermissionDenied { .. }
         ));
-        let garbage = Reply {
-            status: StatusCode::CONFLICT,
-            index: None,
-            body: Bytes::from_static(b"<html>"),
-        };
         assert!(matches!(
-            rolled_back(&garbage, None),
-            ConsulError::Decode { .. }
+            parse_txn_errors(b"<html>"),
+            Err(ConsulError::Decode { .. })
         ));
     }
 
@@ -787,7 +767,7 @@ mod tests {
             value in proptest::collection::vec(any::<u8>(), 0..300),
         ) {
             let s = storage("p/");
-            let body = s.txn_body(&[TxnOp::put(key.clone(), value.clone())], None);
+            let body = body(&s, &[TxnOp::put(key.clone(), value.clone())], None);
             let parsed: serde_json::Value = serde_json::from_slice(&body).unwrap();
             prop_assert_eq!(parsed[0]["KV"]["Key"].as_str().unwrap(), format!("p/{key}"));
             let decoded = BASE64.decode(parsed[0]["KV"]["Value"].as_str().unwrap()).unwrap();
@@ -796,8 +776,7 @@ mod tests {
 
         #[test]
         fn conflict_parser_never_panics(body in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let reply = Reply { status: StatusCode::CONFLICT, body: Bytes::from(body), index: None };
-            let _ = rolled_back(&reply, None);
+            let _ = parse_txn_errors(&body).map(|errors| rolled_back(&errors));
         }
     }
 }

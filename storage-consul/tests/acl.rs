@@ -5,9 +5,14 @@
 
 use std::sync::OnceLock;
 
-use seal_core::{Storage, StorageError};
-use storage_consul::ConsulToken;
+mod common;
+
+use seal_core::{Storage, StorageError, TxnOp};
+use storage_consul::{ConsulStorage, ConsulToken};
 use testkit::consul::{ConsulDev, ConsulOptions, isolated, raw_request};
+use testkit::proxy::GateProxy;
+
+use common::{answers, occupy_senders, queue_in_order};
 
 fn acl_dev() -> &'static ConsulDev {
     static DEV: OnceLock<ConsulDev> = OnceLock::new();
@@ -29,6 +34,34 @@ fn assert_denied<T: std::fmt::Debug>(result: Result<T, StorageError>, what: &str
         }
         other => panic!("{what}: expected PermissionDenied, got {other:?}"),
     }
+}
+
+/// A new token whose one policy has `rules`; its secret.
+fn token_with_rules(dev: &ConsulDev, rules: &str) -> String {
+    let management = dev.management_token().unwrap();
+    let policy_name = format!("strongroom-{}", uuid::Uuid::new_v4());
+    let policy = serde_json::json!({"Name": policy_name, "Rules": rules});
+    let r = raw_request(
+        &dev.http_address(),
+        "PUT",
+        "/v1/acl/policy",
+        Some(management),
+        policy.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let token = serde_json::json!({"Policies": [{"Name": policy_name}]});
+    let r = raw_request(
+        &dev.http_address(),
+        "PUT",
+        "/v1/acl/token",
+        Some(management),
+        token.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let secret: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    secret["SecretID"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,32 +128,9 @@ async fn missing_token_is_permission_denied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoped_token_works_under_its_path_only() {
     let dev = acl_dev();
-    let management = dev.management_token().unwrap();
     let (own, _guard) = isolated(dev, |_| {});
-    let policy_name = format!("strongroom-{}", uuid::Uuid::new_v4());
     let rules = format!(r#"key_prefix "{}" {{ policy = "write" }}"#, own.path());
-    let policy = serde_json::json!({"Name": policy_name, "Rules": rules});
-    let r = raw_request(
-        &dev.http_address(),
-        "PUT",
-        "/v1/acl/policy",
-        Some(management),
-        policy.to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let token = serde_json::json!({"Policies": [{"Name": policy_name}]});
-    let r = raw_request(
-        &dev.http_address(),
-        "PUT",
-        "/v1/acl/token",
-        Some(management),
-        token.to_string().as_bytes(),
-    )
-    .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
-    let secret: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
-    let secret = secret["SecretID"].as_str().unwrap().to_owned();
+    let secret = token_with_rules(dev, &rules);
 
     let mut config = dev.config();
     config.path = own.path().to_owned();
@@ -242,4 +252,68 @@ async fn ha_lock_and_registration_under_acls() {
     )
     .await;
     reg.deregister().await.unwrap();
+}
+
+/// Group commit: a write the ACL refuses inside a batch (Consul's 409
+/// names its operation) fails alone with a permission error; the writes
+/// queued with it are sent again without it and land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_write_does_not_fail_its_batch() {
+    let dev = acl_dev();
+    let (direct, _guard) = isolated(dev, |_| {});
+    let rules = format!(
+        r#"key_prefix "{p}" {{ policy = "write" }}
+key_prefix "{p}denied/" {{ policy = "read" }}"#,
+        p = direct.path()
+    );
+    let secret = token_with_rules(dev, &rules);
+    let gate = GateProxy::start(dev.http_address(), vec!["hold"]).await;
+    let mut config = dev.config();
+    config.path = direct.path().to_owned();
+    config.token = Some(ConsulToken::new(secret.clone()));
+    config.address = gate.address.clone();
+    let storage = ConsulStorage::new(config).unwrap();
+
+    let held = occupy_senders(&storage, &gate).await;
+    let sent_before = storage.request_stats().requests;
+    let queued = queue_in_order(
+        &storage,
+        vec![
+            vec![TxnOp::put("ok/1", "1")],
+            vec![TxnOp::put("denied/x", "no")],
+            vec![TxnOp::put("ok/2", "2"), TxnOp::put("ok/3", "3")],
+            vec![TxnOp::put("ok/2", "2b"), TxnOp::put("denied/y", "no")],
+            vec![TxnOp::delete("ok/1")],
+            vec![TxnOp::put("ok/4", "4")],
+        ],
+    )
+    .await;
+    gate.open();
+    for answer in answers(held).await {
+        answer.unwrap();
+    }
+    let mut answers = answers(queued).await.into_iter();
+    answers.next().unwrap().unwrap();
+    assert_denied(answers.next().unwrap(), "the refused put", &secret);
+    answers.next().unwrap().unwrap();
+    assert_denied(
+        answers.next().unwrap(),
+        "the transaction with a refused op",
+        &secret,
+    );
+    answers.next().unwrap().unwrap();
+    answers.next().unwrap().unwrap();
+    assert_eq!(
+        storage.request_stats().requests - sent_before,
+        2,
+        "the batch, then the same batch without the refused writes"
+    );
+    assert_eq!(direct.get("ok/1").await.unwrap(), None);
+    assert_eq!(
+        direct.get("ok/2").await.unwrap().as_deref(),
+        Some(&b"2"[..]),
+        "nothing of the refused transaction landed"
+    );
+    assert_eq!(direct.list("ok/").await.unwrap(), ["2", "3", "4"]);
+    assert_eq!(direct.list("denied/").await.unwrap(), Vec::<String>::new());
 }

@@ -191,7 +191,12 @@ async fn max_parallel_bounds_requests_in_flight() {
         }
         let stats = storage.request_stats();
         assert_eq!(stats.in_flight, 0);
-        assert_eq!(stats.requests, 32 * 4 * 2);
+        // Every get is a request of its own; puts that queue share
+        // transactions (group commit), so they may take fewer.
+        assert!(
+            (32 * 4 + 1..=32 * 4 * 2).contains(&stats.requests),
+            "{stats:?}"
+        );
         assert!(stats.peak_in_flight <= max_parallel, "{stats:?}");
         (proxy.peak(), stats.peak_in_flight)
     }
