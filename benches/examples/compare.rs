@@ -948,6 +948,22 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
     let (_, sr_root) = init_5_3(sr.client()).await;
     mount_kv(sr.client(), &sr_root, "kv", "1").await;
     wait_serving(sr.client(), &sr_root).await;
+    // An older build on the same agent, for before/after ratios when given.
+    let baseline = match std::env::var_os("BASELINE_BIN") {
+        Some(bin) => {
+            let node = NodeConfig::new()
+                .binary(PathBuf::from(bin))
+                .storage(StorageStanza::consul(&agent, Some("bench-before/")))
+                .attr("log_level", "warn")
+                .start(sc, "strongroom-consul-before")
+                .await;
+            let (_, root) = init_5_3(node.client()).await;
+            mount_kv(node.client(), &root, "kv", "1").await;
+            wait_serving(node.client(), &root).await;
+            Some((node, root))
+        }
+        None => None,
+    };
     let ops = vec![("kv1 PUT", Op::Put), ("kv1 GET", Op::Get)];
     let consul_cpu = ("consul".to_owned(), consul_pid);
     let raw = Target {
@@ -958,7 +974,7 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
         shape: Shape::ConsulKv,
         pids: vec![consul_cpu.clone()],
     };
-    let targets = vec![
+    let mut targets = vec![
         (raw, ops.clone()),
         (
             kv1_target(
@@ -974,12 +990,24 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
                 "strongroom-consul",
                 &sr.base,
                 &sr_root,
-                vec![("strongroom".into(), pid_of(&sr)), consul_cpu],
+                vec![("strongroom".into(), pid_of(&sr)), consul_cpu.clone()],
             ),
-            ops,
+            ops.clone(),
         ),
     ];
+    if let Some((node, root)) = &baseline {
+        targets.push((
+            kv1_target(
+                "strongroom-consul-before",
+                &node.base,
+                root,
+                vec![("strongroom".into(), pid_of(node)), consul_cpu],
+            ),
+            ops,
+        ));
+    }
     rounds("consul", &targets, a, res).await;
+    drop(baseline);
     res.values.insert(
         "rss vault-1.1.2-consul".into(),
         vec![peak_rss_mib(vault.pid())],
@@ -1120,6 +1148,13 @@ fn rows(res: &Results) -> Vec<Row> {
         Some((0.6, "≥ 0.6x")),
     );
     rate(
+        "KV v1 PUT, on Consul, this build vs `BASELINE_BIN`",
+        "strongroom-consul",
+        "strongroom-consul-before",
+        "kv1 PUT",
+        None,
+    );
+    rate(
         "KV v1 GET, on Consul vs raw Consul KV",
         "strongroom-consul",
         "consul-raw",
@@ -1248,6 +1283,7 @@ fn markdown(res: &Results, a: &Args, rows: &[Row], when: &str, load: &str) -> St
         ("consul-raw", ""),
         ("vault-1.1.2-consul", "vault"),
         ("strongroom-consul", "strongroom"),
+        ("strongroom-consul-before", "strongroom"),
     ] {
         for phase in ["kv1 PUT", "kv1 GET"] {
             let s = if server.is_empty() {
