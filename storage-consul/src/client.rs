@@ -337,8 +337,17 @@ fn is_rpc_failure(text: &str) -> bool {
         "i/o timeout",
         "failed to get conn",
     ];
+    // "raft apply failed: raft is already shutdown" (or "node is not the
+    // leader", "timed out enqueuing operation"): the server itself is
+    // stopping or losing leadership under the write, which was not applied.
+    const RAFT: [&str; 3] = [
+        "raft is already shutdown",
+        "node is not the leader",
+        "timed out enqueuing operation",
+    ];
     text.contains("No known Consul servers")
         || (text.starts_with("rpc error") && TRANSPORT.iter().any(|t| text.contains(t)))
+        || (text.starts_with("raft apply failed") && RAFT.iter().any(|t| text.contains(t)))
 }
 
 /// Maps a transport failure (no HTTP status) to an error.
@@ -420,8 +429,12 @@ mod tests {
 
     #[test]
     fn statuses_map_to_distinct_errors() {
-        let cases: [(u16, &str, fn(&ConsulError) -> bool); 9] = [
+        let cases: [(u16, &str, fn(&ConsulError) -> bool); 10] = [
             (500, "rpc error making call: stream closed", |e| {
+                matches!(e, ConsulError::ServerRpc { .. })
+            }),
+            // A Consul agent stopped under a write (seen in the faults test).
+            (500, "raft apply failed: raft is already shutdown", |e| {
                 matches!(e, ConsulError::ServerRpc { .. })
             }),
             (500, "rpc error making call: session shutdown", |e| {

@@ -87,7 +87,9 @@ pub enum ConsulError {
     NoLeader,
     /// The Consul agent could not complete its RPC to the servers or the
     /// leader (HTTP 500 `rpc error making call: …`, `No known Consul
-    /// servers`): typically the leader just died and an election is under way.
+    /// servers`), or the server stopped or lost leadership before applying
+    /// a write (`raft apply failed: raft is already shutdown`): typically
+    /// the leader just died and an election is under way.
     #[error(
         "the Consul agent could not reach the Consul servers (HTTP 500: {body}); a leader election may be under way, check the servers"
     )]
