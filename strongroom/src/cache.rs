@@ -57,6 +57,10 @@
 //!   they always reflect every write under their prefix.
 //! * Concurrent writes to one stripe both drop their keys instead of
 //!   guessing which landed last.
+//! * A write whose caller goes away before storage answered (the HTTP
+//!   client hung up, so the request's future was dropped) may still land:
+//!   its keys are dropped like those of an ambiguous failure, and its
+//!   stripes count it as ended, so they cache reads again.
 //!
 //! The entries live in a `quick_cache` (sharded, CLOCK-Pro eviction)
 //! bounded by weight: each entry weighs its size, but at least the byte
@@ -178,12 +182,98 @@ struct Stripe {
     writing: u32,
 }
 
-/// What a write remembers between sending and acknowledgement.
-struct WriteTicket {
+/// A write between sending and acknowledgement, holding its stripes open
+/// (`writing`) until [`WriteTicket::finish`] applies the outcome.
+///
+/// Dropped unfinished — the caller's future was dropped while storage had
+/// the write, as when an HTTP client hangs up mid-request — it cannot know
+/// whether the write landed, so it ends like an ambiguous failure: its
+/// keys are dropped (no entry older than storage survives) and its stripes
+/// count it as ended (a stripe left "writing" would never cache a read
+/// again).
+struct WriteTicket<'a> {
+    cache: &'a ReadCache,
+    keys: Vec<&'a str>,
     /// Sorted, distinct stripe indices with the version each had after
     /// this write's start.
     stripes: Vec<(usize, u64)>,
     state: u64,
+    finished: bool,
+}
+
+impl<'a> WriteTicket<'a> {
+    fn lock_stripes(&self) -> Vec<MutexGuard<'a, Stripe>> {
+        let cache = self.cache;
+        self.stripes
+            .iter()
+            .map(|&(i, _)| lock(&cache.stripes[i]))
+            .collect()
+    }
+
+    /// Applies an acknowledged (or failed) write to the cache, holding
+    /// every stripe it touches so readers see all of it or none. `ops`
+    /// are the written keys with their new entries, in order (a later
+    /// entry for the same key wins).
+    fn finish<'k>(
+        mut self,
+        ops: impl Iterator<Item = (&'k str, Entry)>,
+        result: &Result<(), StorageError>,
+    ) {
+        let cache = self.cache;
+        let guards = self.lock_stripes();
+        let state = cache.state.load(Ordering::Acquire);
+        match result {
+            Ok(()) if state & 1 == 1 => {
+                for (key, entry) in ops {
+                    let stripe = cache.stripe_of(key);
+                    // No other write to this stripe started or ended, and
+                    // the cache was not emptied, since this one started.
+                    let sole = state == self.state
+                        && self
+                            .stripes
+                            .iter()
+                            .zip(&guards)
+                            .any(|(&(i, mine), guard)| i == stripe && guard.version == mine);
+                    if sole {
+                        cache.entries.insert(key.to_owned(), entry);
+                        cache.stores.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        cache.drop_entry(key);
+                    }
+                }
+            }
+            Ok(()) => {}
+            Err(err) if nothing_written(err) => {}
+            Err(_) => {
+                for (key, _) in ops {
+                    cache.drop_entry(key);
+                }
+            }
+        }
+        end_write(guards);
+        self.finished = true;
+    }
+}
+
+impl Drop for WriteTicket<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let guards = self.lock_stripes();
+        for key in &self.keys {
+            self.cache.drop_entry(key);
+        }
+        end_write(guards);
+    }
+}
+
+/// Counts a write as ended on its (locked) stripes.
+fn end_write(guards: Vec<MutexGuard<'_, Stripe>>) {
+    for mut guard in guards {
+        guard.version += 1;
+        guard.writing -= 1;
+    }
 }
 
 impl ReadCache {
@@ -274,19 +364,15 @@ impl ReadCache {
     /// Marks the start of a write to `keys`: bumps each stripe's version so
     /// reads in flight do not store what they read. With `drop_keys`, also
     /// drops the keys (transactions, see the module docs).
-    fn begin_write<'k>(
-        &self,
-        keys: impl Iterator<Item = &'k str> + Clone,
-        drop_keys: bool,
-    ) -> WriteTicket {
-        let mut indices: Vec<usize> = keys.clone().map(|k| self.stripe_of(k)).collect();
+    fn begin_write<'a>(&'a self, keys: Vec<&'a str>, drop_keys: bool) -> WriteTicket<'a> {
+        let mut indices: Vec<usize> = keys.iter().map(|k| self.stripe_of(k)).collect();
         indices.sort_unstable();
         indices.dedup();
         let guards: Vec<_> = indices.iter().map(|&i| lock(&self.stripes[i])).collect();
         let state = self.state.load(Ordering::Acquire);
         if drop_keys && state & 1 == 1 {
-            for key in keys {
-                self.entries.remove(key);
+            for key in &keys {
+                self.entries.remove(*key);
             }
         }
         let stripes = indices
@@ -298,64 +384,26 @@ impl ReadCache {
                 (i, guard.version)
             })
             .collect();
-        WriteTicket { stripes, state }
+        WriteTicket {
+            cache: self,
+            keys,
+            stripes,
+            state,
+            finished: false,
+        }
     }
 
-    /// Applies an acknowledged (or failed) write to the cache, holding
-    /// every stripe it touches so readers see all of it or none. `ops`
-    /// are the written keys with their new entries, in order (a later
-    /// entry for the same key wins).
-    fn finish_write<'k>(
-        &self,
-        ticket: &WriteTicket,
-        ops: impl Iterator<Item = (&'k str, Entry)>,
-        result: &Result<(), StorageError>,
-    ) {
-        let mut guards: Vec<_> = ticket
-            .stripes
-            .iter()
-            .map(|&(i, _)| lock(&self.stripes[i]))
-            .collect();
-        let state = self.state.load(Ordering::Acquire);
-        match result {
-            Ok(()) if state & 1 == 1 => {
-                for (key, entry) in ops {
-                    let stripe = self.stripe_of(key);
-                    // No other write to this stripe started or ended, and
-                    // the cache was not emptied, since this one started.
-                    let sole = state == ticket.state
-                        && ticket
-                            .stripes
-                            .iter()
-                            .zip(&guards)
-                            .any(|(&(i, mine), guard)| i == stripe && guard.version == mine);
-                    if sole {
-                        self.entries.insert(key.to_owned(), entry);
-                        self.stores.fetch_add(1, Ordering::Relaxed);
-                    } else if self.entries.remove(key).is_some() {
-                        self.drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Ok(()) => {}
-            Err(err) if nothing_written(err) => {}
-            Err(_) => {
-                for (key, _) in ops {
-                    if self.entries.remove(key).is_some() {
-                        self.drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-        }
-        for guard in &mut guards {
-            guard.version += 1;
-            guard.writing -= 1;
+    /// Drops `key`'s entry, if any (a write whose outcome is unknown or
+    /// raced another).
+    fn drop_entry(&self, key: &str) {
+        if self.entries.remove(key).is_some() {
+            self.drops.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A put (`Some`) or delete (`None`) of one key.
     async fn write_one(&self, key: &str, value: Option<&[u8]>) -> Result<(), StorageError> {
-        let ticket = self.begin_write(std::iter::once(key), false);
+        let ticket = self.begin_write(vec![key], false);
         let result = match value {
             Some(value) => self.inner.put(key, value).await,
             None => self.inner.delete(key).await,
@@ -364,7 +412,7 @@ impl ReadCache {
             (Ok(()), Some(value)) if ticket.state & 1 == 1 => Some(Arc::from(value)),
             _ => None,
         };
-        self.finish_write(&ticket, std::iter::once((key, entry)), &result);
+        ticket.finish(std::iter::once((key, entry)), &result);
         result
     }
 }
@@ -436,7 +484,6 @@ impl Storage for ReadCache {
         if ops.is_empty() {
             return self.inner.transaction(ops).await;
         }
-        let ticket = self.begin_write(ops.iter().map(TxnOp::key), true);
         // The entries are taken before the ops go to storage by value.
         let pending: Vec<(String, Entry)> = ops
             .iter()
@@ -445,9 +492,9 @@ impl Storage for ReadCache {
                 TxnOp::Delete { key } => (key.clone(), None),
             })
             .collect();
+        let ticket = self.begin_write(pending.iter().map(|(k, _)| k.as_str()).collect(), true);
         let result = self.inner.transaction(ops).await;
-        self.finish_write(
-            &ticket,
+        ticket.finish(
             pending.iter().map(|(k, e)| (k.as_str(), e.clone())),
             &result,
         );
@@ -608,6 +655,9 @@ mod tests {
         (storage, cache)
     }
 
+    type WriteFuture =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), StorageError>> + Send>>;
+
     async fn get(cache: &ReadCache, key: &str) -> Option<Vec<u8>> {
         cache.get(key).await.unwrap()
     }
@@ -714,6 +764,49 @@ mod tests {
         // Refused before anything is sent (invalid key): nothing changes.
         assert!(cache.put("bad//key", b"x").await.is_err());
         assert_eq!(cache.stats().drops, 1);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_caller_went_away_leaves_no_stale_entry_and_no_stuck_stripe() {
+        let (storage, cache) = active_cache();
+        cache.put("k", b"old").await.unwrap();
+        cache.put("t", b"old").await.unwrap();
+        // Each write lands in storage, then its caller is dropped before
+        // the acknowledgement (an HTTP client that hung up mid-request).
+        let put = {
+            let cache = cache.clone();
+            async move { cache.put("k", b"new").await }
+        };
+        let txn = {
+            let cache = cache.clone();
+            async move {
+                cache
+                    .transaction(vec![TxnOp::put("t", b"new".to_vec())])
+                    .await
+            }
+        };
+        let writes: [(&str, WriteFuture); 2] = [("k", Box::pin(put)), ("t", Box::pin(txn))];
+        for (key, write) in writes {
+            let mut held = hold(&storage.hold_write, At::After);
+            let writer = tokio::spawn(write);
+            held.reached().await;
+            writer.abort();
+            assert!(writer.await.unwrap_err().is_cancelled());
+            drop(held);
+            let before = storage.gets();
+            assert_eq!(
+                get(&cache, key).await.as_deref(),
+                Some(&b"new"[..]),
+                "{key}: not the entry from before the write"
+            );
+            assert_eq!(storage.gets(), before + 1, "{key}: read from storage");
+            assert_eq!(get(&cache, key).await.as_deref(), Some(&b"new"[..]));
+            assert_eq!(
+                storage.gets(),
+                before + 1,
+                "{key}: its stripe caches reads again"
+            );
+        }
     }
 
     #[tokio::test]
