@@ -317,9 +317,33 @@ impl ConsulDev {
     }
 
     fn wait_serving(&self) -> Result<(), StartError> {
-        wait_ready(&self.process, "consul -dev has a leader", || {
-            leader_of(&self.http_address()).is_some() && self.acl_ready()
-        })
+        wait_ready(
+            &self.process,
+            "consul -dev has a leader and its node in the catalog",
+            || {
+                leader_of(&self.http_address()).is_some()
+                    && self.acl_ready()
+                    && self.node_registered()
+            },
+        )
+    }
+
+    /// Sessions name the agent's node, and Consul refuses to create one
+    /// ("Missing node registration") until the agent has synced its node
+    /// into the catalog, a moment after the leader is elected.
+    fn node_registered(&self) -> bool {
+        let Ok(r) = raw_request(
+            &self.http_address(),
+            "GET",
+            "/v1/catalog/nodes",
+            self.token.as_deref(),
+            b"",
+        ) else {
+            return false;
+        };
+        r.status == 200
+            && serde_json::from_slice::<Vec<serde_json::Value>>(&r.body)
+                .is_ok_and(|nodes| !nodes.is_empty())
     }
 
     /// With ACLs, the management token works only once the leader has
