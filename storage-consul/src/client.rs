@@ -327,12 +327,14 @@ pub(crate) fn status_error(status: StatusCode, body: &[u8]) -> ConsulError {
 fn is_rpc_failure(text: &str) -> bool {
     // "session shutdown": the multiplexed (yamux) RPC connection to a
     // server that just died, seen during a leader failover.
-    const TRANSPORT: [&str; 8] = [
+    const TRANSPORT: [&str; 10] = [
         "stream closed",
         "session shutdown",
         "EOF",
         "connection refused",
         "connection reset",
+        "broken pipe",
+        "use of closed network connection",
         "i/o deadline reached",
         "i/o timeout",
         "failed to get conn",
@@ -429,10 +431,17 @@ mod tests {
 
     #[test]
     fn statuses_map_to_distinct_errors() {
-        let cases: [(u16, &str, fn(&ConsulError) -> bool); 10] = [
+        let cases: [(u16, &str, fn(&ConsulError) -> bool); 11] = [
             (500, "rpc error making call: stream closed", |e| {
                 matches!(e, ConsulError::ServerRpc { .. })
             }),
+            // The old leader's connection, written to after it died
+            // (seen in the cluster test's leader failover).
+            (
+                500,
+                "rpc error making call: write tcp 127.0.0.1:36239->127.0.0.1:29820: write: broken pipe",
+                |e| matches!(e, ConsulError::ServerRpc { .. }),
+            ),
             // A Consul agent stopped under a write (seen in the faults test).
             (500, "raft apply failed: raft is already shutdown", |e| {
                 matches!(e, ConsulError::ServerRpc { .. })
