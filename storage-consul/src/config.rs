@@ -161,7 +161,9 @@ pub struct ConsulConfig {
 
 /// Dead-leader detection: a standby that finds the lock holder's
 /// advertised `api_addr` **refusing connections** (nothing listens there:
-/// the process is gone) on every probe over `probe_window`, and the lock
+/// the process is gone) on every probe over `probe_window`, after that
+/// address had answered it before (one that never answered may be a wrong
+/// `api_addr` of a live node), and the lock
 /// still held by the same session, destroys that session instead of
 /// waiting up to twice `session_ttl` for Consul to expire it; Consul then
 /// applies `lock_delay` and a standby takes the lock. A timeout is never

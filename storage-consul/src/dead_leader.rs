@@ -6,9 +6,11 @@
 //! with SIGKILL keeps the lock that long, then lock-delay follows. Its
 //! address says more: where a process is gone nothing listens, and the
 //! kernel refuses a connection at once. A standby that finds the holder's
-//! advertised `api_addr` refusing every connection over a short window, and
-//! the lock still held by the same session at the same index, destroys the
-//! session; Consul then applies lock-delay and a standby takes the lock.
+//! advertised `api_addr` refusing every connection over a short window,
+//! after it had answered before, and the lock still held by the same
+//! session at the same index, destroys the session; Consul then applies
+//! lock-delay and a standby takes the lock. An address that never answered
+//! proves nothing (a wrong `api_addr` of a live node looks so).
 //!
 //! Not evidence: a timeout, an unreachable network, a name that does not
 //! resolve. A paused (SIGSTOP) process's kernel still completes handshakes
@@ -102,19 +104,24 @@ pub(crate) fn advertised(value: &[u8]) -> (String, String) {
         .unwrap_or_default()
 }
 
-/// Consecutive refusals of one holder's session.
+/// What the probes of one holder's session showed so far: whether its
+/// address ever answered, and the current run of refusals.
 #[derive(Debug, Default)]
 pub(crate) struct Suspicion {
     session: String,
+    answered: bool,
     first_refused: Option<Instant>,
     refusals: u32,
 }
 
 impl Suspicion {
-    /// Records `probe` of the holder `session` made at `now`: a refusal
-    /// extends the run of refusals, anything else ends it, and a new
-    /// session starts afresh. Dead once the run holds at least
-    /// [`MIN_REFUSALS`] refusals and spans `window`.
+    /// Records `probe` of the holder `session` made at `now`. A refusal
+    /// after the address has answered at least once extends the run of
+    /// refusals; anything else ends it, and a new session starts afresh.
+    /// Dead once the run holds at least [`MIN_REFUSALS`] refusals and spans
+    /// `window`. An address that never answered proves nothing: it may be
+    /// a wrong `api_addr` (a port nothing ever listened on, `0.0.0.0`)
+    /// of a live node, which must not lose its lock to every standby.
     pub(crate) fn record(
         &mut self,
         session: &str,
@@ -128,7 +135,10 @@ impl Suspicion {
                 ..Self::default()
             };
         }
-        if probe != Probe::Refused {
+        if probe == Probe::Answered {
+            self.answered = true;
+        }
+        if probe != Probe::Refused || !self.answered {
             self.first_refused = None;
             self.refusals = 0;
             return Verdict::Alive;
@@ -399,10 +409,22 @@ mod tests {
         verdict
     }
 
+    /// A suspicion of `session` whose address answered once, just before
+    /// `start`.
+    fn seen_alive(session: &str, start: Instant) -> Suspicion {
+        let mut s = Suspicion::default();
+        let before = start.checked_sub(STEP).unwrap_or(start);
+        assert_eq!(
+            s.record(session, Probe::Answered, before, WINDOW),
+            Verdict::Alive
+        );
+        s
+    }
+
     #[test]
     fn refusals_over_the_whole_window_mean_dead() {
-        let mut s = Suspicion::default();
         let start = Instant::now();
+        let mut s = seen_alive("a", start);
         let refused = [Probe::Refused; 5];
         assert_eq!(run(&mut s, start, "a", &refused[..4]), Verdict::Suspect);
         assert_eq!(
@@ -418,7 +440,7 @@ mod tests {
     fn timeouts_and_answers_are_not_evidence_and_end_the_run() {
         let start = Instant::now();
         for interrupt in [Probe::Inconclusive, Probe::Answered] {
-            let mut s = Suspicion::default();
+            let mut s = seen_alive("a", start);
             let probes = [
                 Probe::Refused,
                 Probe::Refused,
@@ -431,30 +453,44 @@ mod tests {
             // Six refusals over 1.5 s, but no unbroken run spans the window.
             assert_eq!(run(&mut s, start, "a", &probes), Verdict::Suspect);
         }
-        let mut s = Suspicion::default();
+        let mut s = seen_alive("a", start);
         let timeouts = [Probe::Inconclusive; 20];
         assert_eq!(run(&mut s, start, "a", &timeouts), Verdict::Alive);
     }
 
     #[test]
     fn another_session_starts_afresh() {
-        let mut s = Suspicion::default();
         let start = Instant::now();
+        let mut s = seen_alive("a", start);
         assert_eq!(
             run(&mut s, start, "a", &[Probe::Refused; 4]),
             Verdict::Suspect
         );
-        // The lock changed hands: the new holder's refusals count alone.
+        // The lock changed hands: the new holder's address has not
+        // answered yet, so its refusals prove nothing.
+        let refused = [Probe::Refused; 8];
+        assert_eq!(run(&mut s, start, "b", &refused), Verdict::Alive);
         assert_eq!(
-            s.record("b", Probe::Refused, start + STEP * 4, WINDOW),
+            s.record("b", Probe::Answered, start + STEP * 8, WINDOW),
+            Verdict::Alive
+        );
+        assert_eq!(
+            s.record("b", Probe::Refused, start + STEP * 9, WINDOW),
             Verdict::Suspect
         );
     }
 
     #[test]
+    fn an_address_that_never_answered_is_never_taken_for_dead() {
+        let mut s = Suspicion::default();
+        let refused = [Probe::Refused; 40];
+        assert_eq!(run(&mut s, Instant::now(), "a", &refused), Verdict::Alive);
+    }
+
+    #[test]
     fn a_long_window_needs_the_time_and_a_short_one_three_refusals() {
         let start = Instant::now();
-        let mut s = Suspicion::default();
+        let mut s = seen_alive("a", start);
         // Three refusals in 10 ms: the window (1 s) has not passed.
         for i in 0..3u32 {
             let v = s.record(
@@ -465,7 +501,7 @@ mod tests {
             );
             assert_eq!(v, Verdict::Suspect);
         }
-        let mut s = Suspicion::default();
+        let mut s = seen_alive("a", start);
         // A window shorter than the probes' spacing still needs three.
         assert_eq!(
             s.record("a", Probe::Refused, start, Duration::from_millis(1)),

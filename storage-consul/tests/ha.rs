@@ -480,27 +480,61 @@ async fn session_exists(id: &str) -> bool {
     info.as_array().is_some_and(|a| !a.is_empty())
 }
 
-/// The holder's advertised address refuses connections (nothing listens on
-/// the reserved port): a standby destroys its session and takes the lock
-/// long before the 120 s TTL could have run out.
+/// The holder's advertised address answers, then refuses connections (its
+/// listener is gone, the reserved port stays free): a standby destroys its
+/// session and takes the lock long before the 120 s TTL could have run out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_whose_address_refuses_connections_is_deposed() {
     let path = unique_path();
     let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
-    let gone = testkit::ports::reserve();
+    let port = testkit::ports::reserve();
+    let listener = tokio::net::TcpListener::bind(port.addr()).await.unwrap();
     let dead = orphaned_lock(
         &path,
-        advertisement(&format!("http://{}", gone.addr()), "old"),
+        advertisement(&format!("http://{}", port.addr()), "old"),
     )
     .await;
     let (_storage, ha) = contender(detecting(&path));
-    let lock = lock_within_deadline(&ha, &advertisement("http://127.0.0.1:1", "b")).await;
+    let standby = tokio::spawn(async move {
+        lock_within_deadline(&ha, &advertisement("http://127.0.0.1:1", "b")).await
+    });
+    // The standby's first probe reached the holder; now the holder dies.
+    let (probe, _) = tokio::time::timeout(DEADLINE, listener.accept())
+        .await
+        .expect("the standby probes the holder's address")
+        .unwrap();
+    drop((probe, listener));
+    let lock = standby.await.unwrap();
     assert!(
         !session_exists(&dead).await,
         "the dead holder's session was destroyed"
     );
     assert_ne!(lock.fencing_token().as_deref(), Some(dead.as_str()));
     lock.release().await.unwrap();
+}
+
+/// An address that never answered (a wrong `api_addr` of a live node looks
+/// so) is not taken for dead: the lock stays with its session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_whose_address_never_answered_keeps_the_lock() {
+    let path = unique_path();
+    let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
+    let nowhere = testkit::ports::reserve();
+    let held = orphaned_lock(
+        &path,
+        advertisement(&format!("http://{}", nowhere.addr()), "a"),
+    )
+    .await;
+    // lock_wait_time 2 s: ten probe windows.
+    let (_storage, ha) = contender(detecting(&path));
+    assert!(
+        ha.try_lock(KEY, &advertisement("http://127.0.0.1:1", "b"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(session_exists(&held).await);
+    destroy_session(&held).await;
 }
 
 /// A holder whose address accepts connections (a listener that never
