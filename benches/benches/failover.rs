@@ -298,6 +298,7 @@ fn short_answer(answer: Option<&(u16, Value)>) -> String {
         }
     }
 }
+
 fn runs() -> usize {
     std::env::var("FAILOVER_RUNS")
         .ok()
