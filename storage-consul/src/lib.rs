@@ -25,6 +25,11 @@
 //!   a write is reported done only when Consul answered 200.
 //! * **Writes can be fenced** on the HA lock ([`WriteFence`]): a
 //!   `check-session` operation first in every transaction.
+//! * **Concurrent writes share transactions** (group commit): at most two
+//!   `/v1/txn` are in flight, and writes arriving meanwhile go together in
+//!   the next, each caller answered once its transaction committed. Most of
+//!   a write's cost in Consul is per request, so under load this halves
+//!   Consul's CPU per write (`BENCHMARKS.md`).
 //!
 //! [`ConsulHaBackend`] is the [`seal_core::HaBackend`] beside it: leader
 //! election over a Consul session and the `<path>core/lock` key, built on a
