@@ -12,8 +12,8 @@ use seal_core::{Storage, StorageError, TxnOp};
 use storage_consul::{ConsulError, MAX_TRANSACTION_OPS};
 use testkit::consul::{isolated, raw_request, shared_dev};
 
-use common::consul_source;
-use testkit::proxy::CountingProxy;
+use common::{answers, consul_source, occupy_senders, queue_in_order};
+use testkit::proxy::{CountingProxy, GateProxy};
 
 /// Why the value limit is below 512 KiB: the real Consul refuses a
 /// `/v1/txn` carrying one 512 KiB value, because base64 inflates it past
@@ -214,4 +214,44 @@ async fn max_parallel_bounds_requests_in_flight() {
         seen_unbounded > 8,
         "with max_parallel = 64 the proxy saw only {seen_unbounded} in flight"
     );
+}
+
+/// Group commit: a batch Consul refuses as too large (413: the servers'
+/// limits are lower than configured here) is sent again one write at a
+/// time, so only the oversized write fails and the others land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_as_too_large_is_sent_one_write_at_a_time() {
+    let dev = shared_dev();
+    let gate = GateProxy::start(dev.http_address(), vec!["hold"]).await;
+    let (direct, _guard) = isolated(dev, |_| {});
+    let mut config = dev.config();
+    config.path = direct.path().to_owned();
+    config.address = gate.address.clone();
+    config.kv_max_value_size = 1024 * 1024;
+    let storage = storage_consul::ConsulStorage::new(config).unwrap();
+    let held = occupy_senders(&storage, &gate).await;
+    let queued = queue_in_order(
+        &storage,
+        vec![
+            vec![TxnOp::put("small/1", "1")],
+            vec![TxnOp::put("too/big", vec![5u8; 600 * 1024])],
+            vec![TxnOp::put("small/2", "2")],
+        ],
+    )
+    .await;
+    gate.open();
+    for answer in answers(held).await {
+        answer.unwrap();
+    }
+    let mut answers = answers(queued).await.into_iter();
+    answers.next().unwrap().unwrap();
+    let err = answers.next().unwrap().unwrap_err();
+    assert!(
+        matches!(consul_source(&err), Some(ConsulError::TooLarge { .. })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("too/big"), "{err}");
+    answers.next().unwrap().unwrap();
+    assert_eq!(direct.list("small/").await.unwrap(), ["1", "2"]);
+    assert_eq!(direct.get("too/big").await.unwrap(), None);
 }
