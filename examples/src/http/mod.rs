@@ -61,7 +61,26 @@ pub(crate) struct AppState {
 
 /// The axum application for one listener.
 pub(crate) fn router(state: AppState) -> Router {
-    Router::new().fallback(dispatch).with_state(state)
+    Router::new()
+        .fallback(|state, request| to_completion(dispatch(state, request)))
+        .with_state(state)
+}
+
+/// Runs a request in a task of its own, so that a client hanging up does
+/// not cancel it halfway. Hyper drops a connection's futures when the
+/// client goes away; dropped inside the core, a request would stop at
+/// whatever `.await` it had reached, between two steps that belong
+/// together (a write sent but not yet in the read cache, a token stored
+/// but not its accessor). Vault's handlers, too, finish what they started.
+/// A handler that panics answers 500 instead of taking the connection down.
+async fn to_completion(request: impl Future<Output = Response> + Send + 'static) -> Response {
+    match tokio::spawn(request).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::error!(error = %err, "a request handler failed");
+            HttpError::new(500, "internal error").into_response()
+        }
+    }
 }
 
 /// A parsed request, what the handlers see.
@@ -385,6 +404,38 @@ async fn logical(state: &AppState, request: ApiRequest) -> Result<Response, Http
 mod tests {
     use super::*;
     use axum::http::HeaderValue;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn a_request_whose_client_went_away_still_finishes() {
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let finished = Arc::new(AtomicBool::new(false));
+        let done = finished.clone();
+        let request = async move {
+            let _ = released.await;
+            done.store(true, Ordering::SeqCst);
+            response::no_content()
+        };
+        // The client hangs up while the request waits halfway: hyper
+        // drops the future.
+        let running = tokio::spawn(to_completion(request));
+        tokio::task::yield_now().await;
+        running.abort();
+        assert!(running.await.unwrap_err().is_cancelled());
+        release.send(()).unwrap();
+        testkit::wait::until(
+            "the abandoned request finished",
+            Duration::from_secs(10),
+            || async { finished.load(Ordering::SeqCst) },
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500() {
+        let response = to_completion(async { panic!("handler bug") }).await;
+        assert_eq!(response.status(), 500);
+    }
 
     #[test]
     fn tokens_come_from_either_header() {
