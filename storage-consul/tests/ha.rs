@@ -513,6 +513,20 @@ async fn a_holder_whose_address_refuses_connections_is_deposed() {
     lock.release().await.unwrap();
 }
 
+/// A contender with detection on, parked for its whole `lock_wait_time`
+/// (2 s: ten probe windows), does not get the lock, and `held` keeps it.
+async fn keeps_the_lock(path: &str, held: &str) {
+    let (_storage, ha) = contender(detecting(path));
+    assert!(
+        ha.try_lock(KEY, &advertisement("http://127.0.0.1:1", "b"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(session_exists(held).await);
+    destroy_session(held).await;
+}
+
 /// An address that never answered (a wrong `api_addr` of a live node looks
 /// so) is not taken for dead: the lock stays with its session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -525,16 +539,7 @@ async fn a_holder_whose_address_never_answered_keeps_the_lock() {
         advertisement(&format!("http://{}", nowhere.addr()), "a"),
     )
     .await;
-    // lock_wait_time 2 s: ten probe windows.
-    let (_storage, ha) = contender(detecting(&path));
-    assert!(
-        ha.try_lock(KEY, &advertisement("http://127.0.0.1:1", "b"))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(session_exists(&held).await);
-    destroy_session(&held).await;
+    keeps_the_lock(&path, &held).await;
 }
 
 /// A holder whose address accepts connections (a listener that never
@@ -551,16 +556,7 @@ async fn a_holder_that_accepts_connections_keeps_the_lock() {
         advertisement(&format!("http://{}", port.addr()), "a"),
     )
     .await;
-    // lock_wait_time 2 s: ten probe windows.
-    let (_storage, ha) = contender(detecting(&path));
-    assert!(
-        ha.try_lock(KEY, &advertisement("http://127.0.0.1:1", "b"))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(session_exists(&alive).await);
-    destroy_session(&alive).await;
+    keeps_the_lock(&path, &alive).await;
 }
 
 /// A node that starts and finds the lock held by a session advertising its
