@@ -441,14 +441,9 @@ async fn openbao(sc: &Scenario) -> Cluster {
         // bao0 bootstraps the cluster at init; the others join it.
         let joins = if i == 0 { "" } else { joins.as_str() };
         let config = format!(
-            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"bao{i}\"\n{joins}}}\n\
-             listener \"tcp\" {{\n  address = \"{}\"\n  cluster_address = \"{}\"\n  tls_disable = true\n}}\n\
-             api_addr = \"http://{}\"\ncluster_addr = \"https://{}\"\ndisable_mlock = true\nlog_level = \"warn\"\n",
+            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"bao{i}\"\n{joins}}}\n{}",
             data.display(),
-            api.addr(),
-            cluster.addr(),
-            api.addr(),
-            cluster.addr()
+            listener_stanza(api, cluster)
         );
         processes.push(spawn(
             sc.timeline(),
@@ -476,6 +471,16 @@ async fn openbao(sc: &Scenario) -> Cluster {
     c
 }
 
+/// The listener and addresses of an OpenBao or Vault node (HCL): plain
+/// HTTP on `api`, the cluster port on `cluster`.
+fn listener_stanza(api: &Port, cluster: &Port) -> String {
+    let (api, cluster) = (api.addr(), cluster.addr());
+    format!(
+        "listener \"tcp\" {{\n  address = \"{api}\"\n  cluster_address = \"{cluster}\"\n  tls_disable = true\n}}\n\
+         api_addr = \"http://{api}\"\ncluster_addr = \"https://{cluster}\"\ndisable_mlock = true\nlog_level = \"warn\"\n"
+    )
+}
+
 async fn vault_112(sc: &Scenario, consul: &ConsulDev, binary: PathBuf) -> Cluster {
     let prefix = testkit::consul::unique_path();
     let mut processes = Vec::new();
@@ -485,15 +490,10 @@ async fn vault_112(sc: &Scenario, consul: &ConsulDev, binary: PathBuf) -> Cluste
         let (api, cluster) = (ports::reserve(), ports::reserve());
         let dir = sc.subdir(&format!("vault{i}"));
         let config = format!(
-            "storage \"consul\" {{\n  address = \"{}\"\n  path = \"{prefix}\"\n  session_ttl = \"{}s\"\n  lock_wait_time = \"5s\"\n  disable_registration = \"true\"\n}}\n\
-             listener \"tcp\" {{\n  address = \"{}\"\n  cluster_address = \"{}\"\n  tls_disable = true\n}}\n\
-             api_addr = \"http://{}\"\ncluster_addr = \"https://{}\"\ndisable_mlock = true\nlog_level = \"warn\"\n",
+            "storage \"consul\" {{\n  address = \"{}\"\n  path = \"{prefix}\"\n  session_ttl = \"{}s\"\n  lock_wait_time = \"5s\"\n  disable_registration = \"true\"\n}}\n{}",
             consul.http_address(),
             SESSION_TTL.as_secs(),
-            api.addr(),
-            cluster.addr(),
-            api.addr(),
-            cluster.addr()
+            listener_stanza(&api, &cluster)
         );
         processes.push(spawn(
             sc.timeline(),
