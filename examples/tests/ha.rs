@@ -992,15 +992,21 @@ async fn the_consul_catalog_names_one_active_node_and_shows_sealed_ones() {
     let c = cluster(&sc).await;
     let first = c.active(DEADLINE).await;
     let port = |i: usize| u64::from(c.node(i).port());
-    let entries = wait::until("one active tag in the catalog", DEADLINE, || {
-        one_active_tag(&c, port(first))
-    })
+    // Each node updates its sealed check when it unseals, on its own
+    // schedule: wait for the settled catalog, not for the first active tag.
+    wait::until(
+        "one active tag, every node initialized and unsealed in the catalog",
+        DEADLINE,
+        || async {
+            let entries = one_active_tag(&c, port(first)).await?;
+            let settled = entries.len() == 3
+                && entries.iter().all(|(_, tags, checks)| {
+                    tags.iter().any(|t| t == "initialized") && checks == &["passing"]
+                });
+            settled.then_some(()).ok_or_else(|| format!("{entries:?}"))
+        },
+    )
     .await;
-    assert_eq!(entries.len(), 3, "{entries:?}");
-    for (_, tags, checks) in &entries {
-        assert!(tags.iter().any(|t| t == "initialized"), "{tags:?}");
-        assert_eq!(checks, &["passing"], "{entries:?}");
-    }
 
     sc.step(format!("seal the active node {}", c.node(first).name()));
     let (code, body) = c
