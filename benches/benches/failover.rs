@@ -10,9 +10,9 @@
 //!   with `retry_join`, default raft settings), the reference named by the
 //!   targets;
 //! * **HashiCorp Vault v1.1.2** on the same Consul agent with the same
-//!   session TTL (its lock-delay is Consul's fixed 15 s), when
-//!   `STRONGROOM_VAULT_BIN` names a binary (`scripts/setup-tools.sh` builds
-//!   it); it is skipped, with a line saying so, when absent.
+//!   session TTL (its lock-delay is Consul's fixed 15 s), when it is built
+//!   (`STRONGROOM_VAULT_BIN`, or the cache `scripts/setup-tools.sh` builds
+//!   it into); it is skipped, with a line saying so, when absent.
 //!
 //! Also the forwarded KV GET through a standby against the same GET sent
 //! to the active node (req/s ratio), with `kv_load` when `KV_LOAD_BIN` is
@@ -28,7 +28,7 @@
     clippy::cast_precision_loss
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -37,7 +37,7 @@ use serde_json::{Value, json};
 use testkit::consul::ConsulDev;
 use testkit::ha::{HaCluster, HaOptions};
 use testkit::ports::{self, Port};
-use testkit::{ConsulOptions, NodeConfig, Process, ProcessSpec, Scenario, Timeline, wait};
+use testkit::{ConsulOptions, NodeConfig, Process, ReferenceServer, Scenario, wait};
 
 const STABLE: Duration = Duration::from_secs(120);
 /// A failover that takes longer than this is recorded as failed.
@@ -67,8 +67,8 @@ impl Kind {
 /// What keeps a system's processes alive.
 enum Holder {
     Strongroom(Box<HaCluster>),
-    /// The processes, and the ports they hold reserved.
-    Raw(Vec<Process>, #[allow(dead_code)] Vec<Port>),
+    /// OpenBao or Vault nodes.
+    Reference(Vec<ReferenceServer>),
 }
 
 /// Three nodes of one system, initialised, unsealed, KV v1 at `kv/`.
@@ -87,7 +87,7 @@ impl Cluster {
     fn process(&self, i: usize) -> &Process {
         match &self.holder {
             Holder::Strongroom(c) => c.node(i).process(),
-            Holder::Raw(p, _) => &p[i],
+            Holder::Reference(servers) => servers[i].process(),
         }
     }
 
@@ -400,67 +400,33 @@ async fn strongroom(sc: &Scenario, consul: &ConsulDev) -> Cluster {
     c
 }
 
-fn spawn(timeline: &Timeline, name: &str, binary: &Path, dir: &Path, config: &str) -> Process {
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("config.hcl");
-    std::fs::write(&path, config).unwrap();
-    let mut spec = ProcessSpec::new(name, binary, dir.join("server.log"))
-        .args(["server".to_owned(), format!("-config={}", path.display())])
-        .env("HOME", dir);
-    for key in [
-        "VAULT_ADDR",
-        "VAULT_TOKEN",
-        "BAO_ADDR",
-        "BAO_TOKEN",
-        "VAULT_API_ADDR",
-    ] {
-        spec = spec.env_remove(key);
-    }
-    Process::start(spec, timeline)
-}
-
 async fn openbao(sc: &Scenario) -> Cluster {
     let binary = testkit::tools::bao_bin();
     let ports: Vec<(Port, Port)> = (0..3)
         .map(|_| (ports::reserve(), ports::reserve()))
         .collect();
-    let joins: String = ports
-        .iter()
-        .map(|(api, _)| {
-            format!(
-                "  retry_join {{\n    leader_api_addr = \"http://{}\"\n  }}\n",
-                api.addr()
-            )
-        })
-        .collect();
-    let mut processes = Vec::new();
-    for (i, (api, cluster)) in ports.iter().enumerate() {
-        let dir = sc.subdir(&format!("bao{i}"));
-        let data = dir.join("raft");
-        std::fs::create_dir_all(&data).unwrap();
-        // bao0 bootstraps the cluster at init; the others join it.
-        let joins = if i == 0 { "" } else { joins.as_str() };
-        let config = format!(
-            "storage \"raft\" {{\n  path = \"{}\"\n  node_id = \"bao{i}\"\n{joins}}}\n{}",
-            data.display(),
-            listener_stanza(api, cluster)
-        );
-        processes.push(spawn(
-            sc.timeline(),
-            &format!("bao{i}"),
-            &binary,
-            &dir,
-            &config,
-        ));
-    }
-    let bases = ports
+    let bases: Vec<String> = ports
         .iter()
         .map(|(api, _)| format!("http://{}", api.addr()))
         .collect();
-    let all: Vec<Port> = ports.into_iter().flat_map(|(a, b)| [a, b]).collect();
+    let joins: String = bases
+        .iter()
+        .map(|base| format!("  retry_join {{\n    leader_api_addr = \"{base}\"\n  }}\n"))
+        .collect();
+    let mut servers = Vec::new();
+    for (i, ports) in ports.into_iter().enumerate() {
+        // bao0 bootstraps the cluster at init; the others join it.
+        let joins = if i == 0 { "" } else { joins.as_str() };
+        let stanzas = format!(
+            "storage \"raft\" {{\n  path = \"{{dir}}\"\n  node_id = \"bao{i}\"\n{joins}}}\nlog_level = \"warn\"\n"
+        );
+        servers.push(
+            ReferenceServer::start_on(sc, &format!("bao{i}"), &binary, ports, &stanzas).await,
+        );
+    }
     let mut c = Cluster {
         name: "OpenBao (integrated raft)",
-        holder: Holder::Raw(processes, all),
+        holder: Holder::Reference(servers),
         bases,
         root: String::new(),
         key: String::new(),
@@ -471,43 +437,21 @@ async fn openbao(sc: &Scenario) -> Cluster {
     c
 }
 
-/// The listener and addresses of an OpenBao or Vault node (HCL): plain
-/// HTTP on `api`, the cluster port on `cluster`.
-fn listener_stanza(api: &Port, cluster: &Port) -> String {
-    let (api, cluster) = (api.addr(), cluster.addr());
-    format!(
-        "listener \"tcp\" {{\n  address = \"{api}\"\n  cluster_address = \"{cluster}\"\n  tls_disable = true\n}}\n\
-         api_addr = \"http://{api}\"\ncluster_addr = \"https://{cluster}\"\ndisable_mlock = true\nlog_level = \"warn\"\n"
-    )
-}
-
 async fn vault_112(sc: &Scenario, consul: &ConsulDev, binary: PathBuf) -> Cluster {
     let prefix = testkit::consul::unique_path();
-    let mut processes = Vec::new();
-    let mut all = Vec::new();
-    let mut bases = Vec::new();
+    let stanzas = format!(
+        "storage \"consul\" {{\n  address = \"{}\"\n  path = \"{prefix}\"\n  session_ttl = \"{}s\"\n  lock_wait_time = \"5s\"\n  disable_registration = \"true\"\n}}\nlog_level = \"warn\"\n",
+        consul.http_address(),
+        SESSION_TTL.as_secs(),
+    );
+    let mut servers = Vec::new();
     for i in 0..3 {
-        let (api, cluster) = (ports::reserve(), ports::reserve());
-        let dir = sc.subdir(&format!("vault{i}"));
-        let config = format!(
-            "storage \"consul\" {{\n  address = \"{}\"\n  path = \"{prefix}\"\n  session_ttl = \"{}s\"\n  lock_wait_time = \"5s\"\n  disable_registration = \"true\"\n}}\n{}",
-            consul.http_address(),
-            SESSION_TTL.as_secs(),
-            listener_stanza(&api, &cluster)
-        );
-        processes.push(spawn(
-            sc.timeline(),
-            &format!("vault{i}"),
-            &binary,
-            &dir,
-            &config,
-        ));
-        bases.push(format!("http://{}", api.addr()));
-        all.extend([api, cluster]);
+        servers.push(ReferenceServer::start(sc, &format!("vault{i}"), &binary, &stanzas).await);
     }
+    let bases = servers.iter().map(|s| s.client().base.clone()).collect();
     let mut c = Cluster {
         name: "Vault 1.1.2 (same Consul)",
-        holder: Holder::Raw(processes, all),
+        holder: Holder::Reference(servers),
         bases,
         root: String::new(),
         key: String::new(),
@@ -627,13 +571,13 @@ fn main() {
             let bao = openbao(&sc).await;
             measure(&bao, &all, runs, &mut figures).await;
         }
-        match std::env::var_os("STRONGROOM_VAULT_BIN").map(PathBuf::from) {
+        match testkit::tools::vault_bin() {
             _ if !wanted("vault") => {}
-            Some(bin) if bin.is_file() => {
+            Some(bin) => {
                 let vault = vault_112(&sc, &consul, bin).await;
                 measure(&vault, &all, runs, &mut figures).await;
             }
-            _ => println!("Vault 1.1.2: no binary at STRONGROOM_VAULT_BIN; not measured"),
+            None => println!("Vault 1.1.2: not built (STRONGROOM_VAULT_BIN, or scripts/setup-tools.sh); not measured"),
         }
 
         println!(

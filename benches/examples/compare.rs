@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use testkit::ha::{HaCluster, HaOptions};
 use testkit::{
-    Client, ConsulDev, ConsulOptions, Node, NodeConfig, Port, Process, ProcessSpec, Scenario,
+    Client, ConsulDev, ConsulOptions, NodeConfig, Process, ReferenceServer, Scenario,
     StorageStanza, wait,
 };
 
@@ -375,71 +375,15 @@ fn peak_rss_mib(pid: u32) -> f64 {
 
 // ---------------------------------------------------------------- servers
 
-/// A Vault-like server run from a config file (OpenBao on raft, Vault
-/// 1.1.2 on Consul), killed when dropped.
-struct External {
-    process: Process,
-    client: Client,
-    _ports: (Port, Port),
+/// A Vault-like server (OpenBao on raft, Vault 1.1.2 on Consul) with
+/// `storage` as its storage stanza, logging warnings only.
+async fn external(sc: &Scenario, name: &str, program: &Path, storage: &str) -> ReferenceServer {
+    let stanzas = format!("{storage}\nlog_level = \"warn\"\n");
+    ReferenceServer::start(sc, name, program, &stanzas).await
 }
 
-impl External {
-    /// Starts `program server -config=<file>` with `storage` as its
-    /// storage stanza.
-    async fn start(sc: &Scenario, name: &str, program: &Path, storage: &str) -> Self {
-        let dir = sc.subdir(name);
-        let (port, cluster) = (testkit::reserve_port(), testkit::reserve_port());
-        let (p, c) = (port.get(), cluster.get());
-        let storage = storage.replace("{dir}", &dir.display().to_string());
-        let config = format!(
-            r#"{storage}
-listener "tcp" {{
-  address         = "127.0.0.1:{p}"
-  cluster_address = "127.0.0.1:{c}"
-  tls_disable     = 1
-}}
-api_addr      = "http://127.0.0.1:{p}"
-cluster_addr  = "https://127.0.0.1:{c}"
-disable_mlock = true
-log_level     = "warn"
-"#
-        );
-        let path = dir.join("server.hcl");
-        std::fs::write(&path, config).expect("write server config");
-        let mut spec = ProcessSpec::new(name, program, dir.join("server.log"))
-            .arg("server")
-            .arg(format!("-config={}", path.display()))
-            .env("HOME", &dir);
-        for key in ["VAULT_ADDR", "VAULT_TOKEN", "BAO_ADDR", "BAO_TOKEN"] {
-            spec = spec.env_remove(key);
-        }
-        let process = Process::start(spec, sc.timeline());
-        let client = Client::new(format!("http://127.0.0.1:{p}"), None);
-        wait::until(&format!("{name} answers HTTP"), START, || async {
-            if let Some(status) = process.exit_status() {
-                panic!("{name} exited ({status}):\n{}", process.tail(30));
-            }
-            client
-                .try_call("GET", "sys/seal-status", None, None)
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
-        Self {
-            process,
-            client,
-            _ports: (port, cluster),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.process.pid().expect("server pid")
-    }
-}
-
-fn pid_of(node: &Node) -> u32 {
-    node.process().pid().expect("node pid")
+fn pid_of(process: &Process) -> u32 {
+    process.pid().expect("server pid")
 }
 
 /// Inits with 5 shares / threshold 3 and unseals; returns keys and root
@@ -523,16 +467,9 @@ fn consul_stanza(address: &str, path: &str) -> String {
 }
 
 fn vault_bin() -> PathBuf {
-    let path = std::env::var_os("STRONGROOM_VAULT_BIN").map_or_else(
-        || testkit::tools::cache_dir().join("vault-1.1.2/vault"),
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "HashiCorp Vault v1.1.2 is not at {}: run scripts/setup-tools.sh (it builds it)",
-        path.display()
-    );
-    path
+    testkit::tools::vault_bin().unwrap_or_else(|| {
+        panic!("HashiCorp Vault v1.1.2 is not built: run scripts/setup-tools.sh (it builds it)")
+    })
 }
 
 // ---------------------------------------------------------------- results
@@ -719,7 +656,7 @@ async fn group_memory(sc: &Scenario, a: &Args, res: &mut Results) {
         mount_kv(c, ROOT, "kv", "1").await;
         mount_kv(c, ROOT, "kv2", "2").await;
     }
-    let bao_pid = bao.process().pid().expect("bao pid");
+    let bao_pid = pid_of(bao.process());
     let ops = vec![
         ("kv1 PUT", Op::Put),
         ("kv1 GET", Op::Get),
@@ -753,7 +690,7 @@ async fn group_memory(sc: &Scenario, a: &Args, res: &mut Results) {
                 "strongroom-mem",
                 &sr.base,
                 ROOT,
-                vec![("strongroom".into(), pid_of(&sr))],
+                vec![("strongroom".into(), pid_of(sr.process()))],
             ),
             ops,
         ),
@@ -776,7 +713,7 @@ async fn group_memory(sc: &Scenario, a: &Args, res: &mut Results) {
             "strongroom-mem-acl",
             &sr.base,
             &sr_acl,
-            vec![("strongroom".into(), pid_of(&sr))],
+            vec![("strongroom".into(), pid_of(sr.process()))],
         ),
         kv1_ops.clone(),
     ));
@@ -793,7 +730,7 @@ async fn group_memory(sc: &Scenario, a: &Args, res: &mut Results) {
                     "strongroom-before",
                     &node.base,
                     ROOT,
-                    vec![("strongroom".into(), pid_of(&node))],
+                    vec![("strongroom".into(), pid_of(node.process()))],
                 ),
                 kv1_ops,
             ));
@@ -805,25 +742,27 @@ async fn group_memory(sc: &Scenario, a: &Args, res: &mut Results) {
     drop(baseline);
     res.values
         .insert("rss openbao-mem".into(), vec![peak_rss_mib(bao_pid)]);
-    res.values
-        .insert("rss strongroom-mem".into(), vec![peak_rss_mib(pid_of(&sr))]);
+    res.values.insert(
+        "rss strongroom-mem".into(),
+        vec![peak_rss_mib(pid_of(sr.process()))],
+    );
 }
 
 async fn group_durable(sc: &Scenario, a: &Args, res: &mut Results) {
     eprintln!("== durable: OpenBao raft vs Strongroom redb (and Strongroom memory)");
-    let bao = External::start(
+    let bao = external(
         sc,
         "openbao-raft",
         &testkit::tools::bao_bin(),
         &raft_stanza("bench"),
     )
     .await;
-    let (bao_keys, bao_root) = init_5_3(&bao.client).await;
+    let (bao_keys, bao_root) = init_5_3(bao.client()).await;
     wait::until("OpenBao raft is active", START, || async {
-        bao.client.health_code("").await == 200
+        bao.client().health_code("").await == 200
     })
     .await;
-    mount_kv(&bao.client, &bao_root, "kv", "1").await;
+    mount_kv(bao.client(), &bao_root, "kv", "1").await;
     let sr = NodeConfig::new()
         .binary(&a.strongroom)
         .storage(StorageStanza::redb())
@@ -843,9 +782,9 @@ async fn group_durable(sc: &Scenario, a: &Args, res: &mut Results) {
         (
             kv1_target(
                 "openbao-raft",
-                &bao.client.base,
+                &bao.client().base,
                 &bao_root,
-                vec![("openbao".into(), bao.pid())],
+                vec![("openbao".into(), pid_of(bao.process()))],
             ),
             ops.clone(),
         ),
@@ -854,7 +793,7 @@ async fn group_durable(sc: &Scenario, a: &Args, res: &mut Results) {
                 "strongroom-redb",
                 &sr.base,
                 &sr_root,
-                vec![("strongroom".into(), pid_of(&sr))],
+                vec![("strongroom".into(), pid_of(sr.process()))],
             ),
             ops.clone(),
         ),
@@ -863,17 +802,19 @@ async fn group_durable(sc: &Scenario, a: &Args, res: &mut Results) {
                 "strongroom-mem-same-run",
                 &mem.base,
                 ROOT,
-                vec![("strongroom".into(), pid_of(&mem))],
+                vec![("strongroom".into(), pid_of(mem.process()))],
             ),
             ops,
         ),
     ];
     rounds("durable", &targets, a, res).await;
-    res.values
-        .insert("rss openbao-raft".into(), vec![peak_rss_mib(bao.pid())]);
+    res.values.insert(
+        "rss openbao-raft".into(),
+        vec![peak_rss_mib(pid_of(bao.process()))],
+    );
     res.values.insert(
         "rss strongroom-redb".into(),
-        vec![peak_rss_mib(pid_of(&sr))],
+        vec![peak_rss_mib(pid_of(sr.process()))],
     );
     drop(mem);
 
@@ -884,7 +825,7 @@ async fn group_durable(sc: &Scenario, a: &Args, res: &mut Results) {
             .entry("unseal strongroom-redb".into())
             .or_default()
             .push(t.as_secs_f64() * 1e3);
-        let t = unseal_to_serving(&bao.client, &bao_keys, &bao_root).await;
+        let t = unseal_to_serving(bao.client(), &bao_keys, &bao_root).await;
         res.values
             .entry("unseal openbao-raft".into())
             .or_default()
@@ -907,14 +848,14 @@ async fn group_durable(sc: &Scenario, a: &Args, res: &mut Results) {
             .or_default()
             .push(t.as_secs_f64() * 1e3);
         drop(node);
-        let bao = External::start(
+        let bao = external(
             sc,
             &format!("bao-init-{i}"),
             &testkit::tools::bao_bin(),
             &raft_stanza(&format!("init-{i}")),
         )
         .await;
-        let t = init_time(&bao.client).await;
+        let t = init_time(bao.client()).await;
         res.values
             .entry("init openbao-raft".into())
             .or_default()
@@ -926,19 +867,19 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
     eprintln!("== consul: raw Consul KV vs Vault 1.1.2 vs Strongroom, one agent");
     let agent = consul.http_address();
     let consul_pid = consul.process().pid().expect("consul pid");
-    let vault = External::start(
+    let vault = external(
         sc,
         "vault-1.1.2",
         &vault_bin(),
         &consul_stanza(&agent, "bench-vault/"),
     )
     .await;
-    let (_, vault_root) = init_5_3(&vault.client).await;
+    let (_, vault_root) = init_5_3(vault.client()).await;
     wait::until("Vault is active", START, || async {
-        vault.client.health_code("").await == 200
+        vault.client().health_code("").await == 200
     })
     .await;
-    mount_kv(&vault.client, &vault_root, "kv", "1").await;
+    mount_kv(vault.client(), &vault_root, "kv", "1").await;
     let sr = NodeConfig::new()
         .binary(&a.strongroom)
         .storage(StorageStanza::consul(&agent, Some("bench-strongroom/")))
@@ -979,9 +920,12 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
         (
             kv1_target(
                 "vault-1.1.2-consul",
-                &vault.client.base,
+                &vault.client().base,
                 &vault_root,
-                vec![("vault".into(), vault.pid()), consul_cpu.clone()],
+                vec![
+                    ("vault".into(), pid_of(vault.process())),
+                    consul_cpu.clone(),
+                ],
             ),
             ops.clone(),
         ),
@@ -990,7 +934,10 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
                 "strongroom-consul",
                 &sr.base,
                 &sr_root,
-                vec![("strongroom".into(), pid_of(&sr)), consul_cpu.clone()],
+                vec![
+                    ("strongroom".into(), pid_of(sr.process())),
+                    consul_cpu.clone(),
+                ],
             ),
             ops.clone(),
         ),
@@ -1001,7 +948,7 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
                 "strongroom-consul-before",
                 &node.base,
                 root,
-                vec![("strongroom".into(), pid_of(node)), consul_cpu],
+                vec![("strongroom".into(), pid_of(node.process())), consul_cpu],
             ),
             ops,
         ));
@@ -1010,11 +957,11 @@ async fn group_consul(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Res
     drop(baseline);
     res.values.insert(
         "rss vault-1.1.2-consul".into(),
-        vec![peak_rss_mib(vault.pid())],
+        vec![peak_rss_mib(pid_of(vault.process()))],
     );
     res.values.insert(
         "rss strongroom-consul".into(),
-        vec![peak_rss_mib(pid_of(&sr))],
+        vec![peak_rss_mib(pid_of(sr.process()))],
     );
 }
 
@@ -1035,15 +982,15 @@ async fn group_ha(sc: &Scenario, consul: &ConsulDev, a: &Args, res: &mut Results
         "ha-active",
         &c.node(active).base,
         c.root(),
-        vec![("active".into(), pid_of(c.node(active)))],
+        vec![("active".into(), pid_of(c.node(active).process()))],
     );
     let forwarded = kv1_target(
         "ha-via-standby",
         &c.node(standby).base,
         c.root(),
         vec![
-            ("standby".into(), pid_of(c.node(standby))),
-            ("active".into(), pid_of(c.node(active))),
+            ("standby".into(), pid_of(c.node(standby).process())),
+            ("active".into(), pid_of(c.node(active).process())),
         ],
     );
     rounds("ha", &[(direct, ops.clone()), (forwarded, ops)], a, res).await;

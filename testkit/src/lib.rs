@@ -18,6 +18,7 @@
 //! | clients behind a Service recording every operation; what each node says it is | [`load::Load`], [`load::Service`], [`history::History`], [`roles::RoleSampler`] |
 //! | "is this history linearizable?" (register model, per key) | [`linearizability::check_register`], [`history::History::check`] |
 //! | OpenBao's dev server as the reference to compare with | [`BaoDev`] |
+//! | Vault 1.1.2 or OpenBao from an HCL config (storage, seal of the test's choosing) | [`ReferenceServer`] |
 //! | N nodes electing an active one on Consul; "never two active" | [`ha::HaCluster`], [`ha::LeaderSampler`] |
 //!
 //! Rules the harness keeps so suites do not flake: ports come from outside
@@ -73,6 +74,7 @@ pub mod node;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod reference;
 pub mod roles;
 pub mod timeline;
 pub mod tls;
@@ -85,5 +87,6 @@ pub use moto::MotoServer;
 pub use node::{Client, InitKeys, Node, NodeConfig, SealStanza, StorageStanza};
 pub use ports::{Port, reserve as reserve_port};
 pub use process::{Process, ProcessSpec};
+pub use reference::ReferenceServer;
 pub use timeline::{Scenario, Timeline};
 pub use tls::TestPki;

@@ -90,6 +90,19 @@ pub fn bao_bin() -> PathBuf {
     venv_tool("STRONGROOM_BAO_BIN", "bao")
 }
 
+/// HashiCorp Vault v1.1.2, the optional reference: `STRONGROOM_VAULT_BIN`,
+/// else `vault-1.1.2/vault` in the cache (where `scripts/setup-tools.sh`
+/// builds it); `None` when neither exists. Callers that need it say so in
+/// their own words; comparisons that do not skip it.
+///
+/// # Panics
+/// When `STRONGROOM_VAULT_BIN` names a file that does not exist.
+pub fn vault_bin() -> Option<PathBuf> {
+    from_env("STRONGROOM_VAULT_BIN")
+        .or_else(|| Some(cache_dir().join("vault-1.1.2/vault")))
+        .filter(|p| p.is_file())
+}
+
 /// The `strongroom` server binary: `STRONGROOM_BIN`. Tests in the
 /// `examples` crate pass `env!("CARGO_BIN_EXE_strongroom")` to
 /// [`crate::NodeConfig::binary`] instead, which is always current.

@@ -4,7 +4,6 @@
 //! (`STRONGROOM_VAULT_BIN`, or `$STRONGROOM_CACHE/vault-1.1.2/vault` as
 //! `scripts/setup-tools.sh` builds it); never required.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use testkit::kms_cluster::KmsCluster;
@@ -12,17 +11,9 @@ use testkit::moto::TEST_REGION;
 use testkit::process::{Process, ProcessSpec};
 use testkit::wait;
 
-fn vault_bin() -> Option<PathBuf> {
-    std::env::var_os("STRONGROOM_VAULT_BIN")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| Some(testkit::tools::cache_dir().join("vault-1.1.2/vault")))
-        .filter(|p| p.is_file())
-}
-
 /// What Vault 1.1.2 did, or `None` without a binary.
 pub(crate) async fn run(cluster: &KmsCluster) -> Option<String> {
-    let bin = vault_bin()?;
+    let bin = testkit::tools::vault_bin()?;
     let dir = tempfile::tempdir().ok()?;
     let port = testkit::ports::reserve();
     let user = cluster.user();

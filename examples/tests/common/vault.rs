@@ -9,39 +9,27 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::node::Client;
-use testkit::{Port, Process, ProcessSpec, Scenario, wait};
+use testkit::{ReferenceServer, Scenario, wait};
 
-/// The Vault binary: `STRONGROOM_VAULT_BIN`, else the setup-tools cache.
+/// The Vault binary (see [`testkit::tools::vault_bin`]).
 ///
 /// # Panics
 /// When it is not there, naming the build log (the tests fail, never skip).
 pub fn vault_bin() -> PathBuf {
-    let path = std::env::var_os("STRONGROOM_VAULT_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let cache = std::env::var_os("STRONGROOM_CACHE").map_or_else(
-                || PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/strongroom"),
-                PathBuf::from,
-            );
-            cache.join("vault-1.1.2/vault")
-        });
-    assert!(
-        path.is_file(),
-        "HashiCorp Vault v1.1.2 is not available at {}: the takeover tests need the real Vault \
-         to write their data set. Run scripts/setup-tools.sh, which builds it from the Go module \
-         proxy; if that failed, its log is {}",
-        path.display(),
-        std::env::var("STRONGROOM_VAULT_BUILD_LOG")
-            .unwrap_or_else(|_| "~/.cache/strongroom/vault-build-1.1.2.log".into())
-    );
-    path
+    testkit::tools::vault_bin().unwrap_or_else(|| {
+        panic!(
+            "HashiCorp Vault v1.1.2 is not built: the takeover tests need the real Vault to \
+             write their data set. Run scripts/setup-tools.sh, which builds it from the Go module \
+             proxy; if that failed, its log is {}",
+            std::env::var("STRONGROOM_VAULT_BUILD_LOG")
+                .unwrap_or_else(|_| "~/.cache/strongroom/vault-build-1.1.2.log".into())
+        )
+    })
 }
 
 /// One Vault server process (killed with its test).
 pub struct Vault {
-    process: Process,
-    pub client: Client,
-    _ports: (Port, Port),
+    server: ReferenceServer,
 }
 
 impl Vault {
@@ -49,52 +37,20 @@ impl Vault {
     /// `prefix`, with an optional extra `seal` stanza; waits until it
     /// answers HTTP.
     pub async fn start(sc: &Scenario, consul: &str, prefix: &str, seal: &str) -> Vault {
-        let dir = sc.subdir("vault");
-        let (port, cluster_port) = (testkit::reserve_port(), testkit::reserve_port());
-        let (p, c) = (port.get(), cluster_port.get());
-        let config = format!(
-            r#"storage "consul" {{
-  address = "{consul}"
-  path = "{prefix}"
-  disable_registration = "true"
-}}
-listener "tcp" {{
-  address = "127.0.0.1:{p}"
-  cluster_address = "127.0.0.1:{c}"
-  tls_disable = 1
-}}
-{seal}
-api_addr = "http://127.0.0.1:{p}"
-cluster_addr = "https://127.0.0.1:{c}"
-disable_mlock = true
-"#
+        let stanzas = format!(
+            "storage \"consul\" {{\n  address = \"{consul}\"\n  path = \"{prefix}\"\n  disable_registration = \"true\"\n}}\n{seal}\n"
         );
-        let config_path = dir.join("vault.hcl");
-        std::fs::write(&config_path, config).expect("write vault config");
-        let spec = ProcessSpec::new("vault", vault_bin(), dir.join("vault.log"))
-            .arg("server")
-            .arg(format!("-config={}", config_path.display()))
-            .env_remove("VAULT_ADDR")
-            .env_remove("VAULT_TOKEN");
-        let process = Process::start(spec, sc.timeline());
-        let client = Client::new(format!("http://127.0.0.1:{p}"), None);
-        wait::until("Vault answers HTTP", Duration::from_secs(60), || async {
-            client
-                .try_call("GET", "sys/seal-status", None, None)
-                .await
-                .ok()
-                .map(|_| ())
-        })
-        .await;
         Vault {
-            process,
-            client,
-            _ports: (port, cluster_port),
+            server: ReferenceServer::start(sc, "vault", &vault_bin(), &stanzas).await,
         }
     }
 
+    pub fn client(&self) -> &Client {
+        self.server.client()
+    }
+
     pub fn log(&self) -> String {
-        self.process.log()
+        self.server.process().log()
     }
 
     /// One API call; panics with Vault's log unless the status is `want`.
@@ -106,7 +62,7 @@ disable_mlock = true
         token: Option<&str>,
         body: Option<Value>,
     ) -> Value {
-        let (code, value) = self.client.call(method, path, token, body).await;
+        let (code, value) = self.client().call(method, path, token, body).await;
         assert_eq!(
             code,
             want,
@@ -119,14 +75,14 @@ disable_mlock = true
     /// Polls until Vault reports itself active and unsealed.
     pub async fn wait_active(&self) {
         wait::until("Vault is active", Duration::from_secs(60), || async {
-            (self.client.health_code("").await == 200).then_some(())
+            (self.client().health_code("").await == 200).then_some(())
         })
         .await;
     }
 
     /// SIGTERM and wait: Vault seals, steps down and exits cleanly.
     pub fn stop(&self) {
-        self.process.terminate(Duration::from_secs(60));
+        self.server.process().terminate(Duration::from_secs(60));
     }
 }
 
@@ -227,7 +183,7 @@ pub async fn write_data_set(vault: &Vault, auto_seal: bool) -> Written {
         Duration::from_secs(30),
         || async {
             let (code, _) = vault
-                .client
+                .client()
                 .call(
                     "PUT",
                     "secret/data/app",
