@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{OpenBaoInit, subsets};
 use testkit::process::{StartError, with_fresh_ports};
-use testkit::{Port, Process, ProcessSpec, Scenario, ports, tools, wait};
+use testkit::{Port, Process, ProcessSpec, Scenario, ports, tools};
 
 /// A `bao server` with raft storage: uninitialised, answering on `addr`.
 struct OpenBao {
@@ -52,34 +52,15 @@ fn start_openbao(sc: &Scenario) -> Result<OpenBao, StartError> {
         .env("HOME", &dir);
     let process = Process::start(spec, sc.timeline());
     // An uninitialised server answers seal-status with 200.
-    let up = wait::try_until_blocking("openbao answers", Duration::from_secs(60), || {
-        if let Some(status) = process.exit_status() {
-            return Some(Err(status));
-        }
+    process.until_serving_blocking("openbao answers", Duration::from_secs(60), || {
         testkit::http::raw_request(&api.addr(), "GET", "/v1/sys/seal-status", None, b"")
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|_| Ok(()))
-    });
-    match up {
-        Ok(Ok(())) => Ok(OpenBao {
-            process,
-            addr: format!("http://{}", api.addr()),
-            _ports: [api, cluster],
-        }),
-        Ok(Err(status)) if process.address_in_use() => Err(StartError::AddressInUse(format!(
-            "exited ({status})\n{}",
-            process.failure_report()
-        ))),
-        Ok(Err(status)) => Err(StartError::Other(format!(
-            "exited ({status})\n{}",
-            process.failure_report()
-        ))),
-        Err(e) => Err(StartError::Other(format!(
-            "{e}\n{}",
-            process.failure_report()
-        ))),
-    }
+            .is_ok_and(|r| r.status == 200)
+    })?;
+    Ok(OpenBao {
+        process,
+        addr: format!("http://{}", api.addr()),
+        _ports: [api, cluster],
+    })
 }
 
 fn fresh_init() -> OpenBaoInit {

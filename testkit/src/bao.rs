@@ -24,7 +24,7 @@ use crate::node::Client;
 use crate::ports::{self, Port};
 use crate::process::{Process, ProcessSpec, StartError, with_fresh_ports_async};
 use crate::timeline::Scenario;
-use crate::{tools, wait};
+use crate::tools;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -74,39 +74,21 @@ impl BaoDev {
         }
         let process = Process::start(spec, sc.timeline());
         let client = Client::new(format!("http://{}", port.addr()), None);
-        let ready = wait::try_until(&format!("{name} serves secret/"), START_TIMEOUT, || async {
-            if let Some(status) = process.exit_status() {
-                return Some(Err(status));
-            }
-            match client
-                .try_call("GET", "sys/mounts/secret", Some(root_token), None)
-                .await
-            {
-                Ok((200, _)) => Some(Ok(())),
-                _ => None,
-            }
+        process
+            .until_serving(&format!("{name} serves secret/"), START_TIMEOUT, || async {
+                matches!(
+                    client
+                        .try_call("GET", "sys/mounts/secret", Some(root_token), None)
+                        .await,
+                    Ok((200, _))
+                )
+            })
+            .await?;
+        Ok(Self {
+            process,
+            client,
+            _port: port,
         })
-        .await;
-        match ready {
-            Ok(Ok(())) => Ok(Self {
-                process,
-                client,
-                _port: port,
-            }),
-            Ok(Err(status)) if process.address_in_use() => Err(StartError::AddressInUse(format!(
-                "{name} exited ({status})\n{}",
-                process.failure_report()
-            ))),
-            Ok(Err(status)) => Err(StartError::Other(format!(
-                "{name} exited ({status}) before serving\n{}",
-                process.failure_report()
-            ))),
-            Err(e) => {
-                let report = format!("{e}\n{}", process.failure_report());
-                process.kill9();
-                Err(StartError::Other(report))
-            }
-        }
     }
 
     /// The process (signals, log).

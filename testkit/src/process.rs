@@ -402,6 +402,83 @@ impl Process {
             self.spec.name
         )
     }
+
+    /// Waits until this just-started process serves (`ready` holds), as a
+    /// start attempt: an exit first is [`StartError::AddressInUse`] when
+    /// its log says a port was taken (for [`with_fresh_ports`]), any other
+    /// failure [`StartError::Other`] with its log tail; a process that does
+    /// not serve by `timeout` is killed.
+    ///
+    /// # Errors
+    /// As above; `what` names the condition in the message.
+    pub async fn until_serving<F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: F,
+    ) -> Result<(), StartError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let waited = wait::try_until(what, timeout, || {
+            let ready = ready();
+            async move {
+                match self.exit_status() {
+                    Some(status) => Some(Some(status)),
+                    None => ready.await.then_some(None),
+                }
+            }
+        })
+        .await;
+        self.start_outcome(what, waited)
+    }
+
+    /// [`until_serving`](Self::until_serving) for a blocking `ready`.
+    ///
+    /// # Errors
+    /// As `until_serving`.
+    pub fn until_serving_blocking(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<(), StartError> {
+        let waited = wait::try_until_blocking(what, timeout, || match self.exit_status() {
+            Some(status) => Some(Some(status)),
+            None => ready().then_some(None),
+        });
+        self.start_outcome(what, waited)
+    }
+
+    /// `waited`: `Ok(None)` served, `Ok(Some(status))` exited first, `Err`
+    /// the wait gave up.
+    fn start_outcome(
+        &self,
+        what: &str,
+        waited: Result<Option<ExitStatus>, String>,
+    ) -> Result<(), StartError> {
+        match waited {
+            Ok(None) => Ok(()),
+            Ok(Some(status)) => {
+                let report = format!(
+                    "{} exited ({status}) before it served ({what})\n{}",
+                    self.spec.name,
+                    self.failure_report()
+                );
+                if self.address_in_use() {
+                    Err(StartError::AddressInUse(report))
+                } else {
+                    Err(StartError::Other(report))
+                }
+            }
+            Err(message) => {
+                let report = format!("{message}\n{}", self.failure_report());
+                self.kill9();
+                Err(StartError::Other(report))
+            }
+        }
+    }
 }
 
 impl Drop for Process {

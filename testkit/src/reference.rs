@@ -34,7 +34,6 @@ use crate::node::Client;
 use crate::ports::{self, Port};
 use crate::process::{Process, ProcessSpec, StartError, with_fresh_ports_async};
 use crate::timeline::Scenario;
-use crate::wait;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -133,37 +132,19 @@ impl ReferenceServer {
         }
         let process = Process::start(spec, sc.timeline());
         let client = Client::new(format!("http://{}", api.addr()), None);
-        let answered = wait::try_until(&format!("{name} answers HTTP"), START_TIMEOUT, || async {
-            if let Some(status) = process.exit_status() {
-                return Some(Err(status));
-            }
-            client
-                .try_call("GET", "sys/seal-status", None, None)
-                .await
-                .ok()
-                .map(|_| Ok(()))
+        process
+            .until_serving("sys/seal-status answers", START_TIMEOUT, || async {
+                client
+                    .try_call("GET", "sys/seal-status", None, None)
+                    .await
+                    .is_ok()
+            })
+            .await?;
+        Ok(Self {
+            process,
+            client,
+            _ports: (api, cluster),
         })
-        .await;
-        match answered {
-            Ok(Ok(())) => Ok(Self {
-                process,
-                client,
-                _ports: (api, cluster),
-            }),
-            Ok(Err(status)) if process.address_in_use() => Err(StartError::AddressInUse(format!(
-                "{name} exited ({status})\n{}",
-                process.failure_report()
-            ))),
-            Ok(Err(status)) => Err(StartError::Other(format!(
-                "{name} exited ({status}) before answering\n{}",
-                process.failure_report()
-            ))),
-            Err(e) => {
-                let report = format!("{e}\n{}", process.failure_report());
-                process.kill9();
-                Err(StartError::Other(report))
-            }
-        }
     }
 
     /// The process (signals, log, restart on the same ports).

@@ -32,7 +32,6 @@ use crate::process::{Process, ProcessSpec, StartError, with_fresh_ports};
 use crate::timeline::Timeline;
 use crate::tls::TestPki;
 use crate::tools;
-use crate::wait;
 
 /// How long an agent may take to elect itself leader on a loaded machine.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -193,42 +192,6 @@ fn push_hcl(args: &mut Vec<String>, fragments: impl IntoIterator<Item = String>)
     }
 }
 
-/// Waits until `process` serves (`ready` holds), or fails with a
-/// classified [`StartError`].
-fn wait_ready(
-    process: &Process,
-    what: &str,
-    mut ready: impl FnMut() -> bool,
-) -> Result<(), StartError> {
-    // Some(None): serving; Some(Some(status)): exited; None: not yet.
-    let outcome = wait::try_until_blocking(what, START_TIMEOUT, || {
-        if let Some(status) = process.exit_status() {
-            return Some(Some(status));
-        }
-        ready().then_some(None)
-    });
-    match outcome {
-        Ok(None) => Ok(()),
-        Ok(Some(status)) => {
-            let report = format!(
-                "{} exited ({status}) before {what}\n{}",
-                process.name(),
-                process.failure_report()
-            );
-            if process.address_in_use() {
-                Err(StartError::AddressInUse(report))
-            } else {
-                Err(StartError::Other(report))
-            }
-        }
-        Err(message) => {
-            let report = format!("{message}\n{}", process.failure_report());
-            process.kill9();
-            Err(StartError::Other(report))
-        }
-    }
-}
-
 /// A `consul agent -dev` on reserved loopback ports; killed when dropped.
 ///
 /// Dev agents keep their data in memory: [`ConsulDev::restart`] brings the
@@ -317,9 +280,9 @@ impl ConsulDev {
     }
 
     fn wait_serving(&self) -> Result<(), StartError> {
-        wait_ready(
-            &self.process,
+        self.process.until_serving_blocking(
             "consul -dev has a leader and its node in the catalog",
+            START_TIMEOUT,
             || {
                 leader_of(&self.http_address()).is_some()
                     && self.acl_ready()

@@ -54,7 +54,7 @@ pub use iam::IamUser;
 use crate::ports::{self, Port};
 use crate::process::{Process, ProcessSpec, StartError, with_fresh_ports_async};
 use crate::timeline::Timeline;
-use crate::{tools, wait};
+use crate::tools;
 
 /// Region the harness uses everywhere.
 pub const TEST_REGION: &str = "us-east-1";
@@ -151,40 +151,13 @@ impl MotoServer {
         // A TCP probe, not a request: in IAM mode every request counts
         // against the unauthenticated budget.
         let addr = SocketAddr::from(([127, 0, 0, 1], moto_port.get()));
-        let ready = wait::try_until(
-            &format!("moto_server accepts connections on {addr}"),
-            START_TIMEOUT,
-            || async {
-                if let Some(status) = process.exit_status() {
-                    return Some(Err(status));
-                }
-                TcpStream::connect_timeout(&addr, Duration::from_millis(200))
-                    .is_ok()
-                    .then_some(Ok(()))
-            },
-        )
-        .await;
-        match ready {
-            Ok(Ok(())) => {}
-            Ok(Err(status)) if process.address_in_use() => {
-                return Err(StartError::AddressInUse(format!(
-                    "moto_server exited ({status})\n{}",
-                    process.failure_report()
-                )));
-            }
-            Ok(Err(status)) => {
-                return Err(StartError::Other(format!(
-                    "moto_server exited ({status}) before accepting connections\n{}",
-                    process.failure_report()
-                )));
-            }
-            Err(e) => {
-                return Err(StartError::Other(format!(
-                    "{e}\n{}",
-                    process.failure_report()
-                )));
-            }
-        }
+        process
+            .until_serving(
+                &format!("moto_server accepts connections on {addr}"),
+                START_TIMEOUT,
+                || async { TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() },
+            )
+            .await?;
         let relay = relay::Relay::start(ports::reserve(), moto_port.get());
         Ok(Self {
             relay,

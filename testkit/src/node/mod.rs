@@ -129,41 +129,18 @@ impl Node {
     }
 
     async fn try_wait_ready(&self) -> Result<(), StartError> {
-        let outcome = wait::try_until(
-            &format!("{} answers HTTP", self.name),
-            self.config.ready_timeout,
-            || async {
-                if let Some(status) = self.process.exit_status() {
-                    return Some(Err(status));
-                }
-                self.client
-                    .try_call("GET", "sys/health", None, None)
-                    .await
-                    .ok()
-                    .map(|_| Ok(()))
-            },
-        )
-        .await;
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(status)) => {
-                let report = format!(
-                    "{} exited ({status}) before answering\n{}",
-                    self.name,
-                    self.process.failure_report()
-                );
-                if self.process.address_in_use() {
-                    Err(StartError::AddressInUse(report))
-                } else {
-                    Err(StartError::Other(report))
-                }
-            }
-            Err(e) => {
-                let report = format!("{e}\n{}", self.process.failure_report());
-                self.process.kill9();
-                Err(StartError::Other(report))
-            }
-        }
+        self.process
+            .until_serving(
+                &format!("{} answers HTTP", self.name),
+                self.config.ready_timeout,
+                || async {
+                    self.client
+                        .try_call("GET", "sys/health", None, None)
+                        .await
+                        .is_ok()
+                },
+            )
+            .await
     }
 
     /// Waits until the node answers HTTP.
