@@ -1,6 +1,8 @@
 """The Python half of the ``testkit`` crate, shared by the end-to-end
-(``tests/e2e``) and Kubernetes (``tests/k8s``) suites: loopback ports that
-cannot collide, and servers started again on fresh ports when one is taken.
+(``tests/e2e``) and Kubernetes (``tests/k8s``) suites: the tools, loopback
+ports that cannot collide, child processes with their logs, "until this
+holds, by this deadline", and servers started again on fresh ports when one
+is taken.
 
 Ports follow ``testkit/src/ports.rs`` to the letter, so these suites and
 the Rust ones never hand out the same port: a port lies outside the
@@ -24,15 +26,35 @@ import os
 import random
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, TypeVar
+
+import pytest
+import requests
 
 T = TypeVar("T")
 
 FLOOR = 10_000  # as testkit: below live well-known and Consul/Vault ports
 FRESH_PORT_ATTEMPTS = 3  # as testkit
+SETUP_HINT = "run scripts/setup-tools.sh and eval what it prints"
+LOG_TAIL = 6000  # characters of a log a failure message shows
+
+
+def tool(var: str, name: str, venv: str | None = None) -> str:
+    """The executable ``$var``, else, for a tool of the cached virtualenv,
+    ``<cache>/venv/bin/<venv>``. A missing one fails the test saying how to
+    get it; nothing is skipped."""
+    path = os.environ.get(var)
+    if not path and venv:
+        cache = os.environ.get("STRONGROOM_CACHE") or Path.home() / ".cache" / "strongroom"
+        path = str(Path(cache) / "venv" / "bin" / venv)
+    if not path or not os.access(path, os.X_OK):
+        pytest.fail(f"{name} not found ({var}={path!r}); {SETUP_HINT}")
+    return path
 
 
 def ephemeral_range() -> tuple[int, int]:
@@ -125,3 +147,81 @@ def die_with_parent() -> None:
     """In a child before exec: SIGKILL when the test process dies."""
     PR_SET_PDEATHSIG = 1
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Process:
+    """A child process with its output appended to ``<workdir>/<name>.log``
+    (a restart under the same name adds to the same log), killed with the
+    test process; :meth:`kill` at teardown."""
+
+    def __init__(self, args: list, workdir: Path, name: str, env: dict | None = None, inherit_env: bool = True):
+        self.name = name
+        self.log_path = workdir / f"{name}.log"
+        self._log = open(self.log_path, "ab")
+        self._run_start = self._log.tell()
+        full_env = {**os.environ} if inherit_env else {}
+        for var in ("VAULT_ADDR", "STRONGROOM_ADDR"):
+            full_env.pop(var, None)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=full_env, start_new_session=True, preexec_fn=die_with_parent)
+
+    def log(self) -> str:
+        """The whole log, earlier runs under this name included."""
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def check_alive(self) -> None:
+        """Fails when the process has exited; raises :class:`AddressInUse`
+        when this run's log says a port was taken."""
+        if self.alive():
+            return
+        with open(self.log_path, "rb") as f:
+            f.seek(self._run_start)
+            this_run = f.read().decode(errors="replace")
+        if is_address_in_use(this_run):
+            raise AddressInUse(f"{self.name}: {this_run[-2000:]}")
+        pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{this_run[-LOG_TAIL:]}")
+
+    def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, then SIGKILL after ``timeout`` seconds; the exit code."""
+        if self.alive():
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self._log.close()
+
+
+def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1, on_fail=lambda: "",
+               proc: Process | None = None):
+    """Polls ``check()`` until it returns something truthy and returns it;
+    a request that fails counts as "not yet". Fails with ``what`` and the
+    tail of ``on_fail()`` after ``timeout`` seconds. With ``proc``, a
+    process that exits meanwhile fails the wait at once (raising
+    :class:`AddressInUse` when its port was taken, for
+    :func:`on_fresh_ports`)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None:
+            proc.check_alive()
+        try:
+            last = check()
+        except (requests.RequestException, OSError) as e:
+            last = e
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    pytest.fail(f"{what} did not happen within {timeout} s (last: {last!r})\n{on_fail()[-LOG_TAIL:]}")

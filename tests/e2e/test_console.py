@@ -20,16 +20,14 @@ import json
 import os
 import re
 import secrets as random
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import requests
 from selenium.webdriver.common.keys import Keys
 
-from conftest import AddressInUse, Port, Server, dev_args, die_with_parent, is_address_in_use, on_fresh_ports
+from conftest import Port, Process, Server, dev_args, on_fresh_ports, tool
+from conftest import wait_until as harness_wait_until
 from console_browser import Console, downloaded_file, output_dir, start_browser, stop_browser, wait_until
 
 REQUEST_TIMEOUT = 10
@@ -439,45 +437,24 @@ class Moto:
     """A real moto_server (KMS) on a loopback port."""
 
     def __init__(self, workdir: Path):
-        binary = os.environ.get("STRONGROOM_MOTO_BIN") or str(
-            Path(os.environ.get("STRONGROOM_CACHE") or Path.home() / ".cache" / "strongroom") / "venv" / "bin" / "moto_server"
-        )
-        if not os.access(binary, os.X_OK):
-            pytest.fail(f"moto_server is not at {binary}: run scripts/setup-tools.sh")
-        self.log_path = workdir / "moto.log"
-        self._log = open(self.log_path, "ab")
-        on_fresh_ports("moto_server", lambda: self._start(binary))
+        binary = tool("STRONGROOM_MOTO_BIN", "moto_server", venv="moto_server")
+        on_fresh_ports("moto_server", lambda: self._start(binary, workdir))
 
-    def _start(self, binary: str) -> None:
+    def _start(self, binary: str, workdir: Path) -> None:
         self.port = Port()
         self.endpoint = f"http://127.0.0.1:{self.port.number}"
-        self._log.flush()
-        self._run_start = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(self.port.number)],
-            stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}, preexec_fn=die_with_parent,
-        )
+        self.proc = Process([binary, "-H", "127.0.0.1", "-p", str(self.port.number)], workdir, "moto",
+                            env={"AWS_DEFAULT_REGION": "us-east-1"})
         try:
-            wait_until(self._up, "moto_server to answer", timeout=60, interval=0.2)
-        except AddressInUse:
-            self.port.release()
-            raise
+            harness_wait_until("moto_server answering", self._up, timeout=60, interval=0.2, on_fail=self.proc.log,
+                          proc=self.proc)
         except BaseException:
-            self.proc.kill()
+            self.stop()
             raise
 
     def _up(self) -> bool:
-        if self.proc.poll() is not None:
-            this_run = self.log_path.read_text(errors="replace")[self._run_start:]
-            if is_address_in_use(this_run):
-                raise AddressInUse(this_run)
-            raise RuntimeError(f"moto_server exited at start:\n{this_run}")
-        try:
-            requests.get(self.endpoint + "/moto-api/", timeout=2)
-            return True
-        except requests.ConnectionError:
-            return False
+        requests.get(self.endpoint + "/moto-api/", timeout=2)
+        return True
 
     def kms(self, target: str, body: dict) -> dict:
         r = requests.post(
@@ -499,10 +476,7 @@ class Moto:
         requests.post(self.endpoint + "/moto-api/reset", timeout=REQUEST_TIMEOUT).raise_for_status()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=10)
-        self._log.close()
+        self.proc.kill()
         self.port.release()
 
 

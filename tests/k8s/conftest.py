@@ -9,10 +9,8 @@ Prometheus. A missing tool fails the test with the command that installs
 it; nothing is skipped.
 """
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,8 @@ import requests
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from testkit import AddressInUse, Port, is_address_in_use, on_fresh_ports  # noqa: E402,F401
+# Process and wait_until are the suite's too; its tests import them from here.
+from testkit import Port, Process, on_fresh_ports, tool, wait_until  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "strongroom"
@@ -29,34 +28,26 @@ KUBE_VERSION = "1.30.0"
 RELEASE = "sr"
 NAMESPACE = "vault"
 FULLNAME = f"{RELEASE}-strongroom"
-SETUP_HINT = "run scripts/setup-tools.sh and eval what it prints"
-
-
-def _tool(var: str, name: str) -> str:
-    path = os.environ.get(var)
-    if not path or not os.access(path, os.X_OK):
-        pytest.fail(f"{name} not found ({var}={path!r}); {SETUP_HINT}")
-    return path
 
 
 @pytest.fixture(scope="session")
 def helm() -> str:
-    return _tool("STRONGROOM_HELM_BIN", "helm")
+    return tool("STRONGROOM_HELM_BIN", "helm")
 
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
-    return _tool("STRONGROOM_PROMTOOL_BIN", "promtool")
+    return tool("STRONGROOM_PROMTOOL_BIN", "promtool")
 
 
 @pytest.fixture(scope="session")
 def prometheus_bin() -> str:
-    return _tool("STRONGROOM_PROMETHEUS_BIN", "prometheus")
+    return tool("STRONGROOM_PROMETHEUS_BIN", "prometheus")
 
 
 @pytest.fixture(scope="session")
 def strongroom_bin() -> str:
-    return _tool("STRONGROOM_BIN", "the strongroom binary (cargo build -p examples --bin strongroom)")
+    return tool("STRONGROOM_BIN", "the strongroom binary (cargo build -p examples --bin strongroom)")
 
 
 def helm_template(helm: str, *values: str, sets: tuple = (), kube_version: str = KUBE_VERSION,
@@ -110,79 +101,6 @@ def ports():
 
 
 # ------------------------------------------------------------ processes
-
-def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1, on_fail=lambda: "",
-               proc: "Process | None" = None):
-    """Polls ``check()`` until it returns something truthy; fails with
-    ``what`` and ``on_fail()`` after ``timeout`` seconds. With ``proc``, a
-    server that exits meanwhile fails the wait at once (raising
-    :class:`AddressInUse` when its port was taken, for
-    :func:`on_fresh_ports`)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        if proc is not None:
-            proc.check_alive()
-        try:
-            last = check()
-        except (requests.RequestException, OSError) as e:
-            last = e
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"{what} did not happen within {timeout} s (last: {last!r})\n{on_fail()}")
-
-
-class Process:
-    """A child process with its output in a log file; killed at teardown."""
-
-    def __init__(self, args: list, workdir: Path, name: str, env: dict | None = None, inherit_env: bool = True):
-        self.name = name
-        self.log_path = workdir / f"{name}.log"
-        self._log = open(self.log_path, "ab")
-        self._run_start = self._log.tell()
-        full_env = {**os.environ} if inherit_env else {}
-        for var in ("VAULT_ADDR", "STRONGROOM_ADDR"):
-            full_env.pop(var, None)
-        full_env.update(env or {})
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def check_alive(self) -> None:
-        """Fails when the process has exited; raises :class:`AddressInUse`
-        when this run's log says a port was taken."""
-        if self.alive():
-            return
-        with open(self.log_path, "rb") as f:
-            f.seek(self._run_start)
-            this_run = f.read().decode(errors="replace")
-        if is_address_in_use(this_run):
-            raise AddressInUse(f"{self.name}: {this_run[-2000:]}")
-        pytest.fail(f"{self.name} exited with {self.proc.returncode}:\n{this_run[-6000:]}")
-
-    def terminate(self, timeout: float = 30) -> int:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        return self.proc.returncode
-
-    def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self._log.close()
-
 
 @pytest.fixture
 def processes():
@@ -271,7 +189,7 @@ def start_node(strongroom_bin, processes, ports, tmp_path):
 @pytest.fixture
 def consul(processes, ports, tmp_path) -> str:
     """A real Consul dev agent on reserved loopback ports; its HTTP address."""
-    binary = _tool("STRONGROOM_CONSUL_BIN", "consul")
+    binary = tool("STRONGROOM_CONSUL_BIN", "consul")
 
     def start() -> str:
         http = ports()
