@@ -329,8 +329,23 @@ impl Process {
     }
 
     /// SIGSTOP: frozen, its sockets stay open but nothing is answered.
+    /// Returns once every thread has stopped: the kernel stops a process's
+    /// threads one by one, and on a loaded machine a thread that was
+    /// already running can still answer a request sent after `kill`
+    /// returned (the flake check caught a "frozen" active node answering
+    /// its health check).
+    ///
+    /// # Panics
+    /// When a thread is still running 10 s after the signal.
     pub fn pause(&self) {
         self.signal("STOP");
+        if let Some(pid) = self.pid() {
+            wait::until_blocking(
+                &format!("every thread of {} stopped", self.spec.name),
+                Duration::from_secs(10),
+                || threads_stopped(pid),
+            );
+        }
     }
 
     /// SIGCONT after [`Process::pause`].
@@ -492,6 +507,23 @@ impl Drop for Process {
     }
 }
 
+/// Whether no thread of process `pid` runs: each is stopped, traced, a
+/// zombie or gone (`/proc/<pid>/task/*/stat`; the state follows the
+/// command name's closing parenthesis).
+fn threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return true;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).map_or(true, |stat| {
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next());
+            matches!(state, None | Some('T' | 't' | 'Z' | 'X'))
+        })
+    })
+}
+
 /// The last `lines` lines of `text`.
 pub fn tail_of(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
@@ -635,7 +667,11 @@ mod tests {
             p.log_since_start().contains("hello")
         });
         p.pause();
+        assert!(threads_stopped(p.pid().unwrap()), "paused means stopped");
         p.resume();
+        wait::until_blocking("running again", Duration::from_secs(10), || {
+            !threads_stopped(p.pid().unwrap())
+        });
         assert!(p.is_running());
         let status = p.terminate(Duration::from_secs(10));
         assert!(status.is_some(), "sleep exits on SIGTERM");
