@@ -12,7 +12,7 @@ use storage_consul::{ConsulStorage, ConsulToken};
 use testkit::consul::{ConsulDev, ConsulOptions, isolated, raw_request};
 use testkit::proxy::GateProxy;
 
-use common::{answers, occupy_senders, queue_in_order};
+use common::{occupy_senders, queue_in_order, release_queued};
 
 fn acl_dev() -> &'static ConsulDev {
     static DEV: OnceLock<ConsulDev> = OnceLock::new();
@@ -288,11 +288,7 @@ key_prefix "{p}denied/" {{ policy = "read" }}"#,
         ],
     )
     .await;
-    gate.open();
-    for answer in answers(held).await {
-        answer.unwrap();
-    }
-    let mut answers = answers(queued).await.into_iter();
+    let mut answers = release_queued(&gate, held, queued).await;
     answers.next().unwrap().unwrap();
     assert_denied(answers.next().unwrap(), "the refused put", &secret);
     answers.next().unwrap().unwrap();

@@ -12,7 +12,7 @@ use seal_core::{Storage, StorageError, TxnOp};
 use storage_consul::{ConsulError, MAX_TRANSACTION_OPS};
 use testkit::consul::{isolated, raw_request, shared_dev};
 
-use common::{answers, consul_source, occupy_senders, queue_in_order};
+use common::{consul_source, occupy_senders, queue_in_order, release_queued};
 use testkit::proxy::{CountingProxy, GateProxy};
 
 /// Why the value limit is below 512 KiB: the real Consul refuses a
@@ -239,11 +239,7 @@ async fn a_batch_refused_as_too_large_is_sent_one_write_at_a_time() {
         ],
     )
     .await;
-    gate.open();
-    for answer in answers(held).await {
-        answer.unwrap();
-    }
-    let mut answers = answers(queued).await.into_iter();
+    let mut answers = release_queued(&gate, held, queued).await;
     answers.next().unwrap().unwrap();
     let err = answers.next().unwrap().unwrap_err();
     assert!(

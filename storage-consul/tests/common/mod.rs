@@ -74,6 +74,21 @@ async fn write(storage: &ConsulStorage, mut ops: Vec<TxnOp>) -> Result<(), Stora
     storage.transaction(ops).await
 }
 
+/// Opens `gate`, checks that the writes it held (from
+/// [`occupy_senders`]) succeeded, and returns the queued writes' answers
+/// in the order they were queued.
+pub async fn release_queued(
+    gate: &GateProxy,
+    held: Vec<JoinHandle<Result<(), StorageError>>>,
+    queued: Vec<JoinHandle<Result<(), StorageError>>>,
+) -> std::vec::IntoIter<Result<(), StorageError>> {
+    gate.open();
+    for answer in answers(held).await {
+        answer.expect("a write held at the gate");
+    }
+    answers(queued).await.into_iter()
+}
+
 /// Each write's answer, in order.
 pub async fn answers(
     writes: Vec<JoinHandle<Result<(), StorageError>>>,
