@@ -44,11 +44,11 @@ SETUP_HINT = "run scripts/setup-tools.sh and eval what it prints"
 LOG_TAIL = 6000  # characters of a log a failure message shows
 
 
-def tool(var: str, name: str, venv: str | None = None) -> str:
-    """The executable ``$var``, else, for a tool of the cached virtualenv,
-    ``<cache>/venv/bin/<venv>``. A missing one fails the test saying how to
-    get it; nothing is skipped."""
-    path = os.environ.get(var)
+def tool(var: str, name: str, venv: str | None = None, default: str | None = None) -> str:
+    """The executable ``$var``, else ``default`` (a system package's path),
+    else, for a tool of the cached virtualenv, ``<cache>/venv/bin/<venv>``.
+    A missing one fails the test saying how to get it; nothing is skipped."""
+    path = os.environ.get(var) or default
     if not path and venv:
         cache = os.environ.get("STRONGROOM_CACHE") or Path.home() / ".cache" / "strongroom"
         path = str(Path(cache) / "venv" / "bin" / venv)
@@ -204,13 +204,14 @@ class Process:
 
 
 def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1, on_fail=lambda: "",
-               proc: Process | None = None):
+               proc: Process | None = None, not_yet: tuple[type[BaseException], ...] = ()):
     """Polls ``check()`` until it returns something truthy and returns it;
-    a request that fails counts as "not yet". Fails with ``what`` and the
-    tail of ``on_fail()`` after ``timeout`` seconds. With ``proc``, a
-    process that exits meanwhile fails the wait at once (raising
-    :class:`AddressInUse` when its port was taken, for
-    :func:`on_fresh_ports`)."""
+    a request that fails, or ``check`` raising one of ``not_yet`` (a page
+    still changing under a browser), counts as "not yet". Fails with
+    ``what``, the last answer and the tail of ``on_fail()`` after
+    ``timeout`` seconds. With ``proc``, a process that exits meanwhile
+    fails the wait at once (raising :class:`AddressInUse` when its port
+    was taken, for :func:`on_fresh_ports`)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -218,7 +219,7 @@ def wait_until(what: str, check, timeout: float = 30.0, interval: float = 0.1, o
             proc.check_alive()
         try:
             last = check()
-        except (requests.RequestException, OSError) as e:
+        except (requests.RequestException, OSError, *not_yet) as e:
             last = e
         else:
             if last:

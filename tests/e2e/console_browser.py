@@ -25,11 +25,9 @@ import os
 import re
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-import pytest
 
 os.environ.setdefault("SE_OFFLINE", "true")
 
@@ -38,9 +36,8 @@ from selenium.common.exceptions import StaleElementReferenceException, WebDriver
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
+from testkit import tool, wait_until  # noqa: E402
 
-CHROMIUM = os.environ.get("STRONGROOM_CHROMIUM") or "/usr/bin/chromium"
-CHROMEDRIVER = os.environ.get("STRONGROOM_CHROMEDRIVER") or "/usr/bin/chromedriver"
 
 # Headless on a machine without a display or outside network: no sandbox
 # (tests run as root), no background services that would dial out.
@@ -74,15 +71,11 @@ def output_dir(test_name: str) -> Path:
 
 
 def start_browser(download_dir: Path, width: int = 1280, height: int = 900) -> webdriver.Chrome:
-    for tool, what in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not os.access(tool, os.X_OK):
-            pytest.fail(
-                f"{tool} is missing: run scripts/setup-tools.sh, which installs Debian's {what} "
-                "(or point STRONGROOM_CHROMIUM / STRONGROOM_CHROMEDRIVER at them)"
-            )
+    chromium = tool("STRONGROOM_CHROMIUM", "Debian's chromium", default="/usr/bin/chromium")
+    chromedriver = tool("STRONGROOM_CHROMEDRIVER", "Debian's chromium-driver", default="/usr/bin/chromedriver")
     profile = tempfile.mkdtemp(prefix="strongroom-chromium-")
     options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
+    options.binary_location = chromium
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
@@ -97,7 +90,7 @@ def start_browser(download_dir: Path, width: int = 1280, height: int = 900) -> w
         },
     )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(chromedriver), options=options)
     driver.execute_cdp_cmd(
         "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(download_dir)}
     )
@@ -115,22 +108,15 @@ def stop_browser(driver: webdriver.Chrome) -> None:
             shutil.rmtree(profile, ignore_errors=True)
 
 
-def wait_until(condition: Callable[[], object], what: str, timeout: float = 20.0, interval: float = 0.1):
-    """Polls ``condition`` until it returns something truthy; fails after
-    ``timeout`` seconds saying ``what`` did not happen."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except (StaleElementReferenceException, WebDriverException, AssertionError, KeyError) as err:
-            last_error = err
-        if time.monotonic() > deadline:
-            suffix = f" (last error: {last_error})" if last_error else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{suffix}")
-        time.sleep(interval)
+# A page being rebuilt under the driver: an element gone stale, a script
+# that ran mid-navigation, a value not there yet. Each means "not yet".
+PAGE_IN_FLUX = (StaleElementReferenceException, WebDriverException, AssertionError, KeyError)
+
+
+def wait_on_page(what: str, check: Callable[[], object], timeout: float = 20.0):
+    """testkit's ``wait_until`` for a browser: the page changing under
+    ``check`` counts as "not yet"."""
+    return wait_until(what, check, timeout=timeout, not_yet=PAGE_IN_FLUX)
 
 
 class Console:
@@ -156,7 +142,7 @@ class Console:
         return re.sub(r"^https?://[^/]+", "", url)
 
     def wait_path(self, prefix: str, timeout: float = 20.0) -> str:
-        return wait_until(lambda: self.path().startswith(prefix) and self.path(), f"the console at {prefix}", timeout)
+        return wait_on_page(f"the console at {prefix}", lambda: self.path().startswith(prefix) and self.path(), timeout)
 
     def find(self, css: str) -> WebElement:
         return self.driver.find_element(By.CSS_SELECTOR, css)
@@ -172,10 +158,10 @@ class Console:
             return None
 
         what = f"{css} showing {text!r}" if text else f"{css} to show"
-        return wait_until(visible, what, timeout)
+        return wait_on_page(what, visible, timeout)
 
     def wait_gone(self, css: str, timeout: float = 20.0) -> None:
-        wait_until(lambda: not any(el.is_displayed() for el in self.find_all(css)), f"{css} to go away", timeout)
+        wait_on_page(f"{css} to go away", lambda: not any(el.is_displayed() for el in self.find_all(css)), timeout)
 
     def type(self, css: str, text: str) -> WebElement:
         el = self.wait_for(css)
@@ -290,4 +276,4 @@ def downloaded_file(folder: Path, timeout: float = 20.0) -> Path:
         partial = [p for p in folder.iterdir() if p.name.endswith(".crdownload")]
         return files[0] if len(files) == 1 and not partial else None
 
-    return wait_until(done, f"a downloaded file in {folder}", timeout)
+    return wait_on_page(f"a downloaded file in {folder}", done, timeout)

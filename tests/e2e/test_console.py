@@ -26,9 +26,8 @@ import pytest
 import requests
 from selenium.webdriver.common.keys import Keys
 
-from conftest import Port, Process, Server, dev_args, on_fresh_ports, tool
-from conftest import wait_until as harness_wait_until
-from console_browser import Console, downloaded_file, output_dir, start_browser, stop_browser, wait_until
+from conftest import Port, Process, Server, dev_args, on_fresh_ports, tool, wait_until
+from console_browser import Console, downloaded_file, output_dir, start_browser, stop_browser, wait_on_page
 
 REQUEST_TIMEOUT = 10
 
@@ -264,10 +263,10 @@ def test_operator_journey(cluster, browser):
     # ---------------------------------------------------------- Cluster
     # Every node listed (standbys appear with their first echo), one active.
     expected = ["active"] + ["standby"] * (len(cluster) - 1)
-    wait_until(
+    wait_on_page(
+        f"the cluster page to list {expected}",
         lambda: sorted(r.get_attribute("data-test-ha-node-role") for r in ui.find_all("[data-test-ha-node-role]"))
         == sorted(expected),
-        f"the cluster page to list {expected}",
         timeout=60,
     )
     listed = sorted(r.get_attribute("data-test-ha-node") for r in ui.find_all("[data-test-ha-node]"))
@@ -446,7 +445,7 @@ class Moto:
         self.proc = Process([binary, "-H", "127.0.0.1", "-p", str(self.port.number)], workdir, "moto",
                             env={"AWS_DEFAULT_REGION": "us-east-1"})
         try:
-            harness_wait_until("moto_server answering", self._up, timeout=60, interval=0.2, on_fail=self.proc.log,
+            wait_until("moto_server answering", self._up, timeout=60, interval=0.2, on_fail=self.proc.log,
                           proc=self.proc)
         except BaseException:
             self.stop()
