@@ -487,8 +487,7 @@ async fn session_exists(id: &str) -> bool {
 async fn a_holder_whose_address_refuses_connections_is_deposed() {
     let path = unique_path();
     let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
-    let port = testkit::ports::reserve();
-    let listener = tokio::net::TcpListener::bind(port.addr()).await.unwrap();
+    let (listener, port) = testkit::ports::listen_tokio();
     let dead = orphaned_lock(
         &path,
         advertisement(&format!("http://{}", port.addr()), "old"),
@@ -549,8 +548,7 @@ async fn a_holder_whose_address_never_answered_keeps_the_lock() {
 async fn a_holder_that_accepts_connections_keeps_the_lock() {
     let path = unique_path();
     let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
-    let port = testkit::ports::reserve();
-    let _frozen = tokio::net::TcpListener::bind(port.addr()).await.unwrap();
+    let (_frozen, port) = testkit::ports::listen();
     let alive = orphaned_lock(
         &path,
         advertisement(&format!("http://{}", port.addr()), "a"),
@@ -566,8 +564,7 @@ async fn a_holder_that_accepts_connections_keeps_the_lock() {
 async fn a_restarted_node_reclaims_its_previous_session() {
     let path = unique_path();
     let _guard = PrefixGuard::new(shared_dev().http_address(), path.clone(), None);
-    let port = testkit::ports::reserve();
-    let _listening = tokio::net::TcpListener::bind(port.addr()).await.unwrap();
+    let (_listening, port) = testkit::ports::listen();
     let me = format!("http://{}", port.addr());
     let previous = orphaned_lock(&path, advertisement(&me, "first-process")).await;
     let (_storage, ha) = contender(detecting(&path));

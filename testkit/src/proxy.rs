@@ -15,18 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::ports::{self, Port};
-
-/// Listens on a fresh reserved port.
-async fn listen() -> (TcpListener, Port) {
-    let port = ports::reserve();
-    let listener = TcpListener::bind(("127.0.0.1", port.get()))
-        .await
-        .unwrap_or_else(|e| panic!("testkit: proxy cannot listen on reserved port {port}: {e}"));
-    (listener, port)
-}
 
 /// Counts requests in flight through it: a connection is busy from the
 /// first request byte until the first response byte. Responses are held
@@ -48,7 +39,7 @@ impl CountingProxy {
     /// # Panics
     /// Outside a Tokio runtime.
     pub async fn start(upstream: String, delay: Duration) -> Self {
-        let (listener, port) = listen().await;
+        let (listener, port) = ports::listen_tokio();
         let address = port.addr();
         let in_flight = Arc::new(AtomicUsize::new(0));
         let peak = Arc::new(AtomicUsize::new(0));
@@ -176,7 +167,7 @@ impl FaultProxy {
     /// # Panics
     /// Outside a Tokio runtime.
     pub async fn start(upstream: String, script: Vec<Fault>, then: Fault) -> Self {
-        let (listener, port) = listen().await;
+        let (listener, port) = ports::listen_tokio();
         let address = port.addr();
         let seen = Arc::new(AtomicUsize::new(0));
         let counter = seen.clone();
@@ -288,7 +279,7 @@ impl GateProxy {
     /// # Panics
     /// Outside a Tokio runtime.
     pub async fn start(upstream: String, markers: Vec<&'static str>) -> Self {
-        let (listener, port) = listen().await;
+        let (listener, port) = ports::listen_tokio();
         let address = port.addr();
         let (open, gate) = tokio::sync::watch::channel(false);
         let held = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -31,7 +31,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -103,8 +102,7 @@ impl KubeApi {
             )
             .unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(config));
-        let port = testkit::reserve_port();
-        let listener = TcpListener::bind(port.addr()).await.unwrap();
+        let (listener, port) = testkit::ports::listen_tokio();
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Mutex::new(Inner {
             token,

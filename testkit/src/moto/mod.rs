@@ -158,7 +158,7 @@ impl MotoServer {
                 || async { TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() },
             )
             .await?;
-        let relay = relay::Relay::start(ports::reserve(), moto_port.get());
+        let relay = relay::Relay::start(moto_port.get());
         Ok(Self {
             relay,
             process,

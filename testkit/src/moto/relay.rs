@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use crate::ports::Port;
+use crate::ports::{self, Port};
 
 enum Command {
     /// Listen (true) or refuse connections (false); acknowledged once in
@@ -29,12 +29,11 @@ pub(super) struct Relay {
 }
 
 impl Relay {
-    /// Listens on the reserved `port` and relays every connection to
+    /// Listens on a reserved port and relays every connection to
     /// `127.0.0.1:upstream_port`.
-    pub(super) fn start(reserved: Port, upstream_port: u16) -> Self {
+    pub(super) fn start(upstream_port: u16) -> Self {
+        let (listener, reserved) = ports::listen();
         let port = reserved.get();
-        let listener = StdListener::bind(("127.0.0.1", port))
-            .unwrap_or_else(|e| panic!("relay: cannot listen on reserved port {port}: {e}"));
         listener
             .set_nonblocking(true)
             .expect("relay: set_nonblocking");
@@ -137,7 +136,10 @@ async fn rebind(port: u16) -> TcpListener {
                 let _ = e;
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            Err(e) => panic!("relay: cannot listen on 127.0.0.1:{port} again: {e}"),
+            Err(e) => panic!(
+                "relay: cannot listen on 127.0.0.1:{port} again: {e}; held: {:?}",
+                ports::holders(port)
+            ),
         }
     }
 }
