@@ -102,7 +102,7 @@ async fn one_active_writes_anywhere_read_everywhere_and_standbys_forward() {
     let sc = Scenario::new("three nodes: one active, standbys forward or redirect");
     let c = cluster(&sc).await;
     let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
-    let active = c.active(DEADLINE).await;
+    let active = c.followed(DEADLINE).await;
     let standby = (active + 1) % 3;
     c.node(active).mount_kv(c.root(), "kv", "1").await;
 
@@ -231,7 +231,7 @@ async fn hvac_through_a_standby_works_unchanged_over_https_with_a_private_ca() {
         HaOptions::default(),
     )
     .await;
-    let active = c.active(DEADLINE).await;
+    let active = c.followed(DEADLINE).await;
     let standby = (active + 1) % 3;
     assert!(c.node(standby).base.starts_with("https://"));
     let python = std::env::var("STRONGROOM_PYTHON").unwrap_or_else(|_| {
@@ -351,7 +351,7 @@ async fn sigterm_of_the_active_hands_over_at_once() {
     let sc = Scenario::new("graceful: SIGTERM the active node");
     let c = cluster(&sc).await;
     let sampler = LeaderSampler::start(&c, SAMPLE_EVERY);
-    let old = c.active(DEADLINE).await;
+    let old = c.followed(DEADLINE).await;
     c.node(old).mount_kv(c.root(), "kv", "1").await;
     c.node(old)
         .write(c.root(), "kv/before", json!({"v": 1}))
@@ -659,7 +659,7 @@ async fn step_down_through_a_standby_hands_over_and_the_old_active_forwards() {
 async fn a_standby_promoted_after_a_rotation_reads_old_and_new_terms() {
     let sc = Scenario::new("rotation on the active, promotion later");
     let c = cluster(&sc).await;
-    let old = c.active(DEADLINE).await;
+    let old = c.followed(DEADLINE).await;
     c.node(old).mount_kv(c.root(), "kv", "1").await;
     c.node(old)
         .write(c.root(), "kv/term1", json!({"v": 1}))

@@ -103,13 +103,7 @@ async fn all_unsealed(c: &HaCluster) -> usize {
     for node in c.nodes() {
         node.wait_sealed(false, DEADLINE).await;
     }
-    let active = c.active(DEADLINE).await;
-    for (i, node) in c.nodes().iter().enumerate() {
-        if i != active {
-            node.wait_standby_of(&c.node(active).base, DEADLINE).await;
-        }
-    }
-    active
+    c.followed(DEADLINE).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -193,6 +193,24 @@ impl HaCluster {
         self.wait_active(None, timeout).await
     }
 
+    /// As [`HaCluster::active`], then waits until every other running node
+    /// is a standby naming it in `sys/leader`: a standby learns the active
+    /// node from its own reads of the HA lock, a moment after it unseals,
+    /// and cannot forward before. Returns the active node's index.
+    ///
+    /// # Panics
+    /// When that does not hold within `timeout` (for each wait).
+    pub async fn followed(&self, timeout: Duration) -> usize {
+        let active = self.active(timeout).await;
+        let leader = &self.nodes[active].base;
+        for (i, node) in self.nodes.iter().enumerate() {
+            if i != active && node.process().is_running() {
+                node.wait_standby_of(leader, timeout).await;
+            }
+        }
+        active
+    }
+
     /// As [`HaCluster::active`], and the active node is not `not`.
     ///
     /// # Panics
