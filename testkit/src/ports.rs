@@ -123,7 +123,7 @@ pub fn reserve_n(n: usize) -> Vec<Port> {
 /// # Errors
 /// The lock directory cannot be created, or every candidate is taken.
 pub fn try_reserve() -> Result<Port, String> {
-    try_reserve_listening().map(|(port, _checked)| port)
+    try_reserve_listening().map(|(_checked, port)| port)
 }
 
 /// Reserves a port and listens on it (TCP, `127.0.0.1`), for a listener in
@@ -135,8 +135,7 @@ pub fn try_reserve() -> Result<Port, String> {
 /// # Panics
 /// As [`reserve`].
 pub fn listen() -> (TcpListener, Port) {
-    let (port, listener) = try_reserve_listening().unwrap_or_else(|e| panic!("testkit: {e}"));
-    (listener, port)
+    try_reserve_listening().unwrap_or_else(|e| panic!("testkit: {e}"))
 }
 
 /// [`listen`] for a tokio server; call it inside a runtime.
@@ -153,7 +152,7 @@ pub fn listen_tokio() -> (tokio::net::TcpListener, Port) {
     (listener, port)
 }
 
-fn try_reserve_listening() -> Result<(Port, TcpListener), String> {
+fn try_reserve_listening() -> Result<(TcpListener, Port), String> {
     let dir = lock_dir();
     std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
     let ranges = candidate_ranges();
@@ -198,7 +197,7 @@ fn nth_candidate(ranges: &[RangeInclusive<u16>], mut i: u32) -> u16 {
 
 /// Takes the lock for `port` if nobody holds it and the port is free,
 /// with the listener that checked it.
-fn lock_port(dir: &std::path::Path, port: u16) -> Option<(Port, TcpListener)> {
+fn lock_port(dir: &std::path::Path, port: u16) -> Option<(TcpListener, Port)> {
     let path = dir.join(format!("{port}.lock"));
     let file = OpenOptions::new()
         .create(true)
@@ -213,7 +212,7 @@ fn lock_port(dir: &std::path::Path, port: u16) -> Option<(Port, TcpListener)> {
     // listens there (Serf needs both TCP and UDP).
     let listener = TcpListener::bind(("127.0.0.1", port)).ok()?;
     UdpSocket::bind(("127.0.0.1", port)).ok()?;
-    Some((Port { port, _lock: file }, listener))
+    Some((listener, Port { port, _lock: file }))
 }
 
 /// Who holds `port` on this machine, one line per socket: protocol, state

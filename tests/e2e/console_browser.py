@@ -28,7 +28,6 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-
 os.environ.setdefault("SE_OFFLINE", "true")
 
 from selenium import webdriver  # noqa: E402
