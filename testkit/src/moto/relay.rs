@@ -132,8 +132,7 @@ async fn rebind(port: u16) -> TcpListener {
     loop {
         match TcpListener::bind(("127.0.0.1", port)).await {
             Ok(l) => return l,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             Err(e) => panic!(
